@@ -1,0 +1,825 @@
+#!/usr/bin/env python3
+"""Generate the golden reference fixtures in tests/fixtures/ with the real PyTorch/transformers/gguf stack.
+
+How to run (from the repository root):
+
+    python3 -m venv ~/.cache/lora-null/venv
+    ~/.cache/lora-null/venv/bin/pip install -r scripts/requirements-reference.txt
+    scripts/fetch-model.sh                      # SmolLM2-135M-Instruct.Q4_1.gguf -> assets/models/
+    ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
+    ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf
+
+(`--only gguf` reads the tiny `llama` model written by `--only tiny`.)
+
+The script runs on the CPU with ONE thread (torch.set_num_threads(1), OMP/MKL/RAYON = 1, tokenizers
+parallelism off), all weights and activations in float32. It is deterministic: every random draw comes
+from a fixed seed, nothing depends on time or on the machine, so re-running it rewrites byte-identical
+files (idempotent). Paths are derived from this file's location, not from the working directory.
+
+Outputs
+  tests/fixtures/smollm2/reference.json      tokenizer / chat template / logits / perplexity / greedy
+  tests/fixtures/smollm2/ppl_text.txt        the perplexity text (hand-written, not generated here)
+  tests/fixtures/tiny/tokenizer.json         tiny byte-level BPE tokenizer (vocab 384), copied into each model dir
+  tests/fixtures/tiny/{llama,llama3,qwen2,mistral}/   config.json, model.safetensors, tokenizer*.json, reference.json
+  tests/fixtures/tiny/llama-gguf/            {f32,f16,q8_0,q4_0,q4_1}.gguf + reference_<type>.json
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+    os.environ[_var] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
+torch.use_deterministic_algorithms(True)
+
+import gguf  # noqa: E402
+import safetensors  # noqa: E402
+import tokenizers  # noqa: E402
+import transformers  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+SMOL_DIR = ROOT / "assets" / "models"
+SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+TINY = FIXTURES / "tiny"
+TINY_GGUF = TINY / "llama-gguf"
+
+SEED = 20240607
+EOS_ID = 2
+ADD_SPECIAL_TOKENS = True  # transformers' default for tokenizer(text); the GGUF tokenizer adds no BOS either way
+
+
+def seed_everything(seed: int = SEED) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def f32(x) -> float:
+    """A float32 value as the shortest decimal that round-trips through float32 (parsed as f32 = same bits)."""
+    return float(str(np.float32(x)))
+
+
+def f32_list(t) -> list:
+    a = t.detach().to(torch.float32).cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float32)
+    return [f32(v) for v in a.astype(np.float32).reshape(-1)]
+
+
+def f32_rows(t) -> list:
+    return [f32_list(row) for row in t]
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "gguf": version_of("gguf"),
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "dtype": "float32",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def version_of(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+@torch.no_grad()
+def forward_logits(model, ids) -> torch.Tensor:
+    """[len(ids), vocab] float32 logits for one sequence, no cache, plain causal attention."""
+    out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=False)
+    logits = out.logits[0]
+    assert logits.dtype == torch.float32, logits.dtype
+    return logits
+
+
+@torch.no_grad()
+def greedy(model, ids, max_new_tokens, stop_at_eos):
+    """Pure argmax decoding, recomputing the full prefix each step (no cache, no penalties)."""
+    seq = list(ids)
+    new = []
+    stopped = False
+    for _ in range(max_new_tokens):
+        nxt = int(torch.argmax(forward_logits(model, seq)[-1]).item())
+        new.append(nxt)
+        seq.append(nxt)
+        if stop_at_eos and nxt == EOS_ID:
+            stopped = True
+            break
+    return new, stopped
+
+
+def assert_float32(model) -> None:
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32, (name, p.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# A. SmolLM2-135M-Instruct (Q4_1 GGUF) through transformers
+# ----------------------------------------------------------------------------------------------
+
+TOKENIZATION_CASES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "In 2024, 3.14159 and 1,000,000 items cost $42.",
+    "Café naïve — 東京 🚀",
+    "a  b\t\tc\n\n\nd   ",
+    'def greet(name):\n    """Say hello."""\n    return f"Hello, {name}!"  # done\n',
+    " leading space",
+    " ",
+    "Don't stop; it's <|im_start|>user and we'll see.",
+]
+
+LOGIT_PROMPTS = ["The capital of France is", "def fibonacci(n):", "1, 2, 3, 4,"]
+PROBE_IDS = list(range(0, 49152, 768))
+TOP_K = 50
+
+
+def load_smollm2():
+    path = SMOL_DIR / SMOL_FILE
+    if not path.exists():
+        sys.exit(f"missing {path}: run scripts/fetch-model.sh first")
+    sha = sha256_file(path)
+    assert sha == SMOL_SHA256, f"{path} sha256 {sha} != {SMOL_SHA256}"
+    tok = AutoTokenizer.from_pretrained(str(SMOL_DIR), gguf_file=SMOL_FILE)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(SMOL_DIR), gguf_file=SMOL_FILE, dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()
+    assert_float32(model)
+    return tok, model, sha
+
+
+def encode(tok, text):
+    return list(tok(text, add_special_tokens=ADD_SPECIAL_TOKENS)["input_ids"])
+
+
+def make_smollm2():
+    print("[smollm2] loading", SMOL_FILE)
+    seed_everything()
+    tok, model, sha = load_smollm2()
+    cfg = model.config
+    print(
+        f"  config: layers={cfg.num_hidden_layers} hidden={cfg.hidden_size} heads={cfg.num_attention_heads}"
+        f"/{cfg.num_key_value_heads} head_dim={getattr(cfg, 'head_dim', None)} vocab={cfg.vocab_size}"
+        f" tie={cfg.tie_word_embeddings} eps={cfg.rms_norm_eps} rope={getattr(cfg, 'rope_parameters', None)}"
+    )
+    backend = json.loads(tok.backend_tokenizer.to_str())
+    meta = versions() | {
+        "model_file": SMOL_FILE,
+        "model_sha256": sha,
+        "tokenizer_class": type(tok).__name__,
+        "tokenizer_pre_tokenizer": backend.get("pre_tokenizer"),
+        "tokenizer_normalizer": backend.get("normalizer"),
+        "tokenizer_decoder": backend.get("decoder"),
+        "tokenizer_post_processor": backend.get("post_processor"),
+        "config": {
+            "num_hidden_layers": cfg.num_hidden_layers,
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.intermediate_size,
+            "num_attention_heads": cfg.num_attention_heads,
+            "num_key_value_heads": cfg.num_key_value_heads,
+            "head_dim": getattr(cfg, "head_dim", None),
+            "vocab_size": cfg.vocab_size,
+            "rms_norm_eps": cfg.rms_norm_eps,
+            "rope_parameters": getattr(cfg, "rope_parameters", None),
+            "tie_word_embeddings": cfg.tie_word_embeddings,
+            "max_position_embeddings": cfg.max_position_embeddings,
+        },
+        "attn_implementation": "eager",
+        "add_special_tokens": ADD_SPECIAL_TOKENS,
+    }
+
+    # --- tokenization
+    tokenization = []
+    for text in TOKENIZATION_CASES:
+        ids = encode(tok, text)
+        plain = list(tok(text, add_special_tokens=False)["input_ids"])
+        assert ids == plain, ("add_special_tokens changes the ids", text, ids, plain)
+        decoded = tok.decode(ids, skip_special_tokens=False)
+        tokenization.append(
+            {
+                "text": text,
+                "add_special_tokens": ADD_SPECIAL_TOKENS,
+                "ids": ids,
+                "tokens": tok.convert_ids_to_tokens(ids),
+                "decoded": decoded,
+            }
+        )
+
+    # --- chat template
+    chats = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [
+            {"role": "system", "content": "You are a terse assistant. Answer in one word."},
+            {"role": "user", "content": "Name a primary colour."},
+        ],
+    ]
+    chat_out = []
+    for messages in chats:
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        templ = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        assert list(templ["input_ids"]) == ids, "apply_chat_template(tokenize=True) disagrees"
+        chat_out.append(
+            {"messages": messages, "add_generation_prompt": True, "add_special_tokens": False, "text": text, "ids": ids}
+        )
+
+    # --- logits
+    logits_out = []
+    for text in LOGIT_PROMPTS:
+        ids = encode(tok, text)
+        assert len(ids) <= 12, (text, len(ids))
+        logits = forward_logits(model, ids)
+        positions = []
+        for row in logits:
+            top = torch.topk(row, TOP_K)
+            r64 = row.to(torch.float64)
+            positions.append(
+                {
+                    "top_ids": [int(i) for i in top.indices],
+                    "top_values": f32_list(top.values),
+                    "logsumexp": float(torch.logsumexp(r64, 0)),
+                    "mean": float(r64.mean()),
+                    "l2": float(torch.linalg.vector_norm(r64)),
+                    "probe_ids": PROBE_IDS,
+                    "probe_values": f32_list(row[PROBE_IDS]),
+                }
+            )
+        logits_out.append({"text": text, "ids": ids, "positions": positions})
+
+    # --- perplexity
+    seq_len = 128
+    ppl_path = FIXTURES / "smollm2" / "ppl_text.txt"
+    ppl_text = ppl_path.read_text(encoding="utf-8")
+    ids = encode(tok, ppl_text)
+    windows = [ids[i : i + seq_len] for i in range(0, len(ids), seq_len)]
+    windows = [w for w in windows if len(w) >= 2]
+    nll_sum, scored, used, per_window = 0.0, 0, 0, []
+    for w in windows:
+        logp = torch.log_softmax(forward_logits(model, w).to(torch.float64), dim=-1)
+        tgt = torch.tensor(w[1:])
+        nll = float(-logp[:-1].gather(1, tgt[:, None]).sum())
+        nll_sum += nll
+        scored += len(w) - 1
+        used += len(w)
+        per_window.append({"len": len(w), "nll_sum": nll})
+    perplexity = {
+        "text_file": "ppl_text.txt",
+        "text_sha256": hashlib.sha256(ppl_text.encode("utf-8")).hexdigest(),
+        "text_is_raw_file_contents": True,
+        "add_special_tokens": ADD_SPECIAL_TOKENS,
+        "seq_len": seq_len,
+        "total_ids": len(ids),
+        "tokens": used,
+        "scored": scored,
+        "nll_sum": nll_sum,
+        "perplexity": math.exp(nll_sum / scored),
+        "windows": per_window,
+    }
+
+    # --- greedy
+    greedy_out = []
+    for prompt, chat in [("The capital of France is", False), ("What is the capital of France?", True)]:
+        if chat:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+            ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        else:
+            ids = encode(tok, prompt)
+        new, stopped = greedy(model, ids, 16, stop_at_eos=True)
+        # cross-check against transformers' own (KV-cached) greedy generate
+        gen = model.generate(
+            torch.tensor([ids]), max_new_tokens=16, do_sample=False, eos_token_id=EOS_ID, pad_token_id=EOS_ID,
+            repetition_penalty=None, top_k=None, top_p=None, temperature=None,
+        )[0, len(ids):].tolist()
+        assert gen == new, ("generate disagrees with argmax loop", gen, new)
+        text_ids = new[:-1] if stopped else new
+        greedy_out.append(
+            {
+                "prompt": prompt,
+                "chat": chat,
+                "ids": ids,
+                "new_ids": new,
+                "text": tok.decode(text_ids, skip_special_tokens=False),
+                "max_new_tokens": 16,
+                "stopped_at_eos": stopped,
+                "note": "new_ids includes the eos id 2 as its last element when stopped_at_eos; text excludes it",
+            }
+        )
+
+    ref = {
+        "meta": meta,
+        "tokenization": tokenization,
+        "chat": chat_out,
+        "logits": logits_out,
+        "perplexity": perplexity,
+        "greedy": greedy_out,
+    }
+    write_json(FIXTURES / "smollm2" / "reference.json", ref)
+    print(f"  perplexity: {perplexity['perplexity']:.6f} over {scored} scored / {used} tokens in {len(windows)} windows")
+    for g in greedy_out:
+        print(f"  greedy chat={g['chat']}: {g['prompt']!r} -> {g['text']!r} (eos={g['stopped_at_eos']})")
+    return ref
+
+
+# ----------------------------------------------------------------------------------------------
+# B. tiny random-weight models
+# ----------------------------------------------------------------------------------------------
+
+TINY_CORPUS = [
+    "The river rises in the hills and runs to the sea. Along its banks there are towns, farms, mills and bridges.",
+    "A small model is useful for tests: it loads in a moment, runs on any machine and its numbers are easy to check.",
+    "Numbers such as 1, 22, 333 and 4096 appear in tables; prices like $3.50 or 12.75 euros appear in shop windows.",
+    "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i, i * 2))\n",
+    "fn main() {\n    let xs: Vec<u32> = (0..8).collect();\n    println!(\"{:?}\", xs);\n}\n",
+    "Questions and answers: What is the capital of France? The capital of France is Paris.",
+    "The weather was cold in the morning, warm at noon, and windy in the evening; the sky stayed clear all day.",
+    "Café, naïve, façade and résumé keep their accents. 東京 and 大阪 are cities in Japan. Emoji: 🚀🙂.",
+    "<|im_start|>user\nHello there!<|im_end|>\n<|im_start|>assistant\nHi! How can I help you today?<|im_end|>\n",
+    "Lists: apples, pears, plums, cherries; tools: hammer, saw, drill, chisel; colours: red, green, blue, yellow.",
+]
+TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_VOCAB = 384
+TINY_SHAPE = dict(
+    num_hidden_layers=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+)
+TINY_CASE_LENGTHS = [1, 7, 24]
+
+
+def build_tiny_tokenizer() -> Tokenizer:
+    def train() -> Tokenizer:
+        tk = Tokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tk.decoder = decoders.ByteLevel()
+        tk.post_processor = processors.ByteLevel(trim_offsets=False)
+        ppl = (FIXTURES / "smollm2" / "ppl_text.txt").read_text(encoding="utf-8")
+        corpus = TINY_CORPUS + [p for p in ppl.split("\n\n") if p.strip()]
+        trainer = trainers.BpeTrainer(
+            vocab_size=TINY_VOCAB,
+            min_frequency=2,
+            special_tokens=[AddedToken(t, normalized=False, special=True) for t in TINY_SPECIALS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tk.train_from_iterator(corpus, trainer=trainer)
+        return tk
+
+    tk = train()
+    assert tk.to_str() == train().to_str(), "BPE training is not deterministic"
+    assert tk.get_vocab_size() == TINY_VOCAB, tk.get_vocab_size()
+    for i, t in enumerate(TINY_SPECIALS):
+        assert tk.token_to_id(t) == i, (t, tk.token_to_id(t))
+    return tk
+
+
+def tiny_chat_template() -> str:
+    r = gguf.GGUFReader(str(SMOL_DIR / SMOL_FILE))
+    return r.fields["tokenizer.chat_template"].contents()
+
+
+def tiny_configs() -> dict:
+    common = dict(
+        vocab_size=TINY_VOCAB,
+        hidden_act="silu",
+        initializer_range=0.02,
+        attention_dropout=0.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        use_cache=True,
+        torch_dtype="float32",
+        **TINY_SHAPE,
+    )
+    llama = dict(
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        attention_bias=False,
+        mlp_bias=False,
+        pretraining_tp=1,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        rope_scaling=None,
+        tie_word_embeddings=True,
+        **common,
+    )
+    llama3 = dict(
+        llama,
+        rope_theta=500000.0,
+        # original_max_position_embeddings 64 (not 32): with head_dim 16 and theta 5e5 the wavelengths are
+        # 6.3, 32.4, 167, ... so 64 puts one frequency in each llama3 regime (kept / smoothed / divided by 8).
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        tie_word_embeddings=False,
+    )
+    qwen2 = dict(
+        architectures=["Qwen2ForCausalLM"],
+        model_type="qwen2",
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        rope_scaling=None,
+        tie_word_embeddings=False,
+        use_sliding_window=False,
+        sliding_window=None,
+        max_window_layers=2,
+        **common,
+    )
+    mistral = dict(
+        architectures=["MistralForCausalLM"],
+        model_type="mistral",
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        **common,
+    )
+    return {"llama": llama, "llama3": llama3, "qwen2": qwen2, "mistral": mistral}
+
+
+def tiny_case_ids():
+    rng = np.random.default_rng(SEED)
+    cases = [[int(x) for x in rng.integers(3, TINY_VOCAB, size=n)] for n in TINY_CASE_LENGTHS]
+    prompt = [int(x) for x in rng.integers(3, TINY_VOCAB, size=5)]
+    return cases, prompt
+
+
+def init_tiny_weights(model, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            n = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * n)
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * n)
+            elif "embed_tokens" in name:
+                p.copy_(0.3 * n)
+            else:
+                p.copy_(0.1 * n)
+
+
+def tiny_reference(model, cases, prompt, meta) -> dict:
+    out_cases = [{"ids": ids, "logits": f32_rows(forward_logits(model, ids))} for ids in cases]
+    new, _ = greedy(model, prompt, 10, stop_at_eos=False)
+    return {
+        "meta": meta,
+        "cases": out_cases,
+        "greedy": {"ids": prompt, "new_ids": new, "stop_at_eos": False, "eos_in_new_ids": EOS_ID in new},
+    }
+
+
+def default_inv_freq(theta: float, dim: int) -> torch.Tensor:
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float32) / dim))
+
+
+def make_tiny():
+    print("[tiny] training tokenizer")
+    seed_everything()
+    tk = build_tiny_tokenizer()
+    TINY.mkdir(parents=True, exist_ok=True)
+    tk.save(str(TINY / "tokenizer.json"))
+    chat_template = tiny_chat_template()
+    tok_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|im_end|>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": TINY_SHAPE["max_position_embeddings"],
+        "chat_template": chat_template,
+    }
+    cases, prompt = tiny_case_ids()
+    sample_texts = TOKENIZATION_CASES + TINY_CORPUS[:3]
+    results = {}
+    for idx, (name, cfg) in enumerate(tiny_configs().items()):
+        print(f"[tiny] {name}")
+        d = TINY / name
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        shutil.copyfile(TINY / "tokenizer.json", d / "tokenizer.json")
+        (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+
+        config = AutoConfig.from_pretrained(str(d))
+        torch.manual_seed(SEED + idx)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        init_tiny_weights(model, SEED + 100 + idx)
+        sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        if cfg["tie_word_embeddings"]:
+            assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+            sd.pop("lm_head.weight")
+        save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
+
+        # reference from the model transformers loads back from config.json + model.safetensors
+        loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+        loaded.eval()
+        assert_float32(loaded)
+        for ids in cases:
+            diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
+            assert diff <= 1e-5, (name, "reload changed logits", diff)
+
+        theta = cfg["rope_theta"]
+        inv = loaded.model.rotary_emb.inv_freq.detach().clone()
+        base = default_inv_freq(theta, TINY_SHAPE["head_dim"])
+        rope_info = {"rope_parameters": loaded.config.rope_parameters, "inv_freq": f32_list(inv)}
+        rope_info["attention_scaling"] = float(loaded.model.rotary_emb.attention_scaling)
+        if name == "llama3":
+            assert not torch.allclose(inv, base), "llama3 rope scaling changed nothing"
+            kept = torch.isclose(inv, base, rtol=1e-6, atol=0)
+            divided = torch.isclose(inv, base / 8.0, rtol=1e-6, atol=0)
+            smoothed = ~(kept | divided)
+            print(f"  llama3 inv_freq kept={int(kept.sum())} smoothed={int(smoothed.sum())} divided={int(divided.sum())}")
+            assert kept.any() and smoothed.any() and divided.any()
+            rope_info["inv_freq_unscaled"] = f32_list(base)
+        else:
+            assert torch.allclose(inv, base, rtol=1e-6, atol=0), (name, inv, base)
+
+        # tokenizer files load in transformers' generic fast tokenizer and agree with the tokenizers library.
+        # (AutoTokenizer would pick Qwen2Tokenizer for model_type qwen2 -- transformers 5 lists qwen2 in
+        # MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS and swaps in Qwen2's split regex -- so it is not used
+        # here; tokenizer.json is the authority for these fixtures.)
+        htok = transformers.PreTrainedTokenizerFast.from_pretrained(str(d))
+        for text in sample_texts:
+            assert list(htok(text)["input_ids"]) == tk.encode(text).ids, (name, text)
+        auto_tok_class = type(AutoTokenizer.from_pretrained(str(d))).__name__
+
+        meta = versions() | {"arch": cfg["architectures"][0], "model_type": cfg["model_type"], "seed": SEED + 100 + idx}
+        meta |= {"attn_implementation": "eager", "rope": rope_info, "auto_tokenizer_class": auto_tok_class}
+        ref = tiny_reference(loaded, cases, prompt, meta)
+        write_json(d / "reference.json", ref)
+        print(f"  greedy {prompt} -> {ref['greedy']['new_ids']} (eos in new ids: {ref['greedy']['eos_in_new_ids']})")
+        results[name] = ref
+    (TINY / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# C. GGUF versions of the tiny llama
+# ----------------------------------------------------------------------------------------------
+
+GGUF_TYPES = ["f32", "f16", "q8_0", "q4_0", "q4_1"]
+Q = gguf.GGMLQuantizationType
+FILE_TYPES = {
+    "f32": gguf.LlamaFileType.ALL_F32,
+    "f16": gguf.LlamaFileType.MOSTLY_F16,
+    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+    "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+}
+
+
+def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp convert_hf_to_gguf.py LlamaModel.permute (HF rotate-half layout -> GGML interleaved)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def hf_to_gguf_tensors(sd: dict, cfg: dict) -> list:
+    """[(gguf name, float32 array)] in llama.cpp naming, q/k permuted."""
+    out = [("token_embd.weight", sd["model.embed_tokens.weight"])]
+    names = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(cfg["num_hidden_layers"]):
+        for hf, gg in names.items():
+            w = sd[f"model.layers.{i}.{hf}.weight"]
+            if gg == "attn_q":
+                w = llama_permute(w, cfg["num_attention_heads"])
+            elif gg == "attn_k":
+                w = llama_permute(w, cfg["num_key_value_heads"])
+            out.append((f"blk.{i}.{gg}.weight", w))
+    out.append(("output_norm.weight", sd["model.norm.weight"]))
+    if not cfg["tie_word_embeddings"]:
+        out.append(("output.weight", sd["lm_head.weight"]))
+    return out
+
+
+def tensor_qtype(kind: str, name: str, arr: np.ndarray):
+    if arr.ndim == 1:
+        return Q.F32
+    if kind == "f32":
+        return Q.F32
+    if kind == "f16":
+        return Q.F16
+    if kind == "q8_0":
+        return Q.Q8_0
+    if name == "token_embd.weight":
+        return Q.Q8_0
+    return {"q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[kind]
+
+
+def write_tiny_gguf(path: Path, kind: str, tensors: list, cfg: dict, tk_json: dict, chat_template: str) -> dict:
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name("Tiny Llama Test")
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_rope_freq_base(cfg["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_file_type(FILE_TYPES[kind])
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_rope_dimension_count(cfg["head_dim"])
+    # tokenizer, the way convert_hf_to_gguf.py writes a gpt2-style BPE vocab
+    vocab = tk_json["model"]["vocab"]
+    tokens = [None] * len(vocab)
+    for t, i in vocab.items():
+        tokens[i] = t
+    assert None not in tokens and len(tokens) == cfg["vocab_size"]
+    special = {a["id"] for a in tk_json["added_tokens"] if a["special"]}
+    token_types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tk_json["model"]["merges"]]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(token_types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_add_space_prefix(False)
+    w.add_chat_template(chat_template)
+    if kind != "f32":
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    types = {}
+    for name, arr in tensors:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        qt = tensor_qtype(kind, name, arr)
+        types[name] = qt.name
+        if qt == Q.F32:
+            w.add_tensor(name, arr)
+        elif qt == Q.F16:
+            w.add_tensor(name, arr.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(arr, qt), raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return types
+
+
+def make_gguf():
+    print("[gguf] tiny llama -> GGUF")
+    seed_everything()
+    src = TINY / "llama"
+    if not (src / "model.safetensors").exists():
+        sys.exit("tests/fixtures/tiny/llama is missing: run with --only tiny first")
+    from safetensors.numpy import load_file
+
+    sd = load_file(str(src / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    tk_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    chat_template = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))["chat_template"]
+    tensors = hf_to_gguf_tensors(sd, cfg)
+    tk = Tokenizer.from_file(str(src / "tokenizer.json"))
+
+    st_model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32, attn_implementation="eager")
+    st_model.eval()
+    cases, prompt = tiny_case_ids()
+    st_ref = json.loads((src / "reference.json").read_text())
+    assert [c["ids"] for c in st_ref["cases"]] == cases, "tiny llama reference.json is stale; rerun --only tiny"
+
+    if TINY_GGUF.exists():
+        shutil.rmtree(TINY_GGUF)
+    TINY_GGUF.mkdir(parents=True)
+    summary = {}
+    for kind in GGUF_TYPES:
+        path = TINY_GGUF / f"{kind}.gguf"
+        types = write_tiny_gguf(path, kind, tensors, cfg, tk_json, chat_template)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(TINY_GGUF), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+            )
+        except Exception as e:  # noqa: BLE001
+            print(f"  !! transformers cannot load {path.name}: {type(e).__name__}: {e}; skipping its reference")
+            summary[kind] = None
+            continue
+        model.eval()
+        assert_float32(model)
+        assert model.config.tie_word_embeddings, "tied GGUF must load tied"
+        # transformers' GGUF tokenizer must match the tiny tokenizer.json
+        gtok = AutoTokenizer.from_pretrained(str(TINY_GGUF), gguf_file=path.name)
+        for text in TOKENIZATION_CASES + TINY_CORPUS[:3]:
+            assert list(gtok(text)["input_ids"]) == tk.encode(text).ids, (kind, text)
+
+        max_diff = max(
+            (forward_logits(model, ids) - forward_logits(st_model, ids)).abs().max().item() for ids in cases
+        )
+        # max weight error after the loader reverses the permutation and dequantises
+        gsd, ssd = model.state_dict(), st_model.state_dict()
+        w_err = max((gsd[k] - ssd[k]).abs().max().item() for k in ssd)
+        if kind == "f32":
+            assert w_err == 0.0, f"f32.gguf weights differ from safetensors by {w_err} (permutation wrong?)"
+            assert max_diff <= 1e-5, f"f32.gguf logits differ from safetensors by {max_diff}"
+        print(f"  {kind}: max |logits - safetensors| = {max_diff:.3e}, max |weight diff| = {w_err:.3e}")
+        meta = versions() | {
+            "arch": "LlamaForCausalLM",
+            "source": "tests/fixtures/tiny/llama",
+            "gguf_file": path.name,
+            "gguf_sha256": sha256_file(path),
+            "tensor_types": types,
+            "max_abs_logit_diff_vs_safetensors": max_diff,
+            "max_abs_weight_diff_vs_safetensors": w_err,
+            "attn_implementation": "eager",
+        }
+        ref = tiny_reference(model, cases, prompt, meta)
+        write_json(TINY_GGUF / f"reference_{kind}.json", ref)
+        summary[kind] = max_diff
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["smollm2", "tiny", "gguf"], help="regenerate only this part")
+    args = ap.parse_args()
+    print("versions:", json.dumps(versions()))
+    parts = [args.only] if args.only else ["smollm2", "tiny", "gguf"]
+    if "smollm2" in parts:
+        make_smollm2()
+    if "tiny" in parts:
+        make_tiny()
+    if "gguf" in parts:
+        make_gguf()
+    total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
+    print(f"fixtures total: {total} bytes")
+
+
+if __name__ == "__main__":
+    main()

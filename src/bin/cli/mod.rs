@@ -1,0 +1,73 @@
+//! Argument parsing and dispatch.
+
+mod files;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// LoRA-Null Studio: load LLaMA-family models (GGUF or Hugging Face), generate, score, and
+/// fine-tune with activation-aware LoRA initialisations.
+#[derive(Parser)]
+#[command(name = "lora-null", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that loads a model.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, or a Hugging Face folder (config.json, tokenizer.json, *.safetensors).
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// Where to run: `auto` (a hardware GPU through wgpu if present, else the CPU backend),
+    /// `cpu`, or `wgpu` (any adapter, software ones included).
+    #[arg(long, default_value = "auto")]
+    pub device: lora_null::device::DevicePreference,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation of a prompt (greedy unless --temperature/--top-p are given).
+    Generate(run::GenerateArgs),
+    /// Perplexity of a text file. Prints {"perplexity": f, "tokens": n, "seconds": s}.
+    ///
+    /// The text is tokenised as the model's tokenizer does by default, cut into consecutive
+    /// non-overlapping windows of --seq-len tokens, and each window is scored independently:
+    /// token t is predicted from tokens < t of its window, so the first token of each window is
+    /// not scored. "tokens" counts all tokens used.
+    Eval(run::EvalArgs),
+    /// Print a model summary as JSON.
+    Info(ModelArgs),
+    /// List the wgpu adapters this machine offers.
+    Devices,
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(run::BenchCommand),
+}
+
+/// Entry point: parse, run, and turn errors into one line on stderr and a non-zero exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => run::generate(a),
+        Command::Eval(a) => run::eval(a),
+        Command::Info(a) => run::info(a),
+        Command::Devices => run::devices(),
+        Command::Bench(b) => run::bench(b),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}

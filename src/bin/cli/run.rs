@@ -1,0 +1,211 @@
+//! The commands: each parses its files, calls the library, and presents the result.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lora_null::device::{DeviceChoice, list_adapters, select_device};
+use lora_null::engine::LoadedModel;
+use lora_null::eval::GenerateOptions;
+
+use super::ModelArgs;
+use super::files::{read_model_files, read_text};
+
+/// `generate` options.
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Wrap the prompt as a user turn of the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Sampling temperature (greedy when absent or 0).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Nucleus sampling mass (implies sampling; temperature defaults to 1).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// `eval` options.
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A UTF-8 text file.
+    #[arg(long)]
+    text: PathBuf,
+    /// Use only the first N tokens of the text.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Window length in tokens (windows do not overlap; the first token of each is not scored).
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+}
+
+/// `bench` subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Forward-pass throughput over one window of text (prints JSON).
+    Forward(BenchForwardArgs),
+}
+
+/// `bench forward` options.
+#[derive(Args)]
+pub struct BenchForwardArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to take the tokens from.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per forward pass.
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    /// Timed repetitions after one warm-up pass.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+fn device(pref: lora_null::device::DevicePreference) -> DeviceChoice {
+    let choice = pollster::block_on(select_device(pref));
+    if let Some(w) = &choice.warning {
+        eprintln!("warning: {w}");
+    }
+    choice
+}
+
+fn load(args: &ModelArgs) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
+    let choice = device(args.device);
+    let files = read_model_files(&args.model)?;
+    let spinner =
+        ProgressBar::new_spinner().with_message(format!("loading {} on {}", args.model.display(), choice.description));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let loaded =
+        LoadedModel::load(&files, &choice.device).with_context(|| format!("cannot load {}", args.model.display()));
+    spinner.finish_and_clear();
+    Ok((loaded?, choice))
+}
+
+/// `lora-null generate`.
+pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let (m, _) = load(&a.model)?;
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature.or(a.top_p.map(|_| 1.0)),
+        top_p: a.top_p,
+        seed: a.seed,
+        stop_ids: Vec::new(),
+    };
+    let mut printed = 0;
+    let text = pollster::block_on(m.generate_text(&a.prompt, a.chat, &opts, &mut |so_far| {
+        // Stream only whole characters that will not change as more tokens arrive.
+        if so_far.len() > printed && !so_far.ends_with('\u{FFFD}') {
+            use std::io::Write;
+            print!("{}", &so_far[printed..]);
+            let _ = std::io::stdout().flush();
+            printed = so_far.len();
+        }
+    }))?;
+    if text.len() > printed {
+        print!("{}", &text[printed..]);
+    }
+    println!();
+    Ok(())
+}
+
+/// `lora-null eval`.
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.text)?;
+    if text.trim().is_empty() {
+        anyhow::bail!(
+            "{} is empty; give a text file with at least a few sentences",
+            a.text.display()
+        );
+    }
+    let (m, _) = load(&a.model)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} windows, ETA {eta}").expect("invariant: static template"),
+    );
+    let start = Instant::now();
+    let report = pollster::block_on(m.perplexity_text(&text, a.max_tokens, a.seq_len, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }))?;
+    bar.finish_and_clear();
+    let out = serde_json::json!({
+        "perplexity": report.perplexity,
+        "tokens": report.tokens,
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// `lora-null info`.
+pub fn info(a: ModelArgs) -> anyhow::Result<()> {
+    let (m, choice) = load(&a)?;
+    let mut v = serde_json::to_value(m.summary())?;
+    v["device"] = choice.description.into();
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// `lora-null devices`.
+pub fn devices() -> anyhow::Result<()> {
+    let adapters = pollster::block_on(list_adapters());
+    println!("{}", serde_json::to_string_pretty(&adapters)?);
+    Ok(())
+}
+
+/// `lora-null bench ...`.
+pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Forward(a) => bench_forward(a),
+    }
+}
+
+fn bench_forward(a: BenchForwardArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.text)?;
+    let (m, choice) = load(&a.model)?;
+    let mut ids = m.tokenizer.encode(&text)?;
+    if ids.len() < a.tokens {
+        anyhow::bail!(
+            "{} has {} tokens; --tokens {} needs more text",
+            a.text.display(),
+            ids.len(),
+            a.tokens
+        );
+    }
+    ids.truncate(a.tokens);
+    let run = || -> anyhow::Result<f64> {
+        let start = Instant::now();
+        pollster::block_on(lora_null::eval::forward_sync_probe(&m.model, &ids))?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let warmup = run()?;
+    let mut times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run()).collect::<Result<_, _>>()?;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let out = serde_json::json!({
+        "bench": "forward",
+        "device": choice.description,
+        "tokens": a.tokens,
+        "warmup_seconds": warmup,
+        "seconds": times,
+        "median_seconds": median,
+        "tokens_per_second": a.tokens as f64 / median,
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Streaming activation covariances on the device (algorithm.md §1.2):
+//! `C = (1/S) Σ_s X̃_sᵀ X̃_s` per layer input, one window at a time, so memory is one window's
+//! activations plus the `d × d` accumulators.
+//!
+//! Deviation from the reference: it accumulates in fp16; we accumulate in f32 on the device
+//! and hand the result to the host as f64 (the spec recommends this; it changes nothing but
+//! rounding).
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::linalg::Matrix;
+use crate::model::weights::read_f32;
+use crate::model::{ActivationObserver, LlamaForCausalLM, Site};
+
+/// How each window's activations are scaled before `X̃ᵀX̃`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalization {
+    /// `X̃ = X / |max(X)|` with the *signed* maximum over the whole window, exactly as the
+    /// LoRA-Null and CorDA code do (the default).
+    #[default]
+    SignedMax,
+    /// `X̃ = X`: the plain uncentred second moment per window.
+    None,
+}
+
+impl std::str::FromStr for Normalization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "signed-max" | "max" => Ok(Self::SignedMax),
+            "none" | "plain" => Ok(Self::None),
+            other => Err(format!("unknown normalisation `{other}`; use signed-max or none")),
+        }
+    }
+}
+
+/// The statistic of one layer input.
+#[derive(Debug, Clone)]
+pub struct SiteStats {
+    /// `d × d` second moment `C`, averaged over windows.
+    pub covariance: Matrix,
+    /// Windows accumulated.
+    pub windows: usize,
+    /// Tokens seen.
+    pub tokens: usize,
+    /// `trace(C)`.
+    pub trace: f64,
+}
+
+/// All statistics of one calibration run.
+#[derive(Debug, Clone)]
+pub struct Covariances {
+    /// Per (layer, site).
+    pub sites: BTreeMap<(usize, Site), SiteStats>,
+    /// The normalisation used (recorded in every output).
+    pub normalization: Normalization,
+    /// Windows run.
+    pub windows: usize,
+    /// Tokens run.
+    pub tokens: usize,
+}
+
+/// Accumulates `X̃ᵀX̃` for the requested sites during forward passes.
+pub struct CovarianceAccumulator {
+    sites: Vec<Site>,
+    normalization: Normalization,
+    acc: BTreeMap<(usize, Site), Tensor<2>>,
+    windows: usize,
+    tokens: usize,
+}
+
+impl CovarianceAccumulator {
+    /// Accumulators for `sites` of every layer.
+    pub fn new(sites: Vec<Site>, normalization: Normalization) -> Self {
+        Self {
+            sites,
+            normalization,
+            acc: BTreeMap::new(),
+            windows: 0,
+            tokens: 0,
+        }
+    }
+
+    /// Runs one window through the model (hidden states only; the output head is skipped).
+    pub fn run_window(&mut self, model: &LlamaForCausalLM, ids: &[u32]) {
+        let device = model.device();
+        let input = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
+            &device,
+        );
+        let _ = model.hidden_states(input, None, self);
+        self.windows += 1;
+        self.tokens += ids.len();
+    }
+
+    /// Reads the accumulators back (async, for the browser) and averages over windows.
+    pub async fn finish(self) -> Result<Covariances, String> {
+        let mut sites = BTreeMap::new();
+        let s = self.windows.max(1) as f64;
+        for (key, t) in self.acc {
+            let [d, _] = t.dims();
+            let values = read_f32(t).await?;
+            let covariance = Matrix::from_vec(d, d, values.iter().map(|&v| v as f64 / s).collect())
+                .ok_or("covariance of unexpected size")?;
+            if !covariance.data.iter().all(|v| v.is_finite()) {
+                return Err(format!(
+                    "the covariance of layer {} {:?} contains NaN or infinity; the model produced non-finite activations",
+                    key.0, key.1
+                ));
+            }
+            let trace = covariance.trace();
+            sites.insert(
+                key,
+                SiteStats {
+                    covariance,
+                    windows: self.windows,
+                    tokens: self.tokens,
+                    trace,
+                },
+            );
+        }
+        Ok(Covariances {
+            sites,
+            normalization: self.normalization,
+            windows: self.windows,
+            tokens: self.tokens,
+        })
+    }
+}
+
+impl ActivationObserver for CovarianceAccumulator {
+    fn observe(&mut self, layer: usize, site: Site, x: &Tensor<3>) {
+        if !self.sites.contains(&site) {
+            return;
+        }
+        let [b, t, d] = x.dims();
+        let flat = x.clone().reshape([b * t, d]);
+        let mut gram = flat.clone().transpose().matmul(flat.clone());
+        if self.normalization == Normalization::SignedMax {
+            // |max(X)|², with the signed maximum over the whole window (reference behaviour).
+            let max = flat.max().abs();
+            gram = gram / max.clone().mul(max).unsqueeze::<2>();
+        }
+        let entry = self.acc.entry((layer, site));
+        match entry {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let sum = e.get().clone() + gram;
+                e.insert(sum);
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(gram);
+            }
+        }
+    }
+}

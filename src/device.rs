@@ -1,0 +1,148 @@
+//! Choosing where tensors live: a hardware GPU through wgpu when there is one, burn's CPU
+//! backend (flex) otherwise. A software adapter (lavapipe, SwiftShader) is about 60× slower than
+//! the CPU backend, so it counts as "no GPU" unless wgpu is asked for explicitly.
+
+use burn::tensor::wgpu::wgpu;
+use burn::tensor::{Device, DeviceKind};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePreference {
+    /// A hardware GPU if one exists, else the CPU backend.
+    #[default]
+    Auto,
+    /// burn's CPU backend.
+    Cpu,
+    /// wgpu on the best adapter, software ones included.
+    Wgpu,
+}
+
+impl std::str::FromStr for DevicePreference {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "wgpu" | "gpu" => Ok(Self::Wgpu),
+            other => Err(format!("unknown device `{other}`; use auto, cpu or wgpu")),
+        }
+    }
+}
+
+/// A wgpu adapter as reported by the driver.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Graphics API (Vulkan, Metal, Dx12, BrowserWebGpu, ...).
+    pub backend: String,
+    /// Discrete/Integrated/Virtual GPU or Cpu (software).
+    pub device_type: String,
+    /// Whether this is a software rasteriser.
+    pub is_software: bool,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Largest storage-buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+}
+
+impl AdapterSummary {
+    /// Summarises a wgpu adapter.
+    pub fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        Self {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            is_software: info.device_type == wgpu::DeviceType::Cpu,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        }
+    }
+
+    fn device_kind(&self) -> DeviceKind {
+        match self.device_type.as_str() {
+            "DiscreteGpu" => DeviceKind::DiscreteGpu(0),
+            "IntegratedGpu" => DeviceKind::IntegratedGpu(0),
+            "VirtualGpu" => DeviceKind::VirtualGpu(0),
+            "Cpu" => DeviceKind::Cpu,
+            _ => DeviceKind::DefaultDevice,
+        }
+    }
+}
+
+/// The chosen device and what to tell the user about the choice.
+#[derive(Debug, Clone)]
+pub struct DeviceChoice {
+    /// The burn device.
+    pub device: Device,
+    /// One line: backend and adapter.
+    pub description: String,
+    /// Set when the preference could not be honoured (e.g. no GPU: fell back to the CPU).
+    pub warning: Option<String>,
+    /// The adapter, when wgpu is used.
+    pub adapter: Option<AdapterSummary>,
+}
+
+impl DeviceChoice {
+    /// burn's CPU backend.
+    pub fn cpu() -> Self {
+        Self {
+            device: Device::flex(),
+            description: "cpu (burn flex backend)".into(),
+            warning: None,
+            adapter: None,
+        }
+    }
+}
+
+/// Lists the wgpu adapters the system offers, best first (hardware before software).
+pub async fn list_adapters() -> Vec<AdapterSummary> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let mut out: Vec<AdapterSummary> = instance
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .iter()
+        .map(AdapterSummary::of)
+        .collect();
+    out.sort_by_key(|a| (a.is_software, a.device_type != "DiscreteGpu"));
+    out
+}
+
+/// Picks the device for a preference (natively; the browser uses its own WebGPU adapter).
+pub async fn select_device(pref: DevicePreference) -> DeviceChoice {
+    if pref == DevicePreference::Cpu {
+        return DeviceChoice::cpu();
+    }
+    let adapters = list_adapters().await;
+    let best = adapters
+        .first()
+        .filter(|a| pref == DevicePreference::Wgpu || !a.is_software);
+    match best {
+        Some(adapter) => DeviceChoice {
+            device: Device::wgpu(adapter.device_kind()),
+            description: format!("wgpu ({}, {}, {})", adapter.name, adapter.backend, adapter.device_type),
+            warning: adapter.is_software.then(|| {
+                format!(
+                    "{} is a software adapter, much slower than --device cpu; use it only to test the GPU path",
+                    adapter.name
+                )
+            }),
+            adapter: Some(adapter.clone()),
+        },
+        None => {
+            let why = match adapters.first() {
+                Some(a) => format!("only the software adapter {} was found", a.name),
+                None => "no wgpu adapter was found".to_string(),
+            };
+            let mut choice = DeviceChoice::cpu();
+            choice.warning = Some(match pref {
+                DevicePreference::Wgpu => format!("{why}; using the CPU backend (install a Vulkan/Metal/DX12 driver)"),
+                _ => format!("{why}; using the CPU backend (pass --device wgpu to force the software adapter)"),
+            });
+            choice
+        }
+    }
+}

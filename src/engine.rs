@@ -1,0 +1,157 @@
+//! The async facade that the CLI and the browser app both drive: load a model from bytes,
+//! generate, score. GPU reads are async; the CLI blocks on the same futures.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+
+use crate::eval::{self, EvalError, GenerateOptions, PerplexityReport};
+use crate::io::tokenizer::TokenizerError;
+use crate::io::{ChatMessage, Checkpoint, Format, LoadError, ModelFiles, Tokenizer};
+use crate::model::{LlamaForCausalLM, ModelConfig};
+
+/// Errors surfaced to the CLI and the app.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model files could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Tokenisation or chat templating failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Evaluation failed.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+}
+
+/// A loaded model with its tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+    /// Tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The burn model.
+    pub model: LlamaForCausalLM,
+    /// Source format.
+    pub format: Format,
+    /// Storage types of the source file.
+    pub storage: BTreeMap<String, usize>,
+}
+
+/// What the UI and `lora-null info` show about a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSummary {
+    /// model_type.
+    pub architecture: String,
+    /// Parameter count.
+    pub parameters: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Query / key-value heads.
+    pub heads: (usize, usize),
+    /// Vocabulary.
+    pub vocab_size: usize,
+    /// f32 weight memory on the device, bytes.
+    pub f32_bytes: usize,
+    /// Source format.
+    pub format: Format,
+    /// Storage types of the source file.
+    pub storage: BTreeMap<String, usize>,
+    /// Whether a chat template is present.
+    pub has_chat_template: bool,
+}
+
+impl LoadedModel {
+    /// Parses the files and builds the model on `device`.
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, EngineError> {
+        let ckpt = Checkpoint::parse(files)?;
+        let model = ckpt.load_model(device)?;
+        Ok(Self {
+            config: ckpt.config,
+            tokenizer: ckpt.tokenizer,
+            model,
+            format: ckpt.format,
+            storage: ckpt.storage,
+        })
+    }
+
+    /// A summary for display.
+    pub fn summary(&self) -> ModelSummary {
+        let c = &self.config;
+        let parameters = c.num_parameters();
+        ModelSummary {
+            architecture: c.model_type.model_type().to_string(),
+            parameters,
+            layers: c.num_hidden_layers,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            heads: (c.num_attention_heads, c.num_key_value_heads),
+            vocab_size: c.vocab_size,
+            f32_bytes: parameters * 4,
+            format: self.format,
+            storage: self.storage.clone(),
+            has_chat_template: self.tokenizer.chat_template.is_some(),
+        }
+    }
+
+    /// Prompt ids: the text as is, or wrapped as one user turn of the chat template.
+    pub fn prompt_ids(&self, prompt: &str, chat: bool) -> Result<Vec<u32>, EngineError> {
+        Ok(if chat {
+            let msg = ChatMessage {
+                role: "user".into(),
+                content: prompt.to_string(),
+            };
+            self.tokenizer.encode_chat(&[msg], true)?
+        } else {
+            self.tokenizer.encode(prompt)?
+        })
+    }
+
+    /// Generates a continuation; `on_text` receives the decoded text so far after each token.
+    /// Stops at the model's EOS unless `opts.stop_ids` says otherwise.
+    pub async fn generate_text(
+        &self,
+        prompt: &str,
+        chat: bool,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<String, EngineError> {
+        let ids = self.prompt_ids(prompt, chat)?;
+        let mut opts = opts.clone();
+        if opts.stop_ids.is_empty() {
+            opts.stop_ids = self.config.eos_token_id.clone();
+            opts.stop_ids.extend(self.tokenizer.eos_id());
+        }
+        let mut produced = Vec::new();
+        let tokenizer = &self.tokenizer;
+        let new = eval::generate(&self.model, &ids, &opts, &mut |t| {
+            produced.push(t);
+            if let Ok(text) = tokenizer.decode(&produced, true) {
+                on_text(&text);
+            }
+            true
+        })
+        .await?;
+        Ok(self.tokenizer.decode(&new, true)?)
+    }
+
+    /// Perplexity of `text` (first `max_tokens` tokens if given) over windows of `seq_len`.
+    pub async fn perplexity_text(
+        &self,
+        text: &str,
+        max_tokens: Option<usize>,
+        seq_len: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<PerplexityReport, EngineError> {
+        let mut ids = self.tokenizer.encode(text)?;
+        if let Some(n) = max_tokens {
+            ids.truncate(n);
+        }
+        Ok(eval::perplexity(&self.model, &ids, seq_len, progress).await?)
+    }
+}

@@ -1,0 +1,535 @@
+//! GGUF v2/v3 reader: metadata, tensor index, and dequantisation to f32.
+//!
+//! Format: ggml's `docs/gguf.md` (little-endian). Header `GGUF`, version (u32), tensor count
+//! (u64), metadata count (u64); then the metadata key/values, the tensor infos, padding to
+//! `general.alignment` (default 32), and the tensor data. The parser works on a byte slice and
+//! never trusts a count or offset: every read is bounds-checked, so a truncated or corrupt file
+//! yields a [`GgufError`] instead of a panic or a huge allocation.
+
+use std::collections::BTreeMap;
+
+use half::{bf16, f16};
+
+use super::reader::{ByteReader, ReadError};
+
+/// Everything that can go wrong reading a GGUF file.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// The first four bytes are not `GGUF`.
+    #[error("not a GGUF file (magic bytes {0:02x?}); expected a llama.cpp .gguf model")]
+    BadMagic([u8; 4]),
+    /// A version this reader does not know.
+    #[error("GGUF version {0} is not supported (supported: 2, 3); re-convert the model with a recent llama.cpp")]
+    UnsupportedVersion(u32),
+    /// The file ends (or an offset points) before the data it announces.
+    #[error("GGUF file is truncated or corrupt: {0}; download the file again")]
+    Truncated(String),
+    /// A metadata value has a type id outside the specification.
+    #[error("metadata key `{key}` has unknown value type {type_id}; the file is corrupt")]
+    BadValueType {
+        /// The key being read.
+        key: String,
+        /// The type id found.
+        type_id: u32,
+    },
+    /// A string is not valid UTF-8.
+    #[error("{what} is not valid UTF-8; the file is corrupt")]
+    BadString {
+        /// What was being read.
+        what: String,
+    },
+    /// A tensor uses a type we cannot dequantise.
+    #[error(
+        "tensor {name} uses {ggml_type}, which is not supported; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (re-quantise the model to one of these, e.g. with llama-quantize ... Q8_0)"
+    )]
+    UnsupportedType {
+        /// Tensor name.
+        name: String,
+        /// The ggml type's name.
+        ggml_type: String,
+    },
+    /// A tensor's shape cannot hold its type's blocks.
+    #[error("tensor {name}: {detail}")]
+    BadTensor {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A tensor the caller asked for is absent.
+    #[error("tensor {0} is missing from the GGUF file")]
+    MissingTensor(String),
+    /// A metadata key the caller needs is absent or has the wrong type.
+    #[error("metadata key `{key}` is missing or is not {expected}")]
+    MissingKey {
+        /// The key.
+        key: String,
+        /// The expected type.
+        expected: &'static str,
+    },
+}
+
+impl From<ReadError> for GgufError {
+    fn from(e: ReadError) -> Self {
+        GgufError::Truncated(e.to_string())
+    }
+}
+
+/// A metadata value (GGUF value types 0..=12).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    /// Any unsigned or signed integer, widened.
+    Int(i128),
+    /// f32 or f64, widened.
+    Float(f64),
+    /// Boolean.
+    Bool(bool),
+    /// UTF-8 string.
+    Str(String),
+    /// Homogeneous array.
+    Array(Vec<MetaValue>),
+}
+
+impl MetaValue {
+    /// The value as an integer, if it is one.
+    pub fn as_int(&self) -> Option<i128> {
+        match self {
+            MetaValue::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+    /// The value as a float (integers convert).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            MetaValue::Float(v) => Some(*v),
+            MetaValue::Int(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+    /// The value as a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetaValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// The value as a bool.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            MetaValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    /// The value as an array.
+    pub fn as_array(&self) -> Option<&[MetaValue]> {
+        match self {
+            MetaValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// ggml tensor types (the subset we name; others keep their numeric id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// Blocks of 32: f16 scale, 32 × i8.
+    Q8_0,
+    /// Blocks of 32: f16 scale, 16 bytes of nibbles, offset −8.
+    Q4_0,
+    /// Blocks of 32: f16 scale, f16 min, 16 bytes of nibbles.
+    Q4_1,
+    /// Any other type id (K-quants, IQ, …): listed by name in errors, never decoded.
+    Other(u32),
+}
+
+impl GgmlType {
+    fn from_id(id: u32) -> Self {
+        match id {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            8 => GgmlType::Q8_0,
+            30 => GgmlType::Bf16,
+            other => GgmlType::Other(other),
+        }
+    }
+
+    /// The ggml id of this type.
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Bf16 => 30,
+            GgmlType::Other(id) => id,
+        }
+    }
+
+    /// Human name as llama.cpp prints it.
+    pub fn name(self) -> String {
+        const NAMES: [&str; 42] = [
+            "F32",
+            "F16",
+            "Q4_0",
+            "Q4_1",
+            "Q4_2",
+            "Q4_3",
+            "Q5_0",
+            "Q5_1",
+            "Q8_0",
+            "Q8_1",
+            "Q2_K",
+            "Q3_K",
+            "Q4_K",
+            "Q5_K",
+            "Q6_K",
+            "Q8_K",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ3_XXS",
+            "IQ1_S",
+            "IQ4_NL",
+            "IQ3_S",
+            "IQ2_S",
+            "IQ4_XS",
+            "I8",
+            "I16",
+            "I32",
+            "I64",
+            "F64",
+            "IQ1_M",
+            "BF16",
+            "Q4_0_4_4",
+            "Q4_0_4_8",
+            "Q4_0_8_8",
+            "TQ1_0",
+            "TQ2_0",
+            "IQ4_NL_4_4",
+            "IQ4_NL_4_8",
+            "IQ4_NL_8_8",
+            "MXFP4",
+            "NVFP4",
+            "Q1_0",
+        ];
+        NAMES
+            .get(self.id() as usize)
+            .map_or_else(|| format!("ggml type {}", self.id()), |s| s.to_string())
+    }
+
+    /// (elements per block, bytes per block) for the types we decode.
+    fn block_layout(self) -> Option<(usize, usize)> {
+        match self {
+            GgmlType::F32 => Some((1, 4)),
+            GgmlType::F16 | GgmlType::Bf16 => Some((1, 2)),
+            GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Q4_0 => Some((32, 18)),
+            GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Other(_) => None,
+        }
+    }
+}
+
+/// One entry of the tensor index.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// Tensor name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    /// Dimensions in ggml order: `dims[0]` is the contiguous (fastest) axis.
+    pub dims: Vec<usize>,
+    /// Storage type.
+    pub ggml_type: GgmlType,
+    /// Offset of the data, relative to the data section.
+    pub offset: usize,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Shape in PyTorch (row-major) order: ggml dims reversed.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().copied().collect()
+    }
+}
+
+/// A parsed GGUF file borrowing the bytes it was read from.
+#[derive(Debug)]
+pub struct GgufFile<'a> {
+    /// Format version (2 or 3).
+    pub version: u32,
+    /// All metadata key/values.
+    pub metadata: BTreeMap<String, MetaValue>,
+    /// Tensor index, in file order.
+    pub tensors: Vec<TensorInfo>,
+    data: &'a [u8],
+}
+
+const MAGIC: [u8; 4] = *b"GGUF";
+
+impl<'a> GgufFile<'a> {
+    /// Parses the header, metadata and tensor index, and checks that every tensor's bytes lie
+    /// inside the file and that its type can be decoded.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
+        let mut r = ByteReader::new(bytes);
+        let magic: [u8; 4] = r.array()?;
+        if magic != MAGIC {
+            return Err(GgufError::BadMagic(magic));
+        }
+        let version = r.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(GgufError::UnsupportedVersion(version));
+        }
+        let n_tensors = r.u64()?;
+        let n_meta = r.u64()?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_meta {
+            let key = read_string(&mut r, "metadata key")?;
+            let type_id = r.u32()?;
+            let value = read_value(&mut r, &key, type_id, 0)?;
+            metadata.insert(key, value);
+        }
+        let mut tensors = Vec::new();
+        for _ in 0..n_tensors {
+            tensors.push(read_tensor_info(&mut r)?);
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_int() {
+                Some(a) if a > 0 && (a as u64).is_power_of_two() && a <= 1 << 20 => a as usize,
+                _ => {
+                    return Err(GgufError::Truncated(format!(
+                        "general.alignment is {v:?}, not a power of two"
+                    )));
+                }
+            },
+        };
+        let data_start = r.position().div_ceil(alignment) * alignment;
+        let data = bytes.get(data_start..).unwrap_or(&[]);
+        let file = GgufFile {
+            version,
+            metadata,
+            tensors,
+            data,
+        };
+        for info in &file.tensors {
+            file.tensor_bytes(info)?;
+        }
+        Ok(file)
+    }
+
+    /// Looks a tensor up by name.
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The raw stored bytes of a tensor, after checking its type and bounds.
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&'a [u8], GgufError> {
+        let (block, block_bytes) = info
+            .ggml_type
+            .block_layout()
+            .ok_or_else(|| GgufError::UnsupportedType {
+                name: info.name.clone(),
+                ggml_type: info.ggml_type.name(),
+            })?;
+        let row = info.dims.first().copied().unwrap_or(1);
+        if row % block != 0 {
+            return Err(GgufError::BadTensor {
+                name: info.name.clone(),
+                detail: format!(
+                    "row length {row} is not a multiple of the {} block size {block}",
+                    info.ggml_type.name()
+                ),
+            });
+        }
+        let n_bytes = (info.numel() / block)
+            .checked_mul(block_bytes)
+            .ok_or_else(|| GgufError::Truncated(format!("tensor {} is too large", info.name)))?;
+        let end = info.offset.checked_add(n_bytes);
+        match end {
+            Some(end) if end <= self.data.len() => Ok(&self.data[info.offset..end]),
+            _ => Err(GgufError::Truncated(format!(
+                "tensor {} ({} bytes at offset {}) lies past the end of the data section ({} bytes)",
+                info.name,
+                n_bytes,
+                info.offset,
+                self.data.len()
+            ))),
+        }
+    }
+
+    /// Dequantises a tensor to f32, returning (values, shape in row-major order).
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), GgufError> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
+        let bytes = self.tensor_bytes(info)?;
+        Ok((dequantize(info.ggml_type, bytes), info.shape()))
+    }
+
+    /// A metadata value by key.
+    pub fn get(&self, key: &str) -> Option<&MetaValue> {
+        self.metadata.get(key)
+    }
+
+    /// A required string value.
+    pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
+        self.get(key)
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| GgufError::MissingKey {
+                key: key.to_string(),
+                expected: "a string",
+            })
+    }
+
+    /// A required integer value.
+    pub fn get_int(&self, key: &str) -> Result<i128, GgufError> {
+        self.get(key)
+            .and_then(MetaValue::as_int)
+            .ok_or_else(|| GgufError::MissingKey {
+                key: key.to_string(),
+                expected: "an integer",
+            })
+    }
+
+    /// A required array of strings.
+    pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>, GgufError> {
+        let missing = || GgufError::MissingKey {
+            key: key.to_string(),
+            expected: "an array of strings",
+        };
+        let arr = self.get(key).and_then(MetaValue::as_array).ok_or_else(missing)?;
+        arr.iter().map(|v| v.as_str().ok_or_else(missing)).collect()
+    }
+}
+
+fn read_string(r: &mut ByteReader<'_>, what: &str) -> Result<String, GgufError> {
+    let len = r.u64()?;
+    let bytes = r.bytes(len)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::BadString { what: what.to_string() })
+}
+
+/// Nested arrays deeper than this are rejected (the spec allows nesting; real files use 1 level).
+const MAX_ARRAY_DEPTH: usize = 4;
+
+fn read_value(r: &mut ByteReader<'_>, key: &str, type_id: u32, depth: usize) -> Result<MetaValue, GgufError> {
+    Ok(match type_id {
+        0 => MetaValue::Int(r.u8()? as i128),
+        1 => MetaValue::Int(r.u8()? as i8 as i128),
+        2 => MetaValue::Int(r.u16()? as i128),
+        3 => MetaValue::Int(r.u16()? as i16 as i128),
+        4 => MetaValue::Int(r.u32()? as i128),
+        5 => MetaValue::Int(r.u32()? as i32 as i128),
+        6 => MetaValue::Float(f32::from_bits(r.u32()?) as f64),
+        7 => MetaValue::Bool(r.u8()? != 0),
+        8 => MetaValue::Str(read_string(r, &format!("value of `{key}`"))?),
+        9 if depth < MAX_ARRAY_DEPTH => {
+            let elem_type = r.u32()?;
+            let count = r.u64()?;
+            // Every element takes at least one byte: a count larger than what is left is corrupt.
+            if count > r.remaining() as u64 {
+                return Err(GgufError::Truncated(format!(
+                    "array `{key}` claims {count} elements but only {} bytes remain",
+                    r.remaining()
+                )));
+            }
+            let mut items = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                items.push(read_value(r, key, elem_type, depth + 1)?);
+            }
+            MetaValue::Array(items)
+        }
+        10 => MetaValue::Int(r.u64()? as i128),
+        11 => MetaValue::Int(r.u64()? as i64 as i128),
+        12 => MetaValue::Float(f64::from_bits(r.u64()?)),
+        _ => {
+            return Err(GgufError::BadValueType {
+                key: key.to_string(),
+                type_id,
+            });
+        }
+    })
+}
+
+/// Tensors with more dimensions than this are rejected (ggml's GGML_MAX_DIMS).
+const MAX_DIMS: u32 = 4;
+
+fn read_tensor_info(r: &mut ByteReader<'_>) -> Result<TensorInfo, GgufError> {
+    let name = read_string(r, "tensor name")?;
+    let n_dims = r.u32()?;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(GgufError::BadTensor {
+            name,
+            detail: format!("has {n_dims} dimensions (expected 1..={MAX_DIMS}); the file is corrupt"),
+        });
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    let mut numel: usize = 1;
+    for _ in 0..n_dims {
+        let d = usize::try_from(r.u64()?).unwrap_or(usize::MAX);
+        numel = numel.checked_mul(d).ok_or_else(|| GgufError::BadTensor {
+            name: name.clone(),
+            detail: "dimensions overflow; the file is corrupt".into(),
+        })?;
+        dims.push(d);
+    }
+    let ggml_type = GgmlType::from_id(r.u32()?);
+    let offset = usize::try_from(r.u64()?).unwrap_or(usize::MAX);
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+    })
+}
+
+/// Decodes stored bytes of a supported type to f32. `bytes` must hold whole blocks
+/// (guaranteed by [`GgufFile::tensor_bytes`]).
+pub fn dequantize(ggml_type: GgmlType, bytes: &[u8]) -> Vec<f32> {
+    let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    match ggml_type {
+        GgmlType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        GgmlType::F16 => bytes.chunks_exact(2).map(|c| f16_at(c, 0)).collect(),
+        GgmlType::Bf16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        GgmlType::Q8_0 => {
+            let mut out = Vec::with_capacity(bytes.len() / 34 * 32);
+            for block in bytes.chunks_exact(34) {
+                let d = f16_at(block, 0);
+                out.extend(block[2..].iter().map(|&q| d * (q as i8) as f32));
+            }
+            out
+        }
+        GgmlType::Q4_0 => dequantize_q4(bytes, 18, |block| (f16_at(block, 0), -8.0 * f16_at(block, 0))),
+        GgmlType::Q4_1 => dequantize_q4(bytes, 20, |block| (f16_at(block, 0), f16_at(block, 2))),
+        GgmlType::Other(_) => Vec::new(),
+    }
+}
+
+/// 4-bit blocks of 32: the low nibbles of the 16 data bytes are elements 0..16, the high
+/// nibbles elements 16..32; `w = d·q + m` where `scale_min` returns (d, m) for a block.
+fn dequantize_q4(bytes: &[u8], block_bytes: usize, scale_min: impl Fn(&[u8]) -> (f32, f32)) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / block_bytes * 32);
+    for block in bytes.chunks_exact(block_bytes) {
+        let (d, m) = scale_min(block);
+        let qs = &block[block_bytes - 16..];
+        out.extend(qs.iter().map(|&q| d * (q & 0x0f) as f32 + m));
+        out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+    }
+    out
+}

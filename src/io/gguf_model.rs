@@ -1,0 +1,188 @@
+//! A GGUF file as a complete model: config from llama.cpp's metadata keys, tensors under their
+//! Hugging Face names (with llama.cpp's q/k row permutation undone), and the tokenizer.
+
+use std::collections::BTreeMap;
+
+use super::gguf::{GgufError, GgufFile};
+use crate::model::weights::{HostTensor, TensorSource, WeightError};
+use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling};
+
+/// Reads the model configuration from `{arch}.*` metadata.
+pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
+    let arch_name = file.get_str("general.architecture")?;
+    let model_type = Architecture::parse(arch_name).map_err(|e| match e {
+        ConfigError::UnsupportedArchitecture(a) => GgufError::MissingKey {
+            key: format!("general.architecture (`{a}` is not supported; supported: llama, mistral, qwen2)"),
+            expected: "a supported architecture",
+        },
+        _ => GgufError::Truncated(e.to_string()),
+    })?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let usize_key = |k: &str| -> Result<usize, GgufError> {
+        usize::try_from(file.get_int(&key(k))?).map_err(|_| GgufError::MissingKey {
+            key: key(k),
+            expected: "a non-negative integer",
+        })
+    };
+    let opt_usize = |k: &str| {
+        file.get(&key(k))
+            .and_then(|v| v.as_int())
+            .and_then(|v| usize::try_from(v).ok())
+    };
+    let opt_f64 = |k: &str| file.get(&key(k)).and_then(|v| v.as_f64());
+    let heads = usize_key("attention.head_count")?;
+    let hidden = usize_key("embedding_length")?;
+    let vocab_size = match opt_usize("vocab_size") {
+        Some(v) => v,
+        None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+    };
+    let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+        Some("linear") => RopeScaling::Linear {
+            factor: opt_f64("rope.scaling.factor").unwrap_or(1.0),
+        },
+        _ => RopeScaling::Default,
+    };
+    let token_id = |k: &str| file.get(k).and_then(|v| v.as_int()).and_then(|v| u32::try_from(v).ok());
+    let cfg = ModelConfig {
+        model_type,
+        hidden_size: hidden,
+        intermediate_size: usize_key("feed_forward_length")?,
+        num_hidden_layers: usize_key("block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: opt_usize("attention.head_count_kv").unwrap_or(heads),
+        head_dim: opt_usize("attention.key_length").unwrap_or(hidden / heads.max(1)),
+        vocab_size,
+        rms_norm_eps: opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+        rope_theta: opt_f64("rope.freq_base").unwrap_or(10_000.0),
+        rope_scaling,
+        tie_word_embeddings: file.tensor_info("output.weight").is_none(),
+        attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
+        max_position_embeddings: opt_usize("context_length").unwrap_or(2048),
+        sliding_window: opt_usize("attention.sliding_window").filter(|_| model_type == Architecture::Mistral),
+        bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
+        eos_token_id: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+    };
+    cfg.validate().map_err(|e| GgufError::Truncated(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Serves Hugging Face keys from a GGUF file.
+pub struct GgufSource<'a> {
+    file: &'a GgufFile<'a>,
+    /// Query and key/value head counts for undoing llama.cpp's q/k permutation (llama only).
+    permute_heads: Option<(usize, usize)>,
+}
+
+impl<'a> GgufSource<'a> {
+    /// A source over `file`; `cfg` decides whether q/k rows need un-permuting.
+    pub fn new(file: &'a GgufFile<'a>, cfg: &ModelConfig) -> Self {
+        let permute_heads = matches!(cfg.model_type, Architecture::Llama | Architecture::Mistral)
+            .then_some((cfg.num_attention_heads, cfg.num_key_value_heads));
+        Self { file, permute_heads }
+    }
+
+    /// GGUF's `rope_freqs.weight` (Llama 3.1 frequency divisors), if present.
+    pub fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>, GgufError> {
+        match self.file.tensor_info("rope_freqs.weight") {
+            Some(_) => Ok(Some(self.file.tensor_f32("rope_freqs.weight")?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts of tensors per storage type, e.g. `{"Q4_1": 210, "F32": 61}`.
+    pub fn type_summary(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for t in &self.file.tensors {
+            *out.entry(t.ggml_type.name()).or_insert(0) += 1;
+        }
+        out
+    }
+}
+
+/// The GGUF tensor name for a Hugging Face key, or `None` if it has no counterpart.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let short = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{short}.{param}"))
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn tensor(&self, name: &str) -> Result<Option<HostTensor>, WeightError> {
+        let Some(gname) = gguf_name(name) else {
+            return Ok(None);
+        };
+        if self.file.tensor_info(&gname).is_none() {
+            return Ok(None);
+        }
+        let (mut data, shape) = self
+            .file
+            .tensor_f32(&gname)
+            .map_err(|e| WeightError::Source(e.to_string()))?;
+        if let Some((nh, nkv)) = self.permute_heads {
+            let heads = if name.contains("self_attn.q_proj") {
+                Some(nh)
+            } else if name.contains("self_attn.k_proj") {
+                Some(nkv)
+            } else {
+                None
+            };
+            if let Some(h) = heads {
+                let cols = if shape.len() == 2 { shape[1] } else { 1 };
+                data = unpermute_rows(&data, shape[0], cols, h).ok_or_else(|| WeightError::Shape {
+                    name: name.to_string(),
+                    expected: vec![h * 2, cols],
+                    got: shape.clone(),
+                })?;
+            }
+        }
+        Ok(Some(HostTensor::new(data, shape)))
+    }
+
+    fn describe(&self, name: &str) -> String {
+        gguf_name(name).map_or_else(String::new, |g| format!(" (GGUF tensor `{g}`)"))
+    }
+}
+
+/// Undoes llama.cpp's rotary permutation of q/k rows: within each head, rows stored as
+/// interleaved pairs `(i, j)` go back to halves `(j, i)`:
+/// `w.reshape(h, d/2, 2, cols).swapaxes(1, 2).reshape(rows, cols)` (transformers'
+/// `reverse_permute_weights`). Returns `None` if `rows` is not a multiple of `2·heads`.
+pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
+        return None;
+    }
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * 2 * half + i * 2 + j;
+                let dst = h * 2 * half + j * half + i;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}

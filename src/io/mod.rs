@@ -1,0 +1,51 @@
+//! Bytes in and out: GGUF and safetensors parsing, tokenizers, datasets, and PEFT export.
+//! Nothing here touches the filesystem; callers hand over bytes.
+
+pub mod checkpoint;
+pub mod dataset;
+pub mod gguf;
+pub mod gguf_model;
+pub mod reader;
+pub mod safetensors;
+pub mod tokenizer;
+
+pub use checkpoint::{Checkpoint, Format, ModelFiles};
+pub use tokenizer::{ChatMessage, Tokenizer};
+
+use crate::model::{ConfigError, WeightError};
+
+/// Everything that can go wrong turning files into a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The GGUF file is invalid or unsupported.
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    /// A safetensors file is invalid or unsupported.
+    #[error(transparent)]
+    Safetensors(#[from] safetensors::SafetensorsError),
+    /// config.json is invalid or unsupported.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    /// A tensor is missing or has the wrong shape.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    /// A required file was not supplied.
+    #[error("missing file `{name}`{}", if hint.is_empty() { String::new() } else { format!(": {hint}") })]
+    MissingFile {
+        /// File name.
+        name: String,
+        /// What to do.
+        hint: String,
+    },
+    /// No model found among the files.
+    #[error(
+        "no model found among {0:?}: give a .gguf file or a Hugging Face folder with config.json, tokenizer.json and *.safetensors"
+    )]
+    NoModel(Vec<String>),
+    /// The input is ambiguous or malformed at the file level.
+    #[error("{0}")]
+    Ambiguous(String),
+}

@@ -1,0 +1,344 @@
+//! Tokenizers: Hugging Face `tokenizer.json`, or rebuilt from GGUF metadata the way transformers
+//! rebuilds it (`integrations/gguf/gguf_tokenizer_mapping.py`: byte-level BPE, control tokens as
+//! special tokens, a split regex for the pre-tokenizer families that need one), plus the model's
+//! Jinja chat template rendered with minijinja.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::gguf::GgufFile;
+
+/// Errors building or using a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// tokenizer.json (or the JSON we rebuilt from GGUF) was rejected.
+    #[error("tokenizer: {0}; the tokenizer.json is corrupt or from an unsupported tokenizers version")]
+    Build(String),
+    /// A GGUF tokenizer model we do not rebuild.
+    #[error("GGUF tokenizer model `{0}` is not supported; supported: gpt2 (byte-level BPE)")]
+    UnsupportedModel(String),
+    /// A GGUF key is missing.
+    #[error("GGUF tokenizer metadata: {0}")]
+    Metadata(String),
+    /// Encoding or decoding failed.
+    #[error("tokenizer: {0}")]
+    Codec(String),
+    /// The model has no chat template.
+    #[error(
+        "this model has no chat template; use a plain prompt (drop --chat) or a model with `chat_template` in its tokenizer_config.json / GGUF metadata"
+    )]
+    NoChatTemplate,
+    /// The chat template did not render.
+    #[error("chat template failed to render: {0}")]
+    Template(String),
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// A tokenizer with the model's special tokens and chat template.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Prepend the BOS id when encoding (GGUF `add_bos_token`; HF tokenizers do it themselves).
+    add_bos: bool,
+    /// Beginning-of-sequence token.
+    pub bos_token: Option<(u32, String)>,
+    /// End-of-sequence token.
+    pub eos_token: Option<(u32, String)>,
+    /// Padding token id (falls back to EOS).
+    pub pad_id: Option<u32>,
+    /// Jinja chat template, if the model has one.
+    pub chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish()
+    }
+}
+
+fn build_err(e: impl std::fmt::Display) -> TokenizerError {
+    TokenizerError::Build(e.to_string())
+}
+
+impl Tokenizer {
+    /// From a Hugging Face folder: `tokenizer.json` and, if present, `tokenizer_config.json`
+    /// (special tokens and the chat template).
+    pub fn from_hf(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self, TokenizerError> {
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(build_err)?;
+        let cfg: Value = match tokenizer_config {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|e| TokenizerError::Build(format!("tokenizer_config.json: {e}")))?,
+            None => Value::Null,
+        };
+        let token = |key: &str| -> Option<(u32, String)> {
+            let v = cfg.get(key)?;
+            let text = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
+            Some((inner.token_to_id(text)?, text.to_string()))
+        };
+        let (bos_token, eos_token) = (token("bos_token"), token("eos_token"));
+        let pad_id = token("pad_token").map(|(id, _)| id);
+        let chat_template = match cfg.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // A list of named templates: use "default".
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template").and_then(Value::as_str))
+                .map(str::to_string),
+            _ => None,
+        };
+        Ok(Self {
+            inner,
+            add_bos: false,
+            bos_token,
+            eos_token,
+            pad_id,
+            chat_template,
+        })
+    }
+
+    /// Rebuilds the tokenizer stored in GGUF metadata (`tokenizer.ggml.*`).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
+        let meta = |e: super::gguf::GgufError| TokenizerError::Metadata(e.to_string());
+        let model = file.get_str("tokenizer.ggml.model").map_err(meta)?;
+        if model != "gpt2" {
+            return Err(TokenizerError::UnsupportedModel(model.to_string()));
+        }
+        let tokens = file.get_str_array("tokenizer.ggml.tokens").map_err(meta)?;
+        let merges = file.get_str_array("tokenizer.ggml.merges").map_err(meta)?;
+        let types: Vec<i128> = file
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_int()).collect())
+            .unwrap_or_default();
+        let pre = file
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .unwrap_or("default");
+        let json = gguf_tokenizer_json(&tokens, &merges, &types, pre);
+        let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(build_err)?;
+        let id = |key: &str| {
+            file.get(key)
+                .and_then(|v| v.as_int())
+                .and_then(|i| u32::try_from(i).ok())
+                .filter(|&i| (i as usize) < tokens.len())
+        };
+        let named = |key: &str| id(key).map(|i| (i, tokens[i as usize].to_string()));
+        Ok(Self {
+            inner,
+            add_bos: file
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            bos_token: named("tokenizer.ggml.bos_token_id"),
+            eos_token: named("tokenizer.ggml.eos_token_id"),
+            pad_id: id("tokenizer.ggml.padding_token_id"),
+            chat_template: file
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        })
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids for `text`, with the special tokens the model adds by default (as
+    /// `tokenizer(text)["input_ids"]` in transformers).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos
+            && let Some((bos, _)) = &self.bos_token
+        {
+            ids.push(*bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Token ids for text that already contains its special tokens (a rendered chat template).
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text for ids; special tokens are dropped when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))
+    }
+
+    /// The string of one token id (for diagnostics).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The EOS id, falling back to nothing.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_token.as_ref().map(|(id, _)| *id)
+    }
+
+    /// Padding id: the pad token, else EOS, else 0.
+    pub fn pad_or_eos(&self) -> u32 {
+        self.pad_id.or(self.eos_id()).unwrap_or(0)
+    }
+
+    /// Renders the chat template over `messages` (as `apply_chat_template(..., tokenize=False)`).
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        let template = self.chat_template.as_deref().ok_or(TokenizerError::NoChatTemplate)?;
+        render_chat_template(
+            template,
+            messages,
+            add_generation_prompt,
+            self.bos_token.as_ref().map_or("", |t| t.1.as_str()),
+            self.eos_token.as_ref().map_or("", |t| t.1.as_str()),
+        )
+    }
+
+    /// Token ids of a rendered chat: the template's text encoded without adding specials again.
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_raw(&self.apply_chat_template(messages, add_generation_prompt)?)
+    }
+}
+
+/// Renders a Hugging Face Jinja chat template.
+pub fn render_chat_template(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, TokenizerError> {
+    let terr = |e: minijinja::Error| TokenizerError::Template(e.to_string());
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
+    env.add_template("chat", template).map_err(terr)?;
+    let messages: Vec<minijinja::Value> = messages
+        .iter()
+        .map(|m| minijinja::context! { role => m.role.clone(), content => m.content.clone() })
+        .collect();
+    let ctx = minijinja::context! {
+        messages => messages,
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token,
+        eos_token => eos_token,
+    };
+    env.get_template("chat").map_err(terr)?.render(ctx).map_err(terr)
+}
+
+/// Pre-tokenizer split regexes for GGUF `tokenizer.ggml.pre` families (transformers'
+/// `GGUF_PRE_TOKENIZER_SPLITS`); others use the plain GPT-2 byte-level regex.
+fn split_regex(pre: &str) -> Option<&'static str> {
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => Some(LLAMA3),
+        "qwen2" | "deepseek-r1-qwen" => Some(QWEN2),
+        _ => None,
+    }
+}
+
+/// GPT-2's byte → printable-character table (`bytes_to_unicode`).
+fn byte_alphabet() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..256u32 {
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        table[b as usize] = if printable {
+            char::from_u32(b).expect("invariant: latin-1 range")
+        } else {
+            n += 1;
+            char::from_u32(255 + n).expect("invariant: small code point")
+        };
+    }
+    table
+}
+
+/// The tokenizer.json transformers builds for a GGUF byte-level BPE vocabulary.
+fn gguf_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i128], pre: &str) -> Value {
+    let alphabet = byte_alphabet();
+    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+    let spell = |t: &str| -> String {
+        if in_alphabet(t) {
+            t.to_string()
+        } else {
+            t.bytes().map(|b| alphabet[b as usize]).collect()
+        }
+    };
+    let vocab: BTreeMap<String, usize> = tokens.iter().enumerate().map(|(i, t)| (spell(t), i)).collect();
+    // Control tokens (type 3) become special added tokens; user-defined (type 4) plain added ones.
+    const CONTROL: i128 = 3;
+    const USER_DEFINED: i128 = 4;
+    let added: Vec<Value> = tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (t, ty))| (**ty == CONTROL && in_alphabet(t)) || **ty == USER_DEFINED)
+        .map(|(id, (t, ty))| {
+            json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": *ty == CONTROL})
+        })
+        .collect();
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre_tokenizer = match split_regex(pre) {
+        Some(regex) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]}),
+        None => byte_level(true),
+    };
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|m| {
+            let (a, b) = m.split_once(' ').unwrap_or((m, ""));
+            json!([a, b])
+        })
+        .collect();
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges}
+    })
+}

@@ -1,0 +1,116 @@
+//! Causal self-attention with grouped-query heads and rotary embeddings (`self_attn`).
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+
+use super::ModelConfig;
+use super::linear::Linear;
+use super::observe::{ActivationObserver, Site};
+use super::rope::apply_rotary;
+use super::weights::{VarBuilder, WeightError};
+
+/// `self_attn.{q,k,v,o}_proj`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[heads·head_dim, hidden]`.
+    pub q_proj: Linear,
+    /// `[kv_heads·head_dim, hidden]`.
+    pub k_proj: Linear,
+    /// `[kv_heads·head_dim, hidden]`.
+    pub v_proj: Linear,
+    /// `[hidden, heads·head_dim]`.
+    pub o_proj: Linear,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+}
+
+/// Keys and values of earlier positions, per layer, for incremental decoding.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    /// `[B, kv_heads, S, head_dim]` each, after rotation.
+    pub kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+/// What one attention call needs besides its input.
+pub struct AttentionContext<'a> {
+    /// RoPE cos table `[T, head_dim]` for the new positions.
+    pub cos: &'a Tensor<2>,
+    /// RoPE sin table `[T, head_dim]`.
+    pub sin: &'a Tensor<2>,
+    /// Additive mask `[T, S]` (0 or a large negative number), S = cached + T.
+    pub mask: &'a Tensor<2>,
+}
+
+impl Attention {
+    /// Loads the four projections under `vb` (`...self_attn`).
+    pub fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self, WeightError> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let bias = cfg.attention_bias;
+        Ok(Self {
+            q_proj: Linear::load(&vb.pp("q_proj"), h, q, bias)?,
+            k_proj: Linear::load(&vb.pp("k_proj"), h, kv, bias)?,
+            v_proj: Linear::load(&vb.pp("v_proj"), h, kv, bias)?,
+            // Qwen2 has biases on q/k/v only; Llama's `attention_bias` covers o_proj too.
+            o_proj: Linear::load(
+                &vb.pp("o_proj"),
+                q,
+                h,
+                bias && cfg.model_type == super::Architecture::Llama,
+            )?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    /// # Shapes
+    /// - x: `[B, T, H]` → `[B, T, H]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        ctx: &AttentionContext,
+        cache: Option<&mut LayerCache>,
+        layer: usize,
+        observer: &mut dyn ActivationObserver,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()), nh);
+        let k = heads(self.k_proj.forward(x.clone()), nkv);
+        let v = heads(self.v_proj.forward(x), nkv);
+        let q = apply_rotary(q, ctx.cos, ctx.sin);
+        let mut k = apply_rotary(k, ctx.cos, ctx.sin);
+        let mut v = v;
+        if let Some(cache) = cache {
+            if let Some((k0, v0)) = cache.kv.take() {
+                k = Tensor::cat(vec![k0, k], 2);
+                v = Tensor::cat(vec![v0, v], 2);
+            }
+            cache.kv = Some((k.clone(), v.clone()));
+        }
+        let s = k.dims()[2];
+        let group = nh / nkv;
+        let repeat = |y: Tensor<4>| {
+            if group == 1 {
+                y
+            } else {
+                y.unsqueeze_dim::<5>(2)
+                    .expand([b, nkv, group, s, hd])
+                    .reshape([b, nh, s, hd])
+            }
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+        let probs = softmax(scores + ctx.mask.clone().unsqueeze::<4>(), 3);
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        observer.observe(layer, Site::AttnOutput, &context);
+        self.o_proj.forward(context)
+    }
+}

@@ -1,0 +1,202 @@
+//! The LLaMA-family decoder (llama, mistral, qwen2): module tree named after the Hugging Face
+//! checkpoint keys (`model.layers.{i}.self_attn.q_proj.weight`, ...), so loading needs no
+//! remapping.
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::ModelConfig;
+use super::attention::{Attention, AttentionContext, LayerCache};
+use super::linear::Linear;
+use super::mlp::Mlp;
+use super::norm::{Embedding, RmsNorm};
+use super::observe::{ActivationObserver, NoObserver, Site};
+use super::rope::RotaryEmbedding;
+use super::weights::{VarBuilder, WeightError};
+
+/// One block: pre-norm attention and pre-norm MLP, each with a residual connection.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Attention.
+    pub self_attn: Attention,
+    /// Feed-forward.
+    pub mlp: Mlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self, WeightError> {
+        Ok(Self {
+            self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
+            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size)?,
+            input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            post_attention_layernorm: RmsNorm::load(
+                &vb.pp("post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        ctx: &AttentionContext,
+        cache: Option<&mut LayerCache>,
+        layer: usize,
+        observer: &mut dyn ActivationObserver,
+    ) -> Tensor<3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        observer.observe(layer, Site::AttnInput, &normed);
+        let h = x + self.self_attn.forward(normed, ctx, cache, layer, observer);
+        let normed = self.post_attention_layernorm.forward(h.clone());
+        h + self.mlp.forward(normed, layer, observer)
+    }
+}
+
+/// `model.*`: embeddings, blocks, final norm.
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    /// `model.embed_tokens`.
+    pub embed_tokens: Embedding,
+    /// `model.layers.{i}`.
+    pub layers: Vec<DecoderLayer>,
+    /// `model.norm`.
+    pub norm: RmsNorm,
+    /// Rotary frequencies (not a parameter).
+    #[module(skip)]
+    pub rope: RotaryEmbedding,
+    /// Sliding attention window (mistral), if any.
+    #[module(skip)]
+    pub sliding_window: Option<usize>,
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions already processed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The causal language model: `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM`.
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM {
+    /// The decoder.
+    pub model: LlamaModel,
+    /// Output projection `[vocab, hidden]`; `None` when tied to `model.embed_tokens`.
+    pub lm_head: Option<Linear>,
+}
+
+impl LlamaForCausalLM {
+    /// Builds the model from a checkpoint. `rope_freq_factors` is GGUF's optional
+    /// `rope_freqs.weight` (per-frequency divisors llama.cpp stores for Llama 3.1 scaling).
+    pub fn load(vb: &VarBuilder, cfg: &ModelConfig, rope_freq_factors: Option<&[f32]>) -> Result<Self, WeightError> {
+        let m = vb.pp("model");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let model = LlamaModel {
+            embed_tokens: Embedding::load(&m.pp("embed_tokens"), cfg.vocab_size, cfg.hidden_size)?,
+            layers,
+            norm: RmsNorm::load(&m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            rope: RotaryEmbedding::new(cfg, rope_freq_factors),
+            sliding_window: cfg.sliding_window,
+        };
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?)
+        };
+        Ok(Self { model, lm_head })
+    }
+
+    /// Logits for a batch of token ids (no cache, no hooks).
+    ///
+    /// # Shapes
+    /// - ids: `[B, T]` → `[B, T, vocab]`
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let hidden = self.hidden_states(ids, None, &mut NoObserver);
+        self.logits(hidden)
+    }
+
+    /// The final normed hidden states; with a cache, `ids` are the new positions only.
+    ///
+    /// # Shapes
+    /// - ids: `[B, T]` → `[B, T, H]`
+    pub fn hidden_states(
+        &self,
+        ids: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+        observer: &mut dyn ActivationObserver,
+    ) -> Tensor<3> {
+        let device = ids.device();
+        let [_, t] = ids.dims();
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let (cos, sin) = self.model.rope.tables(past, t, &device);
+        let mask = causal_mask(past, t, self.model.sliding_window, &device);
+        let ctx = AttentionContext {
+            cos: &cos,
+            sin: &sin,
+            mask: &mask,
+        };
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize_with(self.model.layers.len(), LayerCache::default);
+            c.len += t;
+        }
+        let mut x = self.model.embed_tokens.forward(ids);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, &ctx, layer_cache, i, observer);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, T, H]` → `[B, T, vocab]`
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+}
+
+/// Additive causal mask `[T, past+T]`: 0 where query `past+i` may attend key `j`, a large
+/// negative number elsewhere (future keys, and keys outside a sliding window).
+pub fn causal_mask(past: usize, t: usize, window: Option<usize>, device: &Device) -> Tensor<2> {
+    let s = past + t;
+    let mut data = vec![0f32; t * s];
+    for i in 0..t {
+        let q = past + i;
+        for j in 0..s {
+            let future = j > q;
+            let outside = window.is_some_and(|w| q >= w && j <= q - w);
+            if future || outside {
+                data[i * s + j] = f32::MIN;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [t, s]), device)
+}

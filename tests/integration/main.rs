@@ -1,0 +1,8 @@
+//! Integration tests, one binary (burn links once). Fixtures come from scripts/make_reference.py.
+
+mod common;
+mod errors;
+mod gguf_writer;
+mod robustness;
+mod smollm2;
+mod tiny_models;
