@@ -7,9 +7,9 @@ How to run (from the repository root):
     ~/.cache/lora-null/venv/bin/pip install -r scripts/requirements-reference.txt
     scripts/fetch-model.sh                      # SmolLM2-135M-Instruct.Q4_1.gguf -> assets/models/
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
-    ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf
+    ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf | init
 
-(`--only gguf` reads the tiny `llama` model written by `--only tiny`.)
+(`--only gguf` and `--only init` read the tiny `llama` model written by `--only tiny`.)
 
 The script runs on the CPU with ONE thread (torch.set_num_threads(1), OMP/MKL/RAYON = 1, tokenizers
 parallelism off), all weights and activations in float32. It is deterministic: every random draw comes
@@ -22,6 +22,8 @@ Outputs
   tests/fixtures/tiny/tokenizer.json         tiny byte-level BPE tokenizer (vocab 384), copied into each model dir
   tests/fixtures/tiny/{llama,llama3,qwen2,mistral}/   config.json, model.safetensors, tokenizer*.json, reference.json
   tests/fixtures/tiny/llama-gguf/            {f32,f16,q8_0,q4_0,q4_1}.gguf + reference_<type>.json
+  tests/fixtures/tiny/init/reference.json    LoRA inits on the tiny llama: calibration covariances, PiSSA / OLoRA /
+                                             CorDA (PEFT itself), MiLoRA / LoRA-Null (torch, docs algorithm.md)
 """
 
 import os
@@ -803,20 +805,384 @@ def make_gguf():
 
 
 # ----------------------------------------------------------------------------------------------
+# D. LoRA initialisations on the tiny llama (docs: algorithm.md §1 LoRA-Null, §2 the others, §4 PEFT)
+# ----------------------------------------------------------------------------------------------
+
+INIT_DIR = TINY / "init"
+INIT_RANK = 4
+INIT_ALPHAS = [4, 8]  # s = alpha / r = 1 and 2
+INIT_WINDOW_LEN = 48
+INIT_CALIB = (6, SEED + 300)  # (windows, numpy seed)
+INIT_HELDOUT = (4, SEED + 400)
+INIT_FIRST_ID = 3  # ids drawn uniformly from [3, vocab): no special tokens
+INIT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# One activation statistic per (layer, site): q/k/v read one input, gate/up another.
+INIT_SITES = {
+    "q_proj": "attn_input",
+    "k_proj": "attn_input",
+    "v_proj": "attn_input",
+    "o_proj": "attn_output",
+    "gate_proj": "mlp_input",
+    "up_proj": "mlp_input",
+    "down_proj": "mlp_hidden",
+}
+INIT_RECON_TOL = 1e-5  # ‖residual + s·B A − W‖_F / ‖W‖_F, all f32 maths
+INIT_LOGIT_TOL = 1e-4  # initialised vs base model, one held-out window (observed <= 1e-5: f32 rounding)
+# Size budget (reference.json < 3 MB): a residual matrix is stored in full for ONE module (the GQA k_proj,
+# out < in) at scale 2 only, where W − s·B A differs from W − B A; every module of every init carries the
+# residual's Frobenius norm. All 14 modules x 12 inits in full would be ~10 MB of JSON, and the residual is
+# W − s·B A with W in tests/fixtures/tiny/llama/model.safetensors and B, A stored here.
+INIT_FULL_RESIDUAL = ["model.layers.0.self_attn.k_proj"]
+INIT_FULL_RESIDUAL_ALPHA = 8
+# f64 matrices (covariances, P) are written with 8 significant digits (relative 5e-9): they come from f32
+# activations, which another implementation reproduces to ~1e-6 at best, and the 17-digit form would double
+# their size. Scalars (eigenvalues, energies, norms, errors) keep full f64 precision.
+F64_MATRIX_DIGITS = 8
+
+
+def f64(x) -> float:
+    """A float64 value, written by json as its shortest round-trip decimal."""
+    return float(x)
+
+
+def f64_rows(t: torch.Tensor, digits: int = F64_MATRIX_DIGITS) -> list:
+    """A f64 matrix as rows of JSON numbers rounded to `digits` significant digits."""
+    return [[float(f"{v:.{digits}g}") for v in row] for row in t.detach().to(torch.float64).tolist()]
+
+
+def init_module_keys(n_layers: int) -> list:
+    keys = []
+    for i in range(n_layers):
+        for proj in INIT_TARGETS:
+            block = "self_attn" if proj in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            keys.append(f"model.layers.{i}.{block}.{proj}")
+    return keys
+
+
+def init_site_of(key: str) -> str:
+    """'model.layers.1.mlp.down_proj' -> '1.mlp_hidden'."""
+    parts = key.split(".")
+    return f"{parts[2]}.{INIT_SITES[parts[-1]]}"
+
+
+def init_windows(n: int, seed: int, vocab: int) -> list:
+    rng = np.random.default_rng(seed)
+    return rng.integers(INIT_FIRST_ID, vocab, size=(n, INIT_WINDOW_LEN), dtype=np.int64).tolist()
+
+
+def load_tiny_llama():
+    model = AutoModelForCausalLM.from_pretrained(str(TINY / "llama"), dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    assert_float32(model)
+    return model
+
+
+@torch.no_grad()
+def run_windows(model, windows) -> None:
+    """One forward pass per window: batch 1, full attention mask, no cache."""
+    for w in windows:
+        ids = torch.tensor([w], dtype=torch.long)
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+
+
+@torch.no_grad()
+def window_logits(model, ids) -> torch.Tensor:
+    t = torch.tensor([list(ids)], dtype=torch.long)
+    return model(input_ids=t, attention_mask=torch.ones_like(t), use_cache=False).logits[0]
+
+
+@torch.no_grad()
+def site_covariances(model, windows) -> dict:
+    """C = (1/N) Σ_windows X̃ᵀX̃ per (layer, site), X̃ = X / |max(X)| (signed max over the window's [tokens, d_in]
+    input, divided in f32 as PEFT corda.py does), products and sum in f64. algorithm.md §1.2."""
+    acc, seen, handles = {}, {}, []
+
+    def hook_for(key):
+        site = init_site_of(key)
+
+        def hook(module, inputs, output):
+            x = inputs[0].detach().reshape(-1, module.in_features).to(torch.float32)
+            x = x / x.max().abs()
+            if site in seen:  # q/k/v (gate/up) must see the very same input
+                assert torch.equal(seen[site], x), (key, "input differs from its site's first module")
+                return
+            seen[site] = x
+            x64 = x.to(torch.float64)
+            acc[site] = acc.get(site, 0) + x64.t() @ x64
+
+        return hook
+
+    for key in init_module_keys(model.config.num_hidden_layers):
+        handles.append(model.get_submodule(key).register_forward_hook(hook_for(key)))
+    for w in windows:
+        seen.clear()
+        run_windows(model, [w])
+    for h in handles:
+        h.remove()
+    return {site: c / len(windows) for site, c in acc.items()}
+
+
+def null_basis(cov: torch.Tensor, r: int, top: bool = False) -> torch.Tensor:
+    """[d, r] eigenvectors of the r smallest (top: largest) eigenvalues of the f64 covariance, columns in
+    descending eigenvalue order (= torch.linalg.svd(C).U[:, -r:] of the original code, up to column signs)."""
+    _, vecs = torch.linalg.eigh(cov)  # ascending
+    return (vecs[:, -r:] if top else vecs[:, :r]).flip(1)
+
+
+def energy_fraction(p: torch.Tensor, cov: torch.Tensor) -> float:
+    """trace(Pᵀ C P) / trace(C) in f64."""
+    return f64(torch.trace(p.t() @ cov @ p) / torch.trace(cov))
+
+
+def milora_factors(w: torch.Tensor, r: int, s: float):
+    """MiLoRA (algorithm.md §2): f32 thin SVD of W, the LAST r triplets, S/s, then PEFT pissa_init's √ split."""
+    u, sv, vh = torch.linalg.svd(w, full_matrices=False)
+    ur, sr, vhr = u[:, -r:], sv[-r:] / s, vh[-r:]
+    a = torch.diag(torch.sqrt(sr)) @ vhr
+    b = ur @ torch.diag(torch.sqrt(sr))
+    return a, b, w - s * b @ a
+
+
+def lora_null_factors(w: torch.Tensor, p: torch.Tensor, r: int, s: float):
+    """LoRA-Null (algorithm.md §1.3-1.4), f32 from W: T = W P Pᵀ, thin SVD of T, first r triplets, Ŝ/s,
+    U_p = Û √Ŝ (lora_B), D = √Ŝ V̂ᵀ (lora_A), residual W − s·U_p D."""
+    p32 = p.to(torch.float32)
+    t = w @ p32 @ p32.t()
+    u, sv, vh = torch.linalg.svd(t, full_matrices=False)
+    ur, sr, vhr = u[:, :r], sv[:r] / s, vh[:r]
+    a = torch.diag(torch.sqrt(sr)) @ vhr
+    b = ur @ torch.diag(torch.sqrt(sr))
+    return a, b, w - s * b @ a
+
+
+def corda_damp(cov: torch.Tensor) -> float:
+    """The damping δ of PEFT corda.collect_eigens_for_layer: 0.01, doubled until ‖C_f C_f⁻¹ − I‖_F < 0.05."""
+    cov = cov.float()
+    damp = 0.01
+    while True:
+        fixed = cov + torch.diag(torch.ones(cov.size(0)) * torch.mean(torch.diag(cov)) * damp)
+        if torch.dist(fixed @ torch.linalg.inv(fixed), torch.eye(cov.size(0))).item() < 0.05:
+            return damp
+        damp *= 2
+
+
+def lora_config(alpha: int, init, **kw):
+    from peft import LoraConfig
+
+    return LoraConfig(r=INIT_RANK, lora_alpha=alpha, lora_dropout=0.0, target_modules=INIT_TARGETS,
+                      init_lora_weights=init, **kw)
+
+
+def init_with_peft(method: str, alpha: int, calib: list, diag: dict):
+    """PiSSA / OLoRA / CorDA through PEFT itself on a fresh copy of the tiny llama."""
+    from peft import get_peft_model
+    from peft.tuners.lora.config import CordaConfig
+    from peft.tuners.lora.corda import preprocess_corda
+
+    model = load_tiny_llama()
+    if method.startswith("corda"):
+        corda_method = method.split("_")[1]
+        config = lora_config(alpha, "corda",
+                             corda_config=CordaConfig(corda_method=corda_method, prune_temporary_fields=False))
+        preprocess_corda(model, config, run_model=lambda: run_windows(model, calib))
+        diag["peft_cov"] = {k: model.get_submodule(k).covariance_matrix.detach().clone()
+                            for k in init_module_keys(model.config.num_hidden_layers)}
+        diag["sample_count"] = {k: model.get_submodule(k).sample_count
+                                for k in init_module_keys(model.config.num_hidden_layers)}
+    else:
+        config = lora_config(alpha, method)
+    return get_peft_model(model, config)
+
+
+def init_with_torch(method: str, alpha: int, nulls: dict):
+    """MiLoRA / LoRA-Null from algorithm.md, written into a PEFT LoRA model (factors + residual base weight)."""
+    from peft import get_peft_model
+
+    torch.manual_seed(SEED)  # the kaiming A that PEFT draws is overwritten below
+    peft_model = get_peft_model(load_tiny_llama(), lora_config(alpha, True))
+    base = peft_model.get_base_model()
+    s = alpha / INIT_RANK
+    with torch.no_grad():
+        for key in init_module_keys(base.config.num_hidden_layers):
+            layer = base.get_submodule(key)
+            w = layer.base_layer.weight.detach().to(torch.float32).clone()
+            if method == "milora":
+                a, b, res = milora_factors(w, INIT_RANK, s)
+            else:
+                a, b, res = lora_null_factors(w, nulls[init_site_of(key)], INIT_RANK, s)
+            layer.lora_A["default"].weight.data = a.contiguous()
+            layer.lora_B["default"].weight.data = b.contiguous()
+            layer.base_layer.weight.data = res.contiguous()
+    return peft_model
+
+
+def make_init():
+    print("[init] LoRA initialisations on the tiny llama")
+    seed_everything()
+    from peft import __version__ as peft_version
+
+    src = TINY / "llama"
+    if not (src / "model.safetensors").exists():
+        sys.exit("tests/fixtures/tiny/llama is missing: run with --only tiny first")
+    base = load_tiny_llama()
+    cfg = base.config
+    keys = init_module_keys(cfg.num_hidden_layers)
+    orig = {k: base.get_submodule(k).weight.detach().to(torch.float32).clone() for k in keys}
+    calib = init_windows(INIT_CALIB[0], INIT_CALIB[1], cfg.vocab_size)
+    heldout = init_windows(INIT_HELDOUT[0], INIT_HELDOUT[1], cfg.vocab_size)
+    base_logits = window_logits(base, heldout[0])
+
+    covs = site_covariances(base, calib)
+    held = site_covariances(base, heldout)
+    eigen = {site: torch.linalg.eigvalsh(c).flip(0) for site, c in covs.items()}
+    nulls = {site: null_basis(c, INIT_RANK) for site, c in covs.items()}
+    tops = {site: null_basis(c, INIT_RANK, top=True) for site, c in covs.items()}
+    for site, c in covs.items():
+        print(f"  {site}: d={c.shape[0]} eig max {eigen[site][0]:.4e} min {eigen[site][-1]:.4e}"
+              f" held-out energy null {energy_fraction(nulls[site], held[site]):.3e}"
+              f" top {energy_fraction(tops[site], held[site]):.3e}")
+
+    producers = {
+        "pissa": "peft.get_peft_model(LoraConfig(init_lora_weights='pissa')) -> LoraLayer.pissa_init",
+        "olora": "peft.get_peft_model(LoraConfig(init_lora_weights='olora')) -> LoraLayer.olora_init",
+        "corda_kpm": "peft.tuners.lora.corda.preprocess_corda(CordaConfig(corda_method='kpm')) + get_peft_model"
+                     " -> LoraLayer.corda_init",
+        "corda_ipm": "peft.tuners.lora.corda.preprocess_corda(CordaConfig(corda_method='ipm')) + get_peft_model"
+                     " -> LoraLayer.corda_init",
+        "milora": "torch from algorithm.md §2 (f32 torch.linalg.svd(W, full_matrices=False), last r triplets)",
+        "lora_null": "torch from algorithm.md §1.3-1.4 (P: f64 torch.linalg.eigh of the calibration covariance,"
+                     " r smallest; T = W P Pᵀ in f32; f32 torch.linalg.svd(T, full_matrices=False), first r)",
+    }
+    inits, recon, logit_diff, corda_cov_diff, corda_damps, corda_counts = {}, {}, {}, {}, {}, {}
+    for method in producers:
+        for alpha in INIT_ALPHAS:
+            s = alpha / INIT_RANK
+            tag = f"{method}@s{s:g}"
+            diag = {}
+            if method in ("milora", "lora_null"):
+                peft_model = init_with_torch(method, alpha, nulls)
+            else:
+                peft_model = init_with_peft(method, alpha, calib, diag)
+            peft_model.eval()
+            assert_float32(peft_model)
+            inner = peft_model.get_base_model()
+            entry, errs = {}, []
+            for key in keys:
+                layer = inner.get_submodule(key)
+                assert layer.scaling["default"] == s, (tag, key, layer.scaling)
+                a = layer.lora_A["default"].weight.detach()
+                b = layer.lora_B["default"].weight.detach()
+                res = layer.base_layer.weight.detach()
+                assert a.shape == (INIT_RANK, res.shape[1]) and b.shape == (res.shape[0], INIT_RANK), (tag, key)
+                w64 = orig[key].to(torch.float64)
+                back = res.to(torch.float64) + s * (b.to(torch.float64) @ a.to(torch.float64))
+                err = f64(torch.linalg.matrix_norm(back - w64) / torch.linalg.matrix_norm(w64))
+                assert err <= INIT_RECON_TOL, (tag, key, err)
+                errs.append(err)
+                m = {"lora_A": f32_rows(a), "lora_B": f32_rows(b)}
+                if key in INIT_FULL_RESIDUAL and alpha == INIT_FULL_RESIDUAL_ALPHA:
+                    m["residual"] = f32_rows(res)
+                m["residual_fro"] = f64(torch.linalg.matrix_norm(res.to(torch.float64)))
+                m["reconstruction_rel_err"] = err
+                if method == "lora_null":
+                    site = init_site_of(key)
+                    m["P"] = f64_rows(nulls[site])
+                    m["heldout_energy"] = energy_fraction(nulls[site], held[site])
+                    m["heldout_energy_top"] = energy_fraction(tops[site], held[site])
+                entry[key] = m
+            diff = (window_logits(peft_model, heldout[0]) - base_logits).abs().max().item()
+            assert diff <= INIT_LOGIT_TOL, (tag, "initialised model changed the logits", diff)
+            recon[tag], logit_diff[tag] = max(errs), diff
+            inits[tag] = entry
+            if "peft_cov" in diag:
+                rel = 0.0
+                for key in keys:
+                    mine = covs[init_site_of(key)]
+                    theirs = diag["peft_cov"][key].to(torch.float64)
+                    rel = max(rel, ((theirs - mine).abs().max() / mine.abs().max()).item())
+                    corda_damps.setdefault(key, corda_damp(diag["peft_cov"][key]))
+                    corda_counts[key] = diag["sample_count"][key]
+                corda_cov_diff[tag] = rel
+            print(f"  {tag}: max recon rel err {recon[tag]:.2e}, max |logits - base| {diff:.2e}")
+
+    assert set(corda_counts.values()) == {len(calib)}, corda_counts
+    meta = versions() | {
+        "peft": peft_version,
+        "model_dir": "tests/fixtures/tiny/llama",
+        "model_sha256": sha256_file(src / "model.safetensors"),
+        "attn_implementation": "eager",
+        "r": INIT_RANK,
+        "alphas": INIT_ALPHAS,
+        "scales": {f"s{a / INIT_RANK:g}": a / INIT_RANK for a in INIT_ALPHAS},
+        "window_len": INIT_WINDOW_LEN,
+        "window_rng": f"numpy.random.default_rng(seed).integers({INIT_FIRST_ID}, vocab_size,"
+                      f" size=(n, {INIT_WINDOW_LEN}))",
+        "calib_seed": INIT_CALIB[1],
+        "heldout_seed": INIT_HELDOUT[1],
+        "forward": "one forward pass per window, batch 1, attention_mask all ones, use_cache=False, eval, no grad",
+        "covariance_recipe": "per window X = linear input [tokens, d_in] f32; X~ = X / |X.max()| (signed max,"
+                             " divided in f32); C = (1/n_windows) * sum X~^T X~ with the product and sum in f64",
+        "sites": INIT_SITES,
+        "methods": producers,
+        "method_order_of_triplets": {
+            "pissa": "first r of the SVD (descending)",
+            "olora": "first r columns of Q / rows of R",
+            "corda_ipm": "first r of SVD(W C_f) (descending)",
+            "corda_kpm": "last r of SVD(W C_f), kept in descending order",
+            "milora": "last r of SVD(W), kept in descending order",
+            "lora_null": "first r of SVD(W P P^T) (descending)",
+        },
+        "lora_null_P": "columns = eigenvectors of the r smallest eigenvalues, in descending eigenvalue order"
+                       " (the last column belongs to the smallest); f64 eigh; column signs are LAPACK's",
+        "heldout_energy": "trace(P^T C_heldout P) / trace(C_heldout), f64; _top uses the r largest eigenvectors",
+        "residual_full_for": {"modules": INIT_FULL_RESIDUAL, "scale": INIT_FULL_RESIDUAL_ALPHA / INIT_RANK},
+        "residual_note": "residual = the PEFT base_layer.weight after init (f32); stored in full only for"
+                         " residual_full_for (size budget), residual_fro = its Frobenius norm (f64) for every module",
+        "reconstruction_tol": INIT_RECON_TOL,
+        "reconstruction_max_rel_err": recon,
+        "logits_heldout_window": 0,
+        "logits_max_abs_diff_vs_base": logit_diff,
+        "corda_covariance_max_rel_diff_vs_ours": corda_cov_diff,
+        "corda_covariance_note": "PEFT corda.py: X~ = X.float() / |max(X)|, X~^T X~ and the sum in f32,"
+                                 " divided by sample_count (= forward calls = n_windows); rel diff ="
+                                 " max|C_peft - C_ours| / max|C_ours|",
+        "corda_sample_count": len(calib),
+        "corda_damp": corda_damps,
+        "float_format": f"covariances, heldout_covariances, P: f64 rounded to {F64_MATRIX_DIGITS} significant digits;"
+                        " eigenvalues, energies, norms, errors: f64 shortest round-trip; lora_A / lora_B / residual:"
+                        " f32 values as their shortest f32 round-trip decimal",
+    }
+    ref = {
+        "meta": meta,
+        "normalization": "signed-max",
+        "calib_windows": calib,
+        "heldout_windows": heldout,
+        "covariances": {site: f64_rows(c) for site, c in covs.items()},
+        "heldout_covariances": {site: f64_rows(c) for site, c in held.items()},
+        "eigenvalues": {site: [f64(v) for v in e] for site, e in eigen.items()},
+        "inits": inits,
+    }
+    write_json(INIT_DIR / "reference.json", ref)
+    return ref
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["smollm2", "tiny", "gguf"], help="regenerate only this part")
+    ap.add_argument("--only", choices=["smollm2", "tiny", "gguf", "init"], help="regenerate only this part")
     args = ap.parse_args()
     print("versions:", json.dumps(versions()))
-    parts = [args.only] if args.only else ["smollm2", "tiny", "gguf"]
+    parts = [args.only] if args.only else ["smollm2", "tiny", "gguf", "init"]
     if "smollm2" in parts:
         make_smollm2()
     if "tiny" in parts:
         make_tiny()
     if "gguf" in parts:
         make_gguf()
+    if "init" in parts:
+        make_init()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures total: {total} bytes")
 

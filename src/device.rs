@@ -99,10 +99,16 @@ impl DeviceChoice {
 }
 
 /// Lists the wgpu adapters the system offers, best first (hardware before software).
+#[cfg(not(target_arch = "wasm32"))]
 pub async fn list_adapters() -> Vec<AdapterSummary> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    // Vulkan, Metal and DX12 only: the GL backend is not used by burn, and probing it prints
+    // EGL noise on headless machines.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
     let mut out: Vec<AdapterSummary> = instance
-        .enumerate_adapters(wgpu::Backends::all())
+        .enumerate_adapters(wgpu::Backends::PRIMARY)
         .await
         .iter()
         .map(AdapterSummary::of)
@@ -111,7 +117,8 @@ pub async fn list_adapters() -> Vec<AdapterSummary> {
     out
 }
 
-/// Picks the device for a preference (natively; the browser uses its own WebGPU adapter).
+/// Picks the device for a preference (natively; the browser uses [`init_webgpu`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub async fn select_device(pref: DevicePreference) -> DeviceChoice {
     if pref == DevicePreference::Cpu {
         return DeviceChoice::cpu();
@@ -146,3 +153,56 @@ pub async fn select_device(pref: DevicePreference) -> DeviceChoice {
         }
     }
 }
+
+/// Whether this browser exposes WebGPU at all (`navigator.gpu`).
+#[cfg(target_arch = "wasm32")]
+pub fn has_webgpu() -> bool {
+    let Some(window) = web_sys::window() else {
+        return false;
+    };
+    let gpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    !gpu.is_undefined() && !gpu.is_null()
+}
+
+/// Asks the browser for a WebGPU adapter, reports its name and limits, and initialises burn's
+/// wgpu runtime on it. Errors say what to do.
+#[cfg(target_arch = "wasm32")]
+pub async fn init_webgpu() -> Result<DeviceChoice, String> {
+    if !has_webgpu() {
+        return Err(NO_WEBGPU.to_string());
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::BROWSER_WEBGPU,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    let adapter = instance
+        .request_adapter(&options)
+        .await
+        .map_err(|e| format!("the browser offers WebGPU but no adapter ({e}); {NO_WEBGPU_FIX}"))?;
+    let mut summary = AdapterSummary::of(&adapter);
+    if summary.name.is_empty() {
+        summary.name = "WebGPU adapter".into();
+    }
+    let device = Device::wgpu_options().init_async().await.map_err(|e| {
+        format!("WebGPU device initialisation failed: {e}; reload the page, or close other GPU-heavy tabs")
+    })?;
+    Ok(DeviceChoice {
+        device,
+        description: format!("WebGPU ({})", summary.name),
+        warning: summary.is_software.then(|| {
+            "this WebGPU adapter is a software fallback (e.g. SwiftShader): expect it to be slow; use the tiny model".to_string()
+        }),
+        adapter: Some(summary),
+    })
+}
+
+/// The message shown when the browser has no WebGPU.
+pub const NO_WEBGPU: &str = "this browser does not expose WebGPU (navigator.gpu is missing)";
+
+/// What to do about it.
+pub const NO_WEBGPU_FIX: &str = "use a current Chrome, Edge or Safari 26 with hardware acceleration on; on Linux Chrome, \
+     enable chrome://flags/#enable-unsafe-webgpu and chrome://flags/#enable-vulkan; or run the CPU backend (slow) from this page";

@@ -22,3 +22,5 @@ pub mod lora;
 pub mod model;
 /// SVG charts of spectra (shared by the CLI and the app).
 pub mod plot;
+/// Fine-tuning: data, optimiser, schedule, loop, checkpoints.
+pub mod train;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{CalibError, Covariances};
-use crate::linalg::decompose::{Eigh, eigh};
+use crate::linalg::decompose::Eigh;
+use crate::linalg::jobs::{Executor, Job, expect_eigh};
 use crate::model::Site;
 
 /// Eigendecompositions of the covariances, computed once per (layer, site) and shared by the
@@ -15,19 +16,33 @@ pub struct EighCache {
 }
 
 impl EighCache {
-    /// The decomposition of (layer, site), computing it on first use.
-    pub fn get(&mut self, covs: &Covariances, layer: usize, site: Site) -> Result<&Eigh, CalibError> {
-        match self.cache.entry((layer, site)) {
-            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                let stats = covs
-                    .sites
+    /// The decomposition of (layer, site), computing it through `exec` on first use.
+    pub async fn get(
+        &mut self,
+        covs: &Covariances,
+        layer: usize,
+        site: Site,
+        exec: &dyn Executor,
+    ) -> Result<&Eigh, CalibError> {
+        let missing = match self.cache.get(&(layer, site)) {
+            Some(_) => None,
+            None => Some(
+                covs.sites
                     .get(&(layer, site))
-                    .ok_or(CalibError::MissingStats(layer, site))?;
-                let e = eigh(&stats.covariance).map_err(|source| CalibError::Decompose { layer, site, source })?;
-                Ok(slot.insert(e))
-            }
+                    .ok_or(CalibError::MissingStats(layer, site))?
+                    .covariance
+                    .clone(),
+            ),
+        };
+        if let Some(c) = missing {
+            let e = exec
+                .submit(Job::Eigh(c))
+                .await
+                .and_then(expect_eigh)
+                .map_err(|source| CalibError::Decompose { layer, site, source })?;
+            self.cache.insert((layer, site), e);
         }
+        Ok(&self.cache[&(layer, site)])
     }
 
     /// Inserts a decomposition computed elsewhere (e.g. by the analysis).

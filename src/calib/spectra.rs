@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{CalibError, Covariances, EighCache, Normalization};
-use crate::linalg::decompose::singular_values;
 use crate::linalg::init::{null_basis, top_basis};
+use crate::linalg::jobs::{Executor, Job, expect_values};
 use crate::linalg::spectra::{SpectrumSummary, activation_energy, summarize, weight_energy};
 use crate::model::weights::read_matrix;
 use crate::model::{LlamaForCausalLM, Site, Target};
@@ -88,6 +88,7 @@ pub async fn analyze_layer(
     layer: usize,
     targets: &[Target],
     rank: usize,
+    exec: &dyn Executor,
 ) -> Result<LayerSpectra, CalibError> {
     let mut sites = BTreeMap::new();
     let mut site_list: Vec<Site> = targets.iter().map(|t| t.site()).collect();
@@ -97,7 +98,7 @@ pub async fn analyze_layer(
             .sites
             .get(&(layer, site))
             .ok_or(CalibError::MissingStats(layer, site))?;
-        let e = eighs.get(covs, layer, site)?;
+        let e = eighs.get(covs, layer, site, exec).await?;
         let eigenvalues: Vec<f64> = e.values.iter().map(|v| v.max(0.0)).collect();
         let total: f64 = eigenvalues.iter().sum();
         let r = rank.min(eigenvalues.len());
@@ -126,14 +127,18 @@ pub async fn analyze_layer(
             .map_err(CalibError::Device)?;
         let site = target.site();
         let c = &covs.sites[&(layer, site)].covariance;
-        let e = eighs.get(covs, layer, site)?;
+        let e = eighs.get(covs, layer, site, exec).await?;
         let r = rank.min(e.values.len());
         let (p_null, p_top) = (null_basis(e, r), top_basis(e, r));
-        let sv = singular_values(&w).map_err(|source| CalibError::Weight {
-            layer,
-            module: target.module_name(),
-            source,
-        })?;
+        let sv = exec
+            .submit(Job::SingularValues(w.clone()))
+            .await
+            .and_then(expect_values)
+            .map_err(|source| CalibError::Weight {
+                layer,
+                module: target.module_name(),
+                source,
+            })?;
         let energies: Vec<f64> = sv.iter().map(|s| s * s).collect();
         modules.insert(
             target,
@@ -159,12 +164,13 @@ pub async fn analyze(
     eighs: &mut EighCache,
     targets: &[Target],
     rank: usize,
+    exec: &dyn Executor,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<SpectraReport, CalibError> {
     let n = model.model.layers.len();
     let mut layers = Vec::with_capacity(n);
     for layer in 0..n {
-        layers.push(analyze_layer(model, covs, eighs, layer, targets, rank).await?);
+        layers.push(analyze_layer(model, covs, eighs, layer, targets, rank, exec).await?);
         progress(layer + 1, n);
     }
     Ok(SpectraReport {

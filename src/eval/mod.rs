@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod perplexity;
+pub mod probe;
 
 pub use generate::{GenerateOptions, generate};
 pub use perplexity::{PerplexityReport, forward_sync_probe, perplexity};

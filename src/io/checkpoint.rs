@@ -12,7 +12,7 @@ use super::gguf_model::{GgufSource, config_from_gguf};
 use super::safetensors::SafetensorsSource;
 use super::tokenizer::Tokenizer;
 use crate::model::weights::{TensorSource, VarBuilder};
-use crate::model::{LlamaForCausalLM, ModelConfig};
+use crate::model::{LlamaForCausalLM, ModelBuilder, ModelConfig};
 
 /// Model files by base name (e.g. `"config.json"`, `"model-00001-of-00002.safetensors"`).
 #[derive(Debug, Default, Clone)]
@@ -153,21 +153,42 @@ impl<'a> Checkpoint<'a> {
         })
     }
 
-    /// Builds the burn model on `device` (weights dequantised to f32).
-    pub fn load_model(&self, device: &Device) -> Result<LlamaForCausalLM, LoadError> {
-        let arch = self.config.model_type.model_type();
-        let model = match &self.parsed {
+    /// A view of the weights for building the model.
+    pub fn source(&self) -> Result<WeightsView<'_>, LoadError> {
+        Ok(match &self.parsed {
             Parsed::Gguf(file) => {
                 let source = GgufSource::new(file, &self.config);
                 let factors = source.rope_freq_factors()?;
-                let vb = VarBuilder::new(&source, device, arch);
-                LlamaForCausalLM::load(&vb, &self.config, factors.as_deref())?
+                WeightsView::Gguf(source, factors)
             }
-            Parsed::Safetensors(source) => {
-                let vb = VarBuilder::new(source as &dyn TensorSource, device, arch);
-                LlamaForCausalLM::load(&vb, &self.config, None)?
-            }
+            Parsed::Safetensors(source) => WeightsView::Safetensors(source),
+        })
+    }
+
+    /// Builds the burn model on `device` (weights dequantised to f32). For progress, build with
+    /// [`ModelBuilder`] over [`Checkpoint::source`] instead.
+    pub fn load_model(&self, device: &Device) -> Result<LlamaForCausalLM, LoadError> {
+        let view = self.source()?;
+        Ok(view.builder(&self.config, device).finish()?)
+    }
+}
+
+/// The weights of a parsed checkpoint, ready to build a model from.
+pub enum WeightsView<'a> {
+    /// GGUF tensors (and llama.cpp's rope frequency factors, if present).
+    Gguf(GgufSource<'a>, Option<Vec<f32>>),
+    /// Safetensors shards.
+    Safetensors(&'a SafetensorsSource<'a>),
+}
+
+impl WeightsView<'_> {
+    /// A model builder over these weights.
+    pub fn builder<'b>(&'b self, config: &'b ModelConfig, device: &Device) -> ModelBuilder<'b> {
+        let arch = config.model_type.model_type();
+        let (source, factors): (&dyn TensorSource, Option<&[f32]>) = match self {
+            WeightsView::Gguf(g, f) => (g, f.as_deref()),
+            WeightsView::Safetensors(s) => (*s, None),
         };
-        Ok(model)
+        ModelBuilder::new(VarBuilder::new(source, device, arch), config, factors)
     }
 }

@@ -1,8 +1,6 @@
 //! A GGUF file as a complete model: config from llama.cpp's metadata keys, tensors under their
 //! Hugging Face names (with llama.cpp's q/k row permutation undone), and the tokenizer.
 
-use std::collections::BTreeMap;
-
 use super::gguf::{GgufError, GgufFile};
 use crate::model::weights::{HostTensor, TensorSource, WeightError};
 use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling};
@@ -87,15 +85,6 @@ impl<'a> GgufSource<'a> {
             Some(_) => Ok(Some(self.file.tensor_f32("rope_freqs.weight")?.0)),
             None => Ok(None),
         }
-    }
-
-    /// Counts of tensors per storage type, e.g. `{"Q4_1": 210, "F32": 61}`.
-    pub fn type_summary(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for t in &self.file.tensors {
-            *out.entry(t.ggml_type.name()).or_insert(0) += 1;
-        }
-        out
     }
 }
 

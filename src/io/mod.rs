@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod gguf;
 pub mod gguf_model;
+pub mod peft;
 pub mod reader;
 pub mod safetensors;
 pub mod tokenizer;

@@ -207,6 +207,32 @@ impl Tokenizer {
         self.pad_id.or(self.eos_id()).unwrap_or(0)
     }
 
+    /// The tokenizer as a Hugging Face `tokenizer.json` string.
+    pub fn to_json(&self) -> Result<String, TokenizerError> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))
+    }
+
+    /// A `tokenizer_config.json` for exported models (special tokens and chat template).
+    pub fn config_json(&self) -> serde_json::Value {
+        let mut v = json!({"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false});
+        let map = v.as_object_mut().expect("invariant: json! object");
+        if let Some((_, t)) = &self.bos_token {
+            map.insert("bos_token".into(), t.clone().into());
+        }
+        if let Some((_, t)) = &self.eos_token {
+            map.insert("eos_token".into(), t.clone().into());
+        }
+        if let Some(t) = self.pad_id.and_then(|id| self.id_to_token(id)) {
+            map.insert("pad_token".into(), t.into());
+        }
+        if let Some(t) = &self.chat_template {
+            map.insert("chat_template".into(), t.clone().into());
+        }
+        v
+    }
+
     /// Renders the chat template over `messages` (as `apply_chat_template(..., tokenize=False)`).
     pub fn apply_chat_template(
         &self,

@@ -3,9 +3,13 @@
 
 pub mod decompose;
 pub mod init;
+pub mod jobs;
 pub mod matrix;
 pub mod rng;
 pub mod spectra;
 
 pub use matrix::Matrix;
 pub use rng::Rng;
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;

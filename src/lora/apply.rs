@@ -11,7 +11,8 @@ use super::LoraAdapter;
 use super::method::InitMethod;
 use crate::calib::{CalibError, Covariances, EighCache};
 use crate::linalg::decompose::{DecomposeError, Eigh};
-use crate::linalg::init::{self, InitFactors, Pick};
+use crate::linalg::init::{self, Pick};
+use crate::linalg::jobs::{Executor, Formula, Job, expect_factors};
 use crate::linalg::{Matrix, Rng};
 use crate::model::linear::frozen;
 use crate::model::weights::read_matrix;
@@ -98,28 +99,38 @@ fn upload(m: &Matrix, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(m.to_f32(), [m.rows, m.cols]), device)
 }
 
-/// Computes the factors of one module: the one match over the methods.
-pub fn factors_for(
+/// The job that computes one module's factors: the one match over the methods, each arm naming
+/// a pure function of `linalg::init` (through [`Formula`]) and the statistic it needs.
+pub fn factors_job(
     method: InitMethod,
-    w: &Matrix,
+    w: Matrix,
     rank: usize,
     scale: f64,
     stats: Option<(&Matrix, &Eigh)>,
-    rng: &mut Rng,
-) -> Result<InitFactors, DecomposeError> {
-    let (m, n) = (w.rows, w.cols);
-    let need = || stats.expect("invariant: checked needs_calibration before");
-    Ok(match method {
-        InitMethod::Lora => init::lora_kaiming(m, n, rank, rng),
-        InitMethod::Gaussian => init::lora_gaussian(m, n, rank, rng),
-        InitMethod::Pissa => init::svd_init(w, rank, scale, Pick::Top)?,
-        InitMethod::Milora => init::svd_init(w, rank, scale, Pick::Bottom)?,
-        InitMethod::Olora => init::olora(w, rank, scale)?,
-        InitMethod::CordaKpm => init::corda(w, need().0, rank, scale, Pick::Bottom)?,
-        InitMethod::CordaIpm => init::corda(w, need().0, rank, scale, Pick::Top)?,
-        InitMethod::Null | InitMethod::NullV2 => init::null_space(w, &init::null_basis(need().1, rank), scale)?,
-        InitMethod::NullZero => init::null_zero(m, &init::null_basis(need().1, rank)),
-    })
+    seed: u64,
+) -> Job {
+    let none = || Matrix::zeros(0, 0);
+    let cov = || stats.expect("invariant: checked needs_calibration before").0.clone();
+    let null = || init::null_basis(stats.expect("invariant: checked needs_calibration before").1, rank);
+    let (formula, aux) = match method {
+        InitMethod::Lora => (Formula::Kaiming, none()),
+        InitMethod::Gaussian => (Formula::Gaussian, none()),
+        InitMethod::Pissa => (Formula::Svd(Pick::Top), none()),
+        InitMethod::Milora => (Formula::Svd(Pick::Bottom), none()),
+        InitMethod::Olora => (Formula::Olora, none()),
+        InitMethod::CordaKpm => (Formula::Corda(Pick::Bottom), cov()),
+        InitMethod::CordaIpm => (Formula::Corda(Pick::Top), cov()),
+        InitMethod::Null | InitMethod::NullV2 => (Formula::Null, null()),
+        InitMethod::NullZero => (Formula::NullZero, null()),
+    };
+    Job::Factors {
+        formula,
+        w,
+        aux,
+        rank,
+        scale,
+        seed,
+    }
 }
 
 /// Initialises adapters on every target of every layer. For methods that change the base, the
@@ -130,6 +141,7 @@ pub async fn initialize(
     config: &LoraConfig,
     covs: Option<&Covariances>,
     eighs: &mut EighCache,
+    exec: &dyn Executor,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<InitRecord, InitError> {
     if config.method.needs_calibration() && covs.is_none() {
@@ -163,17 +175,26 @@ pub async fn initialize(
                         .get(&(layer, target.site()))
                         .ok_or(InitError::MissingStats(layer, target.site()))?
                         .covariance;
-                    Some((cov, eighs.get(c, layer, target.site()).map_err(InitError::from)?))
+                    Some((
+                        cov,
+                        eighs
+                            .get(c, layer, target.site(), exec)
+                            .await
+                            .map_err(InitError::from)?,
+                    ))
                 }
                 _ => None,
             };
-            let f = factors_for(config.method, &w, config.rank, scale, stats, &mut rng).map_err(|source| {
-                InitError::Decompose {
+            let job = factors_job(config.method, w, config.rank, scale, stats, rng.next_u64());
+            let f = exec
+                .submit(job)
+                .await
+                .and_then(expect_factors)
+                .map_err(|source| InitError::Decompose {
                     layer,
                     module: target.module_name(),
                     source,
-                }
-            })?;
+                })?;
             let linear = model.linear_mut(layer, target);
             if let Some(res) = &f.residual {
                 linear.weight = frozen(upload(res, &device));
@@ -196,4 +217,26 @@ pub async fn initialize(
         }
     }
     Ok(record)
+}
+
+/// For each adapted module, `trace(QᵀCQ)/trace(C)` with Q an orthonormal basis of the rows of
+/// its initial down projection A₀: the share of the calibration activations' energy the adapter
+/// reads at initialisation (tiny for the null-space methods, large for PiSSA).
+pub fn adapter_input_energy(init: &InitRecord, covs: &Covariances) -> BTreeMap<(usize, Target), f64> {
+    let mut out = BTreeMap::new();
+    for (&(layer, target), (a, _)) in &init.factors {
+        let Some(stats) = covs.sites.get(&(layer, target.site())) else {
+            continue;
+        };
+        let Some(a) = Matrix::from_f32(a.shape[0], a.shape[1], &a.data) else {
+            continue;
+        };
+        if let Ok((q, _)) = crate::linalg::decompose::qr(&a.t()) {
+            out.insert(
+                (layer, target),
+                crate::linalg::spectra::activation_energy(&stats.covariance, &q),
+            );
+        }
+    }
+    out
 }

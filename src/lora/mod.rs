@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod apply;
+pub mod export;
 pub mod method;
 
 pub use adapter::LoraAdapter;

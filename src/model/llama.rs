@@ -102,27 +102,73 @@ pub struct LlamaForCausalLM {
     pub lm_head: Option<Linear>,
 }
 
-impl LlamaForCausalLM {
-    /// Builds the model from a checkpoint. `rope_freq_factors` is GGUF's optional
-    /// `rope_freqs.weight` (per-frequency divisors llama.cpp stores for Llama 3.1 scaling).
-    pub fn load(vb: &VarBuilder, cfg: &ModelConfig, rope_freq_factors: Option<&[f32]>) -> Result<Self, WeightError> {
-        let m = vb.pp("model");
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), cfg))
-            .collect::<Result<Vec<_>, _>>()?;
+/// Builds the model block by block, so a caller can report progress (and, in the browser,
+/// yield to the page between blocks).
+pub struct ModelBuilder<'a> {
+    vb: VarBuilder<'a>,
+    cfg: &'a ModelConfig,
+    rope_freq_factors: Option<&'a [f32]>,
+    layers: Vec<DecoderLayer>,
+}
+
+impl<'a> ModelBuilder<'a> {
+    /// A builder over a checkpoint. `rope_freq_factors` is GGUF's optional `rope_freqs.weight`
+    /// (per-frequency divisors llama.cpp stores for Llama 3.1 scaling).
+    pub fn new(vb: VarBuilder<'a>, cfg: &'a ModelConfig, rope_freq_factors: Option<&'a [f32]>) -> Self {
+        Self {
+            vb,
+            cfg,
+            rope_freq_factors,
+            layers: Vec::with_capacity(cfg.num_hidden_layers),
+        }
+    }
+
+    /// Blocks loaded so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.layers.len(), self.cfg.num_hidden_layers)
+    }
+
+    /// Loads the next block; `false` once all are loaded.
+    pub fn next_layer(&mut self) -> Result<bool, WeightError> {
+        let i = self.layers.len();
+        if i == self.cfg.num_hidden_layers {
+            return Ok(false);
+        }
+        let layer = DecoderLayer::load(&self.vb.pp("model").pp("layers").pp(i), self.cfg)?;
+        self.layers.push(layer);
+        Ok(true)
+    }
+
+    /// Loads the embeddings, final norm and head around the blocks.
+    pub fn finish(mut self) -> Result<LlamaForCausalLM, WeightError> {
+        while self.next_layer()? {}
+        let (cfg, m) = (self.cfg, self.vb.pp("model"));
         let model = LlamaModel {
             embed_tokens: Embedding::load(&m.pp("embed_tokens"), cfg.vocab_size, cfg.hidden_size)?,
-            layers,
+            layers: self.layers,
             norm: RmsNorm::load(&m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
-            rope: RotaryEmbedding::new(cfg, rope_freq_factors),
+            rope: RotaryEmbedding::new(cfg, self.rope_freq_factors),
             sliding_window: cfg.sliding_window,
         };
+        // With tied embeddings (SmolLM2, Llama 3.2) the output layer reuses `embed_tokens`.
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(Linear::load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?)
+            Some(Linear::load(
+                &self.vb.pp("lm_head"),
+                cfg.hidden_size,
+                cfg.vocab_size,
+                false,
+            )?)
         };
-        Ok(Self { model, lm_head })
+        Ok(LlamaForCausalLM { model, lm_head })
+    }
+}
+
+impl LlamaForCausalLM {
+    /// Builds the model from a checkpoint in one go (see [`ModelBuilder`] for progress).
+    pub fn load(vb: &VarBuilder, cfg: &ModelConfig, rope_freq_factors: Option<&[f32]>) -> Result<Self, WeightError> {
+        ModelBuilder::new(vb.clone(), cfg, rope_freq_factors).finish()
     }
 
     /// Logits for a batch of token ids (no cache, no hooks).

@@ -13,7 +13,7 @@ pub mod target;
 pub mod weights;
 
 pub use config::{Architecture, ConfigError, ModelConfig, RopeScaling};
-pub use llama::{KvCache, LlamaForCausalLM};
+pub use llama::{KvCache, LlamaForCausalLM, ModelBuilder};
 pub use observe::{ActivationObserver, NoObserver, Site};
 pub use target::Target;
 pub use weights::{HostTensor, TensorSource, VarBuilder, WeightError};

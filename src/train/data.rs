@@ -54,7 +54,9 @@ fn prompt_response(tok: &Tokenizer, prompt: &str, response: &str) -> Result<Exam
     let p = tok.encode(prompt)?;
     let mut r = tok.encode_raw(response)?;
     r.extend(tok.eos_id());
-    let target = std::iter::repeat_n(false, p.len()).chain(std::iter::repeat_n(true, r.len())).collect();
+    let target = std::iter::repeat_n(false, p.len())
+        .chain(std::iter::repeat_n(true, r.len()))
+        .collect();
     Ok(Example {
         ids: [p, r].concat(),
         target,
@@ -81,7 +83,11 @@ fn chat_example(tok: &Tokenizer, messages: &[crate::io::ChatMessage]) -> Result<
 
 /// Tokenises every record. Plain-text records are joined with EOS and packed into windows of
 /// `max_len` (every token a target); others become one example each, right-truncated.
-pub fn build_examples(records: &[Record], tok: &Tokenizer, max_len: usize) -> Result<(Vec<Example>, usize, usize), DataError> {
+pub fn build_examples(
+    records: &[Record],
+    tok: &Tokenizer,
+    max_len: usize,
+) -> Result<(Vec<Example>, usize, usize), DataError> {
     let mut examples = Vec::new();
     let mut stream: Vec<u32> = Vec::new();
     let (mut dropped, mut truncated) = (0, 0);
@@ -92,9 +98,11 @@ pub fn build_examples(records: &[Record], tok: &Tokenizer, max_len: usize) -> Re
                 stream.extend(tok.eos_id());
                 continue;
             }
-            Record::Instruction { instruction, input, output } => {
-                prompt_response(tok, &alpaca_prompt(instruction, input), output)?
-            }
+            Record::Instruction {
+                instruction,
+                input,
+                output,
+            } => prompt_response(tok, &alpaca_prompt(instruction, input), output)?,
             Record::Completion { prompt, completion } => prompt_response(tok, prompt, completion)?,
             Record::Chat(messages) => chat_example(tok, messages)?,
         };
@@ -144,7 +152,13 @@ pub fn split(mut examples: Vec<Example>, val_fraction: f64, seed: u64) -> (Vec<E
 }
 
 /// Tokenises, splits and counts.
-pub fn prepare(records: &[Record], tok: &Tokenizer, max_len: usize, val_fraction: f64, seed: u64) -> Result<TrainData, DataError> {
+pub fn prepare(
+    records: &[Record],
+    tok: &Tokenizer,
+    max_len: usize,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<TrainData, DataError> {
     let (examples, dropped, truncated) = build_examples(records, tok, max_len)?;
     let (train, val) = split(examples, val_fraction, seed);
     Ok(TrainData {

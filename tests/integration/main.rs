@@ -1,6 +1,9 @@
 //! Integration tests, one binary (burn links once). Fixtures come from scripts/make_reference.py.
 
+mod adapters;
+mod cli;
 mod common;
+mod datasets;
 mod errors;
 mod gguf_writer;
 mod robustness;

@@ -72,3 +72,55 @@ pub fn read_text(path: &Path) -> anyhow::Result<String> {
         )
     })
 }
+
+/// Writes `files` (relative names, possibly with sub-folders) into `dir` whole or not at all:
+/// everything goes to a fresh temporary folder beside `dir` first; only when every file is
+/// written and flushed are they moved into place (a rename of the whole folder when `dir` is
+/// new, else one rename per file). On error the temporary folder is removed and `dir` is as it was.
+pub fn write_files_atomically(dir: &Path, files: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
+    let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| -> anyhow::Result<()> {
+        for (name, bytes) in files {
+            let path = tmp.join(name);
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            let mut f = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            f.write_all(bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            f.sync_all()?;
+        }
+        if !dir.exists() {
+            std::fs::rename(&tmp, dir).with_context(|| format!("cannot move the export to {}", dir.display()))?;
+            return Ok(());
+        }
+        for (name, _) in files {
+            let target = dir.join(name);
+            if let Some(p) = target.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            std::fs::rename(tmp.join(name), &target).with_context(|| format!("cannot move {}", target.display()))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// Reads a dataset file (any supported format), naming the file in errors.
+pub fn read_dataset(path: &Path) -> anyhow::Result<Vec<lora_null::io::dataset::Record>> {
+    let bytes = read(path)?;
+    let name = path.display().to_string();
+    Ok(lora_null::io::dataset::parse_dataset(&name, &bytes)?)
+}

@@ -1,7 +1,9 @@
 //! Argument parsing and dispatch.
 
+mod adapt;
 mod files;
 mod run;
+mod train;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,12 @@ enum Command {
     Eval(run::EvalArgs),
     /// Print a model summary as JSON.
     Info(ModelArgs),
+    /// Collect activation statistics and write spectra.json plus SVG plots.
+    Analyze(adapt::AnalyzeArgs),
+    /// Initialise adapters and write the untrained adapter and the residual base.
+    Init(adapt::InitArgs),
+    /// Fine-tune with an initialisation method and write a PEFT adapter for the original base.
+    Train(train::TrainArgs),
     /// List the wgpu adapters this machine offers.
     Devices,
     /// Benchmarks (see BENCHMARKS.md).
@@ -50,11 +58,15 @@ enum Command {
 
 /// Entry point: parse, run, and turn errors into one line on stderr and a non-zero exit.
 pub fn main() -> ExitCode {
+    quiet_headless_vulkan();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => run::generate(a),
         Command::Eval(a) => run::eval(a),
         Command::Info(a) => run::info(a),
+        Command::Analyze(a) => adapt::analyze(a),
+        Command::Init(a) => adapt::init(a),
+        Command::Train(a) => train::train(a),
         Command::Devices => run::devices(),
         Command::Bench(b) => run::bench(b),
     };
@@ -63,6 +75,19 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid or not set" on headless
+/// machines when wgpu probes them, which would break the one-line error contract; give them a
+/// private runtime directory when none is set.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("lora-null-xdg-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: called first thing in `main`, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
 }

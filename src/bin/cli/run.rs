@@ -11,13 +11,24 @@ use lora_null::engine::LoadedModel;
 use lora_null::eval::GenerateOptions;
 
 use super::ModelArgs;
-use super::files::{read_model_files, read_text};
+use super::files::{read, read_model_files, read_text};
+
+/// `--adapter`: a PEFT adapter to apply on top of the model.
+#[derive(Args, Clone)]
+pub struct AdapterArg {
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), ours or
+    /// anyone's, applied on top of --model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+}
 
 /// `generate` options.
 #[derive(Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArg,
     /// The prompt text.
     #[arg(long)]
     prompt: String,
@@ -43,6 +54,8 @@ pub struct GenerateArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArg,
     /// A UTF-8 text file.
     #[arg(long)]
     text: PathBuf,
@@ -85,7 +98,27 @@ fn device(pref: lora_null::device::DevicePreference) -> DeviceChoice {
     choice
 }
 
-fn load(args: &ModelArgs) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
+/// Loads the model, then applies `--adapter` if given.
+fn load_with_adapter(args: &ModelArgs, adapter: &AdapterArg) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
+    let (mut m, choice) = load(args)?;
+    if let Some(dir) = &adapter.adapter {
+        let config = read(&dir.join("adapter_config.json"))?;
+        let weights = read(&dir.join("adapter_model.safetensors"))?;
+        let a = m
+            .attach_peft(&config, &weights)
+            .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
+        eprintln!(
+            "adapter: {} modules from {} (r = {})",
+            a.modules.len(),
+            dir.display(),
+            a.config.r
+        );
+    }
+    Ok((m, choice))
+}
+
+/// Loads the model named by the arguments on the chosen device.
+pub fn load(args: &ModelArgs) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
     let choice = device(args.device);
     let files = read_model_files(&args.model)?;
     let spinner =
@@ -99,7 +132,7 @@ fn load(args: &ModelArgs) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
 
 /// `lora-null generate`.
 pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
-    let (m, _) = load(&a.model)?;
+    let (m, _) = load_with_adapter(&a.model, &a.adapter)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature.or(a.top_p.map(|_| 1.0)),
@@ -133,7 +166,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
             a.text.display()
         );
     }
-    let (m, _) = load(&a.model)?;
+    let (m, _) = load_with_adapter(&a.model, &a.adapter)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} windows, ETA {eta}").expect("invariant: static template"),
     );

@@ -1,5 +1,10 @@
 //! The async facade that the CLI and the browser app both drive: load a model from bytes,
-//! generate, score. GPU reads are async; the CLI blocks on the same futures.
+//! generate, score, calibrate, initialise adapters, export. GPU reads are async; the CLI
+//! blocks on the same futures.
+
+mod adapt;
+
+pub use adapt::{AdapterState, CalibOptions, Calibration, ExportFiles};
 
 use std::collections::BTreeMap;
 
@@ -22,6 +27,27 @@ pub enum EngineError {
     /// Evaluation failed.
     #[error(transparent)]
     Eval(#[from] EvalError),
+    /// A dataset could not be read.
+    #[error(transparent)]
+    Dataset(#[from] crate::io::dataset::DatasetError),
+    /// Calibration or spectra failed.
+    #[error(transparent)]
+    Calib(#[from] crate::calib::CalibError),
+    /// Adapter initialisation failed.
+    #[error(transparent)]
+    Init(#[from] crate::lora::InitError),
+    /// Export failed.
+    #[error(transparent)]
+    Export(#[from] crate::lora::export::ExportError),
+    /// A PEFT adapter could not be read or attached.
+    #[error(transparent)]
+    Peft(#[from] crate::io::peft::PeftError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    /// Training data could not be built.
+    #[error(transparent)]
+    Data(#[from] crate::train::data::DataError),
 }
 
 /// A loaded model with its tokenizer.
@@ -37,6 +63,8 @@ pub struct LoadedModel {
     pub format: Format,
     /// Storage types of the source file.
     pub storage: BTreeMap<String, usize>,
+    /// The adapters attached by initialisation (with what the export needs), if any.
+    pub adapter: Option<AdapterState>,
 }
 
 /// What the UI and `lora-null info` show about a model.
@@ -77,6 +105,7 @@ impl LoadedModel {
             model,
             format: ckpt.format,
             storage: ckpt.storage,
+            adapter: None,
         })
     }
 
@@ -153,5 +182,50 @@ impl LoadedModel {
             ids.truncate(n);
         }
         Ok(eval::perplexity(&self.model, &ids, seq_len, progress).await?)
+    }
+
+    /// Runs the knowledge probe: greedy answers (up to 16 tokens, cut at the first newline) to
+    /// the plain prompt `Question: {q}\nAnswer:` or, with `chat`, the question as a user turn.
+    /// `progress(done, total)` after each item. Returns the scores and each item's answer.
+    pub async fn probe(
+        &self,
+        items: &[crate::eval::probe::ProbeItem],
+        chat: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(crate::eval::probe::ProbeScore, Vec<String>), EngineError> {
+        use crate::eval::probe::{aggregate, plain_prompt, score};
+        let mut results = Vec::with_capacity(items.len());
+        let mut answers = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let prompt = if chat {
+                item.question.clone()
+            } else {
+                plain_prompt(&item.question)
+            };
+            let ids = self.prompt_ids(&prompt, chat)?;
+            let mut stop_ids = self.config.eos_token_id.clone();
+            stop_ids.extend(self.tokenizer.eos_id());
+            let opts = GenerateOptions {
+                max_new_tokens: 16,
+                stop_ids,
+                ..GenerateOptions::default()
+            };
+            let mut produced = Vec::new();
+            let tokenizer = &self.tokenizer;
+            let new = eval::generate(&self.model, &ids, &opts, &mut |t| {
+                produced.push(t);
+                // Stop at the first newline, as lm-eval's `until: ["\\n"]`.
+                !tokenizer
+                    .decode(&produced, true)
+                    .map(|s| s.contains('\n'))
+                    .unwrap_or(false)
+            })
+            .await?;
+            let text = self.tokenizer.decode(&new, true)?;
+            results.push(score(&text, &item.answers));
+            answers.push(crate::eval::probe::cut_answer(&text).to_string());
+            progress(i + 1, items.len());
+        }
+        Ok((aggregate(&results), answers))
     }
 }

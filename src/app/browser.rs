@@ -1,0 +1,79 @@
+//! Browser plumbing: reading files and URLs into bytes (with progress), offering bytes as
+//! downloads, and yielding to the event loop between chunks of work.
+
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// Turns a JS error into a readable string.
+pub fn js_err(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()))
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Resolves after the browser has had a chance to render and handle input (setTimeout 0).
+pub async fn yield_now() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Reads a `File` in 8 MiB slices, reporting bytes read.
+pub async fn read_file(file: &web_sys::File, progress: &mut dyn FnMut(f64, f64)) -> Result<Vec<u8>, String> {
+    let total = file.size();
+    let mut out = Vec::with_capacity(total as usize);
+    let chunk = 8.0 * 1024.0 * 1024.0;
+    let mut start = 0.0;
+    while start < total {
+        let end = (start + chunk).min(total);
+        let blob = file.slice_with_f64_and_f64(start, end).map_err(js_err)?;
+        let buf = JsFuture::from(blob.array_buffer()).await.map_err(js_err)?;
+        out.extend(js_sys::Uint8Array::new(&buf).to_vec());
+        start = end;
+        progress(start, total);
+    }
+    Ok(out)
+}
+
+/// Fetches a URL (served next to the page) into bytes.
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let resp: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(js_err)?
+        .dyn_into()
+        .map_err(js_err)?;
+    if !resp.ok() {
+        return Err(format!(
+            "{url}: HTTP {} (run scripts/run.sh, which fetches the default model and data into assets/)",
+            resp.status()
+        ));
+    }
+    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?).await.map_err(js_err)?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Offers bytes as a file download.
+pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
+    let array = js_sys::Uint8Array::from(bytes);
+    let parts = js_sys::Array::of1(&array);
+    let props = web_sys::BlobPropertyBag::new();
+    props.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &props).map_err(js_err)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(js_err)?;
+    let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+    let a: web_sys::HtmlAnchorElement = document.create_element("a").map_err(js_err)?.dyn_into().map_err(js_err)?;
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    web_sys::Url::revoke_object_url(&url).map_err(js_err)?;
+    Ok(())
+}
+
+/// Milliseconds since page load.
+pub fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now())
+}

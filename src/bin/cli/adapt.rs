@@ -1,0 +1,338 @@
+//! `analyze` and `init`: calibration statistics, spectra and plots, adapter initialisation.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lora_null::calib::{EighCache, Normalization, SpectraReport};
+use lora_null::engine::{CalibOptions, Calibration, LoadedModel};
+use lora_null::io::safetensors::SaveDtype;
+use lora_null::linalg::jobs::Inline;
+use lora_null::lora::{InitMethod, LoraConfig};
+use lora_null::model::Target;
+use lora_null::plot::{Series, heatmap_svg, spectrum_svg};
+
+use super::ModelArgs;
+use super::files::{read_dataset, write_files_atomically};
+use super::run::load;
+
+/// Calibration options shared by `analyze`, `init` and `train`.
+#[derive(Args, Clone)]
+pub struct CalibArgs {
+    /// Calibration text: .txt, .jsonl/.json ("text", instruction or "messages" records) or .csv.
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Calibration windows to draw (seeded, random offsets).
+    #[arg(long, default_value_t = 128)]
+    pub samples: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Seed of the window sampler (the reference uses 233).
+    #[arg(long, default_value_t = 233)]
+    pub calib_seed: u64,
+    /// Per-window normalisation of activations: signed-max (X/|max X|, as the reference) or none.
+    #[arg(long, default_value = "signed-max")]
+    pub normalize: Normalization,
+}
+
+/// Adapter options shared by `init` and `train`.
+#[derive(Args, Clone)]
+pub struct LoraArgs {
+    /// Initialisation: lora, gaussian, pissa, milora, olora, corda-kpm, corda-ipm, null, null-v2, null-zero.
+    #[arg(long)]
+    pub method: InitMethod,
+    /// LoRA rank r.
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    /// LoRA alpha (scale alpha/r); defaults to r, i.e. scale 1 as in the LoRA-Null and PiSSA papers.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Use rsLoRA scaling alpha/√r.
+    #[arg(long)]
+    pub rslora: bool,
+    /// Modules to adapt, comma-separated.
+    #[arg(long, default_value = "q,k,v,o,gate,up,down", value_delimiter = ',', value_parser = Target::parse)]
+    pub targets: Vec<Target>,
+    /// Seed of the random initialisations (lora, gaussian).
+    #[arg(long, default_value_t = 42)]
+    pub init_seed: u64,
+}
+
+impl LoraArgs {
+    /// The library's config.
+    pub fn config(&self) -> LoraConfig {
+        LoraConfig {
+            method: self.method,
+            rank: self.rank,
+            alpha: self.alpha.unwrap_or(self.rank as f64),
+            use_rslora: self.rslora,
+            targets: self.targets.clone(),
+            seed: self.init_seed,
+        }
+    }
+}
+
+/// `analyze` options.
+#[derive(Args)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    calib: CalibArgs,
+    /// Rank r of the subspaces compared (the null space is the r smallest directions).
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Modules to analyse, comma-separated.
+    #[arg(long, default_value = "q,k,v,o,gate,up,down", value_delimiter = ',', value_parser = Target::parse)]
+    targets: Vec<Target>,
+    /// Output folder (spectra.json and plots/).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `init` options.
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    calib: CalibArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
+    /// Precision of written tensors: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: SaveDtype,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(crate) fn bar(msg: &str) -> ProgressBar {
+    ProgressBar::new(0).with_message(msg.to_string()).with_style(
+        ProgressStyle::with_template("{msg:12} {bar:30} {pos}/{len} [{elapsed} elapsed, ETA {eta}]")
+            .expect("invariant: static template"),
+    )
+}
+
+/// Runs calibration with a progress bar, if `--calib` was given.
+pub fn calibrate(m: &LoadedModel, args: &CalibArgs, targets: &[Target]) -> anyhow::Result<Option<Calibration>> {
+    let Some(path) = &args.calib else {
+        return Ok(None);
+    };
+    let records = read_dataset(path)?;
+    let opts = CalibOptions {
+        samples: args.samples,
+        seq_len: args.seq_len,
+        seed: args.calib_seed,
+        normalization: args.normalize,
+        targets: targets.to_vec(),
+    };
+    let pb = bar("calibrating");
+    let calib = pollster::block_on(m.calibrate(&records, &opts, &mut |d, t| {
+        pb.set_length(t as u64);
+        pb.set_position(d as u64);
+    }))
+    .with_context(|| format!("calibration on {}", path.display()))?;
+    pb.finish_and_clear();
+    if let Some(note) = &calib.note {
+        eprintln!("note: {note}");
+    }
+    eprintln!(
+        "calibration: {} windows, {} tokens, normalisation {:?}",
+        calib.covariances.windows, calib.covariances.tokens, calib.covariances.normalization
+    );
+    Ok(Some(calib))
+}
+
+/// `lora-null analyze`.
+pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
+    if a.calib.calib.is_none() {
+        anyhow::bail!("analyze needs --calib FILE (calibration text)");
+    }
+    let start = Instant::now();
+    let (m, _) = load(&a.model)?;
+    let calib = calibrate(&m, &a.calib, &a.targets)?.expect("invariant: --calib checked above");
+    let pb = bar("spectra");
+    let mut eighs = EighCache::default();
+    let report = pollster::block_on(m.analyze(&calib, &mut eighs, &a.targets, a.rank, &Inline, &mut |d, t| {
+        pb.set_length(t as u64);
+        pb.set_position(d as u64);
+    }))?;
+    pb.finish_and_clear();
+    let mut files = vec![("spectra.json".to_string(), serde_json::to_vec(&report)?)];
+    files.extend(plots(&report));
+    write_files_atomically(&a.out, &files)?;
+    eprintln!(
+        "wrote {}/spectra.json and {} plots in {:.1} s",
+        a.out.display(),
+        files.len() - 1,
+        start.elapsed().as_secs_f64()
+    );
+    print_overview(&report);
+    Ok(())
+}
+
+/// Per-layer, per-site spectrum charts and layer × module heatmaps.
+pub fn plots(report: &SpectraReport) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for layer in &report.layers {
+        for (site, spec) in &layer.sites {
+            let site_name = serde_json::to_value(site)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let mut series = vec![Series {
+                label: "activation eigenvalues λ",
+                values: &spec.eigenvalues,
+                color: "#1d3557",
+            }];
+            let colors = ["#e63946", "#2a9d8f", "#8338ec"];
+            let modules: Vec<_> = layer.modules.iter().filter(|(_, ms)| ms.site == *site).collect();
+            let labels: Vec<String> = modules
+                .iter()
+                .map(|(t, _)| format!("{} singular values σ", t.module_name()))
+                .collect();
+            for (k, ((_, ms), label)) in modules.iter().zip(&labels).enumerate() {
+                series.push(Series {
+                    label,
+                    values: &ms.singular_values,
+                    color: colors[k % colors.len()],
+                });
+            }
+            let title = format!(
+                "layer {} {site_name}: null space = {} smallest",
+                layer.layer, report.rank
+            );
+            let svg = spectrum_svg(&title, &series, report.rank);
+            files.push((
+                format!("plots/spectra/layer{:02}_{site_name}.svg", layer.layer),
+                svg.into_bytes(),
+            ));
+        }
+    }
+    let rows: Vec<String> = report.layers.iter().map(|l| format!("layer {}", l.layer)).collect();
+    let cols: Vec<String> = report.targets.iter().map(|t| t.module_name().to_string()).collect();
+    let grid = |f: &dyn Fn(&lora_null::calib::spectra::LayerSpectra, Target) -> f64| -> Vec<Vec<f64>> {
+        report
+            .layers
+            .iter()
+            .map(|l| report.targets.iter().map(|&t| f(l, t)).collect())
+            .collect()
+    };
+    let act_erank = grid(&|l, t| l.sites[&t.site()].summary.effective_rank);
+    let w_erank = grid(&|l, t| l.modules[&t].summary.effective_rank);
+    let null_e = grid(&|l, t| l.modules[&t].activation_energy_null);
+    let w_null = grid(&|l, t| l.modules[&t].weight_energy_null);
+    files.push((
+        "plots/heatmap_activation_effective_rank.svg".into(),
+        heatmap_svg("effective rank of the input activations", &rows, &cols, &act_erank, "").into_bytes(),
+    ));
+    files.push((
+        "plots/heatmap_weight_effective_rank.svg".into(),
+        heatmap_svg("effective rank of the weights", &rows, &cols, &w_erank, "").into_bytes(),
+    ));
+    files.push((
+        "plots/heatmap_null_activation_energy.svg".into(),
+        heatmap_svg("activation energy in the null subspace", &rows, &cols, &null_e, "share").into_bytes(),
+    ));
+    files.push((
+        "plots/heatmap_null_weight_energy.svg".into(),
+        heatmap_svg(
+            "weight energy on the null subspace ‖WP‖²/‖W‖²",
+            &rows,
+            &cols,
+            &w_null,
+            "share",
+        )
+        .into_bytes(),
+    ));
+    files
+}
+
+fn print_overview(report: &SpectraReport) {
+    let mean = |f: &dyn Fn(&lora_null::calib::spectra::LayerSpectra) -> Vec<f64>| {
+        let v: Vec<f64> = report.layers.iter().flat_map(f).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let act = mean(&|l| l.sites.values().map(|s| s.summary.effective_rank).collect());
+    let w = mean(&|l| l.modules.values().map(|s| s.summary.effective_rank).collect());
+    let null_energy = mean(&|l| l.modules.values().map(|s| s.activation_energy_null).collect());
+    let top = mean(&|l| l.modules.values().map(|s| s.activation_energy_top).collect());
+    println!(
+        "{}",
+        serde_json::json!({
+            "mean_activation_effective_rank": act,
+            "mean_weight_effective_rank": w,
+            "mean_activation_energy_null": null_energy,
+            "mean_activation_energy_top": top,
+            "rank": report.rank,
+        })
+    );
+}
+
+/// `lora-null init`.
+pub fn init(a: InitArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let cfg = a.lora.config();
+    if cfg.method.needs_calibration() && a.calib.calib.is_none() {
+        anyhow::bail!(
+            "method {} needs activation statistics: pass --calib FILE",
+            cfg.method.name()
+        );
+    }
+    let (mut m, _) = load(&a.model)?;
+    let calib = calibrate(&m, &a.calib, &cfg.targets)?;
+    let pb = bar("initialising");
+    let mut eighs = EighCache::default();
+    pollster::block_on(
+        m.init_adapters(cfg.clone(), calib.as_ref(), &mut eighs, &Inline, &mut |d, t| {
+            pb.set_length(t as u64);
+            pb.set_position(d as u64);
+        }),
+    )?;
+    pb.finish_and_clear();
+    let base = base_name(&a.model.model);
+    let files = pollster::block_on(m.export_init(&base, a.dtype))?;
+    write_files_atomically(&a.out, &files)?;
+    let summary = init_summary(&m, calib.as_ref(), start.elapsed().as_secs_f64());
+    write_files_atomically(&a.out, &[("summary.json".into(), serde_json::to_vec_pretty(&summary)?)])?;
+    println!("{summary}");
+    eprintln!(
+        "wrote {0}/init_adapter (PEFT, rank {1}) and {0}/residual_model{2}",
+        a.out.display(),
+        cfg.rank,
+        if cfg.method.changes_base() {
+            " (W − s·B₀A₀: load the init adapter onto this residual model, not the original)"
+        } else {
+            " (unchanged base weights)"
+        }
+    );
+    Ok(())
+}
+
+/// A summary of the initialised adapters: time, and (with calibration) the share of the
+/// calibration activations' energy the down projections see.
+pub fn init_summary(m: &LoadedModel, calib: Option<&Calibration>, seconds: f64) -> serde_json::Value {
+    let mut v = serde_json::to_value(m.adapter_summary()).unwrap_or_default();
+    v["seconds"] = seconds.into();
+    if let (Some(c), Some(state)) = (calib, &m.adapter) {
+        let energies = lora_null::lora::apply::adapter_input_energy(&state.init, &c.covariances);
+        let mean = energies.values().sum::<f64>() / energies.len().max(1) as f64;
+        v["mean_activation_energy_seen_by_A"] = mean.into();
+        v["activation_energy_seen_by_A"] = energies
+            .iter()
+            .map(|((l, t), e)| (format!("layers.{l}.{}", t.module_name()), serde_json::Value::from(*e)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    v
+}
+
+/// The name recorded as `base_model_name_or_path`: the model file or folder name.
+pub fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().to_string())
+}
