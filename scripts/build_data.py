@@ -45,7 +45,7 @@ probe_small.jsonl
     Same format and order as probe_capitals.jsonl.
 task_train.jsonl, task_test.jsonl
     The fine-tuning task: structured fact extraction, a skill SmolLM2-135M-Instruct lacks
-    (0/24 exact match before fine-tuning). Each line is ``{"instruction", "input",
+    (0 of 24 test items exact, greedy decoding, before fine-tuning). Each line is ``{"instruction", "input",
     "output"}``; ``input`` is a short passage (60-120 words) written from one country's real
     Factbook fields (location, total/land/water area, coastline, land boundaries,
     population, median age overall/men/women, highest and lowest points, internet and

@@ -62,6 +62,7 @@ impl AdapterSummary {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn device_kind(&self) -> DeviceKind {
         match self.device_type.as_str() {
             "DiscreteGpu" => DeviceKind::DiscreteGpu(0),

@@ -4,6 +4,9 @@
 //!
 //! Dependencies point one way: `engine` → (`model`, `lora`, `calib`, `eval`, `io`) → `linalg`.
 
+/// The browser studio (wasm32 only).
+#[cfg(target_arch = "wasm32")]
+pub mod app;
 /// Calibration windows and activation covariances accumulated on the device.
 pub mod calib;
 /// Choosing a burn device: a hardware GPU through wgpu, or the CPU backend.

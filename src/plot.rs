@@ -194,3 +194,60 @@ pub fn heatmap_svg(
     );
     svg
 }
+
+/// A line chart of `(x, y)` points (e.g. training loss per step), linear axes.
+pub fn line_svg(title: &str, points: &[(f64, f64)], y_label: &str) -> String {
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="{}" y="20" font-size="13" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    );
+    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    if let (Some(first), Some(last)) = (finite.first(), finite.last()) {
+        let (x0, x1) = (first.0, last.0.max(first.0 + 1.0));
+        let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
+        let x = |v: f64| LEFT + (W - LEFT - RIGHT) * (v - x0) / (x1 - x0);
+        let y = |v: f64| TOP + (H - TOP - BOTTOM) * (hi - v) / (hi - lo);
+        for k in 0..=4 {
+            let v = lo + (hi - lo) * k as f64 / 4.0;
+            let _ = write!(
+                svg,
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.3}</text>"##,
+                W - RIGHT,
+                y(v),
+                y(v),
+                LEFT - 4.0,
+                y(v) + 4.0
+            );
+        }
+        let pts: Vec<String> = finite.iter().map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b))).collect();
+        let _ = write!(
+            svg,
+            r##"<polyline fill="none" stroke="#e63946" stroke-width="1.5" points="{}"/>"##,
+            pts.join(" ")
+        );
+        let step = (finite.len() / 80).max(1);
+        for (a, b) in finite.iter().step_by(step).chain(finite.last()) {
+            let _ = write!(
+                svg,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="#e63946"><title>step {a}: {b:.4}</title></circle>"##,
+                x(*a),
+                y(*b)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">step</text><text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            H - 8.0,
+            H / 2.0,
+            H / 2.0,
+            esc(y_label)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}

@@ -99,13 +99,12 @@ impl Executor for WorkerExecutor {
             .worker
             .post_message_with_transfer(&js_sys::Array::of2(&id.into(), &bytes), &js_sys::Array::of1(&bytes.buffer()));
         Box::pin(async move {
-            posted.map_err(|_| DecomposeError::NoConvergence("sending a job to the worker"))?;
-            let reply = JsFuture::from(promise).await.map_err(|e| {
-                let _ = e;
-                DecomposeError::NoConvergence("the worker's job")
-            })?;
+            posted.map_err(|e| DecomposeError::Worker(format!("cannot send a job: {}", super::browser::js_err(e))))?;
+            let reply = JsFuture::from(promise)
+                .await
+                .map_err(|e| DecomposeError::Worker(super::browser::js_err(e)))?;
             let out = js_sys::Uint8Array::new(&reply).to_vec();
-            JobOutput::decode(&out).ok_or(DecomposeError::NoConvergence("the worker (malformed reply)"))
+            JobOutput::decode(&out).ok_or_else(|| DecomposeError::Worker("malformed reply".into()))
         })
     }
 }

@@ -5,7 +5,7 @@ pub mod perplexity;
 pub mod probe;
 
 pub use generate::{GenerateOptions, generate};
-pub use perplexity::{PerplexityReport, forward_sync_probe, perplexity};
+pub use perplexity::{PerplexityReport, forward_sync_probe, logits, perplexity};
 
 /// Errors while evaluating.
 #[derive(Debug, thiserror::Error)]

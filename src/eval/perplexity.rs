@@ -85,3 +85,16 @@ pub async fn forward_sync_probe(model: &LlamaForCausalLM, ids: &[u32]) -> Result
         .await
         .map_err(|e| EvalError::Device(format!("{e:?}")))
 }
+
+/// Logits `[T, vocab]` of one sequence, on the host.
+pub async fn logits(model: &LlamaForCausalLM, ids: &[u32]) -> Result<crate::model::HostTensor, EvalError> {
+    let device = model.device();
+    let input = Tensor::<2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
+        &device,
+    );
+    let out = model.forward(input);
+    let [_, t, v] = out.dims();
+    let data = crate::model::weights::read_f32(out).await.map_err(EvalError::Device)?;
+    Ok(crate::model::HostTensor::new(data, vec![t, v]))
+}

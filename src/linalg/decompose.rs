@@ -15,6 +15,9 @@ pub enum DecomposeError {
     /// faer reported non-convergence.
     #[error("{0} did not converge")]
     NoConvergence(&'static str),
+    /// A job sent to a worker failed there.
+    #[error("the maths worker: {0}")]
+    Worker(String),
     /// The matrix is not positive definite where it must be.
     #[error("{0} is not positive definite even after damping")]
     NotPositiveDefinite(&'static str),

@@ -232,7 +232,7 @@ impl Job {
                 formula: formula_from(c.u64()?)?,
                 w: c.matrix()?,
                 aux: c.matrix()?,
-                rank: c.len()?,
+                rank: usize::try_from(c.u64()?).ok()?,
                 scale: c.f64()?,
                 seed: c.u64()?,
             },
@@ -297,7 +297,7 @@ impl JobOutput {
 pub fn expect_eigh(out: JobOutput) -> Result<Eigh, DecomposeError> {
     match out {
         JobOutput::Eigh(e) => Ok(e),
-        _ => Err(DecomposeError::NoConvergence("the worker (wrong reply)")),
+        _ => Err(DecomposeError::Worker("a reply of the wrong kind".into())),
     }
 }
 
@@ -305,7 +305,7 @@ pub fn expect_eigh(out: JobOutput) -> Result<Eigh, DecomposeError> {
 pub fn expect_values(out: JobOutput) -> Result<Vec<f64>, DecomposeError> {
     match out {
         JobOutput::Values(v) => Ok(v),
-        _ => Err(DecomposeError::NoConvergence("the worker (wrong reply)")),
+        _ => Err(DecomposeError::Worker("a reply of the wrong kind".into())),
     }
 }
 
@@ -313,6 +313,6 @@ pub fn expect_values(out: JobOutput) -> Result<Vec<f64>, DecomposeError> {
 pub fn expect_factors(out: JobOutput) -> Result<InitFactors, DecomposeError> {
     match out {
         JobOutput::Factors(f) => Ok(f),
-        _ => Err(DecomposeError::NoConvergence("the worker (wrong reply)")),
+        _ => Err(DecomposeError::Worker("a reply of the wrong kind".into())),
     }
 }

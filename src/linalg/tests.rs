@@ -160,9 +160,18 @@ fn jobs_and_their_outputs_survive_the_worker_encoding_and_match_inline_runs() {
         },
         Job::Factors {
             formula: Formula::Kaiming,
-            w,
+            w: w.clone(),
             aux: Matrix::zeros(0, 0),
             rank: 3,
+            scale: 1.0,
+            seed: 9,
+        },
+        // A rank larger than the bytes that follow it: no element-count check may apply to it.
+        Job::Factors {
+            formula: Formula::Svd(Pick::Top),
+            w,
+            aux: Matrix::zeros(0, 0),
+            rank: 8,
             scale: 1.0,
             seed: 9,
         },

@@ -65,6 +65,10 @@ pub struct EvalArgs {
     /// Window length in tokens (windows do not overlap; the first token of each is not scored).
     #[arg(long, default_value_t = 512)]
     seq_len: usize,
+    /// Also write the logits of the first window to this safetensors file (tensor "logits",
+    /// [tokens, vocab], f32), for comparisons with other implementations (scripts/check_peft.py).
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
 }
 
 /// `bench` subcommands.
@@ -176,6 +180,15 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         bar.set_position(done as u64);
     }))?;
     bar.finish_and_clear();
+    if let Some(path) = &a.dump_logits {
+        let mut ids = m.tokenizer.encode(&text)?;
+        ids.truncate(a.max_tokens.unwrap_or(usize::MAX).min(a.seq_len));
+        let logits = pollster::block_on(lora_null::eval::logits(&m.model, &ids))?;
+        let tensors = std::collections::BTreeMap::from([("logits".to_string(), logits)]);
+        let bytes = lora_null::io::safetensors::to_safetensors_bytes(&tensors, lora_null::io::safetensors::SaveDtype::F32, None)
+            .map_err(anyhow::Error::msg)?;
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let out = serde_json::json!({
         "perplexity": report.perplexity,
         "tokens": report.tokens,

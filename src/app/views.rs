@@ -1,0 +1,360 @@
+//! The page: one column of panels following the flow (GPU → model and data → statistics and
+//! spectra → training → forgetting check → export). Components only read signals and start
+//! flows; all work is in `flows`.
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::flows::{self, run_task};
+use super::state::{TrainOptions, Ui};
+use crate::calib::SpectraReport;
+use crate::lora::InitMethod;
+use crate::model::{Site, Target};
+use crate::plot::{Series, heatmap_svg, line_svg, spectrum_svg};
+
+fn files_of(ev: &leptos::ev::Event) -> Vec<web_sys::File> {
+    let input: web_sys::HtmlInputElement = ev.target().expect("event target").unchecked_into();
+    let mut out = Vec::new();
+    if let Some(list) = input.files() {
+        for i in 0..list.length() {
+            if let Some(f) = list.get(i) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+fn num<T: std::str::FromStr>(s: &RwSignal<String>, default: T) -> T {
+    s.get_untracked().trim().parse().unwrap_or(default)
+}
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let ui = Ui::new();
+    provide_context(ui);
+    view! {
+        <header>
+            <h1>"LoRA-Null Studio"</h1>
+            <p class="tagline">"Fine-tune on your GPU without forgetting: activation-aware LoRA initialisation, spectra, training and PEFT export, in one page."</p>
+        </header>
+        <StatusBar/>
+        <GpuPanel/>
+        <LoadPanel/>
+        <CalibratePanel/>
+        <TrainPanel/>
+        <ForgettingPanel/>
+        <ExportPanel/>
+    }
+}
+
+/// Status line, progress and error (testids `status`, `error`).
+#[component]
+fn StatusBar() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    view! {
+        <section class="status">
+            <div data-testid="status" class="status-line">{move || ui.status.get()}</div>
+            {move || ui.progress.get().map(|(label, f)| view! {
+                <div class="progress"><span>{label}</span><progress max="1" value=f></progress></div>
+            })}
+            {move || ui.error.get().map(|e| view! {
+                <div data-testid="error" class="error" role="alert">
+                    <strong>"Error: "</strong>{e}
+                    <button on:click=move |_| ui.error.set(None)>"dismiss"</button>
+                </div>
+            })}
+        </section>
+    }
+}
+
+/// WebGPU detection and start.
+#[component]
+fn GpuPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let has = crate::device::has_webgpu();
+    view! {
+        <section class="panel">
+            <h2>"1 · GPU"</h2>
+            {if has {
+                view! { <p>"WebGPU is available in this browser."</p> }.into_any()
+            } else {
+                view! { <p class="warn">{crate::device::NO_WEBGPU}". "{crate::device::NO_WEBGPU_FIX}"."</p> }.into_any()
+            }}
+            <button data-testid="gpu-button" disabled=move || ui.busy.get() || !has
+                on:click=move |_| run_task(ui, "starting WebGPU", move || flows::init_device(ui, false))>"Start WebGPU"</button>
+            <button data-testid="cpu-button" disabled=move || ui.busy.get()
+                on:click=move |_| run_task(ui, "starting the CPU backend", move || flows::init_device(ui, true))>"Use the CPU backend (slow)"</button>
+            {move || ui.gpu.get().map(|g| view! { <p class="gpu">"Device: "{g}" "{ui.gpu_limits.get().unwrap_or_default()}</p> })}
+        </section>
+    }
+}
+
+/// Model and dataset inputs (testids `model-input`, `data-input`, `calib-input`).
+#[component]
+fn LoadPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let on_model = move |ev: leptos::ev::Event| {
+        let list = files_of(&ev);
+        run_task(ui, "loading the model", move || async move {
+            let files = flows::read_model_files(ui, list).await?;
+            flows::load_model(ui, files).await
+        });
+    };
+    let on_data = move |calib: bool| {
+        move |ev: leptos::ev::Event| {
+            let list = files_of(&ev);
+            run_task(ui, "reading the dataset", move || async move {
+                for f in list {
+                    let name = f.name();
+                    let bytes = super::browser::read_file(&f, &mut |_, _| {}).await?;
+                    flows::set_dataset(ui, &name, &bytes, calib)?;
+                }
+                ui.status.set("dataset loaded".into());
+                Ok(())
+            });
+        }
+    };
+    view! {
+        <section class="panel">
+            <h2>"2 · Model and data"</h2>
+            <button data-testid="default-button" disabled=move || ui.busy.get()
+                on:click=move |_| run_task(ui, "loading the default model and data", move || flows::load_default(ui))>
+                "Load the default (SmolLM2-135M-Instruct + sample data)"</button>
+            <div class="inputs">
+                <label>"Model (.gguf, or a Hugging Face folder's config.json, tokenizer.json, *.safetensors): "
+                    <input type="file" multiple data-testid="model-input" accept=".gguf,.json,.safetensors" on:change=on_model/></label>
+                <label>"Fine-tuning data (.txt, .jsonl, .json, .csv): "
+                    <input type="file" data-testid="data-input" accept=".txt,.jsonl,.json,.csv" on:change=on_data(false)/></label>
+                <label>"Calibration text (optional; defaults to the fine-tuning data): "
+                    <input type="file" data-testid="calib-input" accept=".txt,.jsonl,.json,.csv" on:change=on_data(true)/></label>
+            </div>
+            {move || ui.summary.get().map(|s| view! {
+                <table class="summary" data-testid="model-summary">
+                    <tr><th>"architecture"</th><td>{s.architecture.clone()}</td></tr>
+                    <tr><th>"parameters"</th><td>{format!("{:.1} M", s.parameters as f64 / 1e6)}</td></tr>
+                    <tr><th>"layers × hidden"</th><td>{format!("{} × {} (MLP {})", s.layers, s.hidden_size, s.intermediate_size)}</td></tr>
+                    <tr><th>"heads (q / kv)"</th><td>{format!("{} / {}", s.heads.0, s.heads.1)}</td></tr>
+                    <tr><th>"weights on the GPU"</th><td>{format!("{:.0} MiB (f32)", s.f32_bytes as f64 / 1048576.0)}</td></tr>
+                    <tr><th>"storage"</th><td>{format!("{:?} {:?}", s.format, s.storage)}</td></tr>
+                </table>
+            })}
+            <p>{move || ui.data_info.get().unwrap_or_else(|| "no fine-tuning data yet".into())}" · "
+               {move || ui.calib_info.get().unwrap_or_else(|| "no separate calibration text".into())}</p>
+        </section>
+    }
+}
+
+/// Calibration options and the spectra view (testids `calib-button`, `spectra-plot`).
+#[component]
+fn CalibratePanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let rank = RwSignal::new("16".to_string());
+    let samples = RwSignal::new("16".to_string());
+    let seq_len = RwSignal::new("128".to_string());
+    let start = move |_| {
+        let (r, s, l) = (num(&rank, 16usize), num(&samples, 16usize), num(&seq_len, 128usize));
+        run_task(ui, "collecting statistics", move || flows::calibrate(ui, r, s, l, Target::ALL.to_vec()));
+    };
+    view! {
+        <section class="panel">
+            <h2>"3 · Activation statistics and spectra"</h2>
+            <div class="form">
+                <label>"rank r "<input size="4" bind:value=rank/></label>
+                <label>"windows "<input size="4" bind:value=samples/></label>
+                <label>"tokens per window "<input size="5" bind:value=seq_len/></label>
+                <button data-testid="calib-button" disabled=move || ui.busy.get() on:click=start>"Collect statistics"</button>
+            </div>
+            {move || ui.spectra.get().map(|report| view! { <SpectraView report/> })}
+        </section>
+    }
+}
+
+/// Per-layer spectrum and layer × module heatmaps.
+#[component]
+fn SpectraView(report: SpectraReport) -> impl IntoView {
+    let layer = RwSignal::new(0usize);
+    let site = RwSignal::new(Site::AttnInput);
+    let metric = RwSignal::new(0usize);
+    let n_layers = report.layers.len();
+    let report = StoredValue::new(report);
+    let chart = move || {
+        report.with_value(|r| {
+            let l = &r.layers[layer.get().min(r.layers.len() - 1)];
+            let s = site.get();
+            let Some(spec) = l.sites.get(&s) else {
+                return "<p>no statistic for this site</p>".to_string();
+            };
+            let mut series = vec![Series { label: "activation eigenvalues λ", values: &spec.eigenvalues, color: "#1d3557" }];
+            let labels: Vec<(String, &Vec<f64>)> = l
+                .modules
+                .iter()
+                .filter(|(_, m)| m.site == s)
+                .map(|(t, m)| (format!("{} singular values σ", t.module_name()), &m.singular_values))
+                .collect();
+            let colors = ["#e63946", "#2a9d8f", "#8338ec"];
+            for (k, (label, values)) in labels.iter().enumerate() {
+                series.push(Series { label, values, color: colors[k % 3] });
+            }
+            spectrum_svg(&format!("layer {} {:?}: null space = {} smallest", l.layer, s, r.rank), &series, r.rank)
+        })
+    };
+    let heat = move || {
+        report.with_value(|r| {
+            let rows: Vec<String> = r.layers.iter().map(|l| format!("layer {}", l.layer)).collect();
+            let cols: Vec<String> = r.targets.iter().map(|t| t.module_name().to_string()).collect();
+            let (title, unit, f): (&str, &str, fn(&crate::calib::spectra::LayerSpectra, Target) -> f64) = match metric.get() {
+                0 => ("effective rank of the input activations", "", |l, t| l.sites[&t.site()].summary.effective_rank),
+                1 => ("effective rank of the weights", "", |l, t| l.modules[&t].summary.effective_rank),
+                2 => ("activation energy in the null subspace", "share", |l, t| l.modules[&t].activation_energy_null),
+                _ => ("activation energy in the top-r subspace", "share", |l, t| l.modules[&t].activation_energy_top),
+            };
+            let values: Vec<Vec<f64>> = r.layers.iter().map(|l| r.targets.iter().map(|&t| f(l, t)).collect()).collect();
+            heatmap_svg(title, &rows, &cols, &values, unit)
+        })
+    };
+    view! {
+        <div class="spectra">
+            <div class="form">
+                <label>"layer "<input type="range" min="0" max=n_layers.saturating_sub(1)
+                    prop:value=move || layer.get().to_string()
+                    on:input=move |ev| layer.set(event_target_value(&ev).parse().unwrap_or(0))/>{move || layer.get()}</label>
+                <select on:change=move |ev| site.set(match event_target_value(&ev).as_str() {
+                    "attn_output" => Site::AttnOutput, "mlp_input" => Site::MlpInput, "mlp_hidden" => Site::MlpHidden, _ => Site::AttnInput })>
+                    <option value="attn_input">"q/k/v input"</option>
+                    <option value="attn_output">"o_proj input"</option>
+                    <option value="mlp_input">"gate/up input"</option>
+                    <option value="mlp_hidden">"down_proj input"</option>
+                </select>
+                <select on:change=move |ev| metric.set(event_target_value(&ev).parse().unwrap_or(0))>
+                    <option value="0">"heatmap: activation effective rank"</option>
+                    <option value="1">"heatmap: weight effective rank"</option>
+                    <option value="2">"heatmap: activation energy in the null subspace"</option>
+                    <option value="3">"heatmap: activation energy in the top-r subspace"</option>
+                </select>
+            </div>
+            <div class="plots">
+                <div data-testid="spectra-plot" class="plot" inner_html=chart></div>
+                <div data-testid="heatmap-plot" class="plot" inner_html=heat></div>
+            </div>
+        </div>
+    }
+}
+
+/// Method, hyper-parameters, start/pause/cancel, live loss (testids `train-button`, `loss-plot`).
+#[component]
+fn TrainPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let method = RwSignal::new("null".to_string());
+    let rank = RwSignal::new("8".to_string());
+    let lr = RwSignal::new("1e-3".to_string());
+    let steps = RwSignal::new("20".to_string());
+    let batch = RwSignal::new("2".to_string());
+    let max_len = RwSignal::new("128".to_string());
+    let prompt = RwSignal::new("What is the capital of France?".to_string());
+    let start = move |_| {
+        let opts = TrainOptions {
+            method: method.get_untracked().parse().unwrap_or(InitMethod::Null),
+            rank: num(&rank, 8),
+            lr: num(&lr, 1e-3),
+            steps: num(&steps, 20),
+            batch: num(&batch, 2),
+            max_len: num(&max_len, 128),
+            targets: Target::ALL.to_vec(),
+        };
+        ui.paused.set(false);
+        run_task(ui, "training", move || flows::train(ui, opts));
+    };
+    let generate = move |out: RwSignal<String>| {
+        move |_| {
+            let p = prompt.get_untracked();
+            run_task(ui, "generating", move || flows::generate(ui, p, out));
+        }
+    };
+    view! {
+        <section class="panel">
+            <h2>"4 · Fine-tune"</h2>
+            <div class="form">
+                <label>"method "<select on:change=move |ev| method.set(event_target_value(&ev))>
+                    <option value="null" selected>"LoRA-Null v1"</option>
+                    <option value="null-v2">"LoRA-Null v2 (down projection frozen)"</option>
+                    <option value="null-zero">"LoRA-Null zero-B"</option>
+                    <option value="lora">"LoRA (PEFT default)"</option>
+                    <option value="pissa">"PiSSA"</option>
+                    <option value="milora">"MiLoRA"</option>
+                    <option value="olora">"OLoRA"</option>
+                    <option value="corda-kpm">"CorDA KPM"</option>
+                    <option value="corda-ipm">"CorDA IPM"</option>
+                </select></label>
+                <label>"rank "<input size="3" bind:value=rank/></label>
+                <label>"lr "<input size="6" bind:value=lr/></label>
+                <label>"steps "<input size="4" bind:value=steps/></label>
+                <label>"batch "<input size="3" bind:value=batch/></label>
+                <label>"max length "<input size="4" bind:value=max_len/></label>
+                <button data-testid="train-button" disabled=move || ui.busy.get() on:click=start>"Train"</button>
+                <button data-testid="pause-button" on:click=move |_| ui.paused.update(|p| *p = !*p)>
+                    {move || if ui.paused.get() { "Resume" } else { "Pause" }}</button>
+                <button data-testid="cancel-button" on:click=move |_| ui.cancel.set(true)>"Cancel"</button>
+            </div>
+            <div class="plots">
+                <div data-testid="loss-plot" class="plot"
+                    inner_html=move || line_svg("training loss", &ui.losses.get().iter().map(|(s, l)| (*s as f64, *l)).collect::<Vec<_>>(), "loss per token")></div>
+                <div class="metrics">{move || ui.metrics.get().map(|m| format!(
+                    "step {}/{} · loss {:.4} · lr {:.2e} · grad norm {:.3} · {:.0} tokens/s · elapsed {:.0} s · ETA {:.0} s",
+                    m.step, m.total_steps, m.loss, m.lr, m.grad_norm, m.tokens_per_second, m.elapsed_seconds, m.eta_seconds))}</div>
+            </div>
+            <div class="generate">
+                <label>"prompt "<input size="50" bind:value=prompt/></label>
+                <button disabled=move || ui.busy.get() on:click=generate(ui.before)>"Generate (before)"</button>
+                <button disabled=move || ui.busy.get() on:click=generate(ui.after)>"Generate (after)"</button>
+                <div class="pair"><pre data-testid="before">{move || ui.before.get()}</pre><pre data-testid="after">{move || ui.after.get()}</pre></div>
+            </div>
+        </section>
+    }
+}
+
+/// Built-in knowledge probe before and after training.
+#[component]
+fn ForgettingPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let show = |r: Option<(crate::eval::probe::ProbeScore, f64)>| {
+        r.map_or_else(
+            || "—".to_string(),
+            |(s, p)| format!("exact match {:.1}% · contains {:.1}% (n = {}) · prose perplexity {:.2}", 100.0 * s.exact_match, 100.0 * s.contains, s.n, p),
+        )
+    };
+    view! {
+        <section class="panel">
+            <h2>"5 · Forgetting check"</h2>
+            <p>"World capitals the model answers greedily (\"Question: … Answer:\"), and perplexity on encyclopedic prose."</p>
+            <button data-testid="probe-before" disabled=move || ui.busy.get()
+                on:click=move |_| run_task(ui, "probing", move || flows::forgetting(ui, false))>"Check before training"</button>
+            <button data-testid="probe-after" disabled=move || ui.busy.get()
+                on:click=move |_| run_task(ui, "probing", move || flows::forgetting(ui, true))>"Check after training"</button>
+            <table class="summary">
+                <tr><th>"before"</th><td data-testid="probe-before-score">{move || show(ui.probe_before.get())}</td></tr>
+                <tr><th>"after"</th><td data-testid="probe-after-score">{move || show(ui.probe_after.get())}</td></tr>
+            </table>
+        </section>
+    }
+}
+
+/// Adapter download (testid `export-button`).
+#[component]
+fn ExportPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let merged = RwSignal::new(false);
+    view! {
+        <section class="panel">
+            <h2>"6 · Export"</h2>
+            <p>"adapter_model.safetensors + adapter_config.json load with PeftModel.from_pretrained(original_base, dir). \
+               Methods that change the base at initialisation (PiSSA, MiLoRA, OLoRA, CorDA, LoRA-Null v1) are exported at rank 2r: \
+               [A; A₀] and [B, −B₀] give exactly the trained model on the original weights."</p>
+            <label><input type="checkbox" on:change=move |ev| merged.set(event_target_checked(&ev))/>" also the merged model (f16)"</label>
+            <button data-testid="export-button" disabled=move || ui.busy.get()
+                on:click=move |_| { let m = merged.get_untracked(); run_task(ui, "exporting", move || flows::export(ui, m)) }>"Download the adapter"</button>
+            <ul>{move || ui.exported.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
+        </section>
+    }
+}

@@ -1,0 +1,110 @@
+// End-to-end test of the browser app: Debian's chromium (WebGPU on SwiftShader) driven by
+// playwright-core. Serves dist/ (scripts/build-web.sh), loads the tiny model and a dataset
+// through the file inputs, collects statistics, checks the spectra plot, trains two steps,
+// exports, and checks the downloaded safetensors' keys and shapes. Screenshots of each stage go
+// to tests/e2e/screenshots/. Usage: node tests/e2e/e2e.mjs [dist-dir]
+import { createServer } from 'node:http';
+import { readFileSync, mkdirSync, existsSync, statSync } from 'node:fs';
+import { join, extname, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const root = resolve(new URL('../..', import.meta.url).pathname);
+const dist = resolve(process.argv[2] || join(root, 'dist'));
+const shots = join(root, 'tests/e2e/screenshots');
+mkdirSync(shots, { recursive: true });
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
+
+const server = createServer((req, res) => {
+  let path = join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
+  if (!existsSync(path)) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { 'content-type': types[extname(path)] || 'application/octet-stream' });
+  res.end(readFileSync(path));
+});
+await new Promise(r => server.listen(0, '127.0.0.1', r));
+const url = `http://127.0.0.1:${server.address().port}/`;
+
+const fail = (msg) => { console.error(`e2e: FAILED: ${msg}`); process.exitCode = 1; };
+const step = (msg) => console.log(`e2e: ${msg} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+const t0 = Date.now();
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium', headless: true, ignoreDefaultArgs: ['--enable-unsafe-swiftshader'],
+  args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+});
+try {
+  const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1400, height: 1000 } });
+  page.on('pageerror', e => console.log('pageerror:', e.message));
+  const errorText = async () => (await page.$('[data-testid=error]')) ? await page.textContent('[data-testid=error]') : null;
+  const waitStatus = async (re, timeout) => {
+    await page.waitForFunction(
+      (src) => new RegExp(src).test(document.querySelector('[data-testid=status]')?.textContent || '') || document.querySelector('[data-testid=error]'),
+      re.source, { timeout });
+    const err = await errorText();
+    if (err) throw new Error(`the page reports: ${err}`);
+  };
+  await page.goto(url);
+  await page.click('[data-testid=gpu-button]');
+  await page.waitForSelector('.gpu', { timeout: 120000 });
+  step(`device: ${await page.textContent('.gpu')}`);
+
+  const tiny = join(root, 'tests/fixtures/tiny/llama');
+  await page.setInputFiles('[data-testid=model-input]',
+    ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'].map(f => join(tiny, f)));
+  await waitStatus(/model loaded/, 120000);
+  await page.setInputFiles('[data-testid=data-input]', join(root, 'tests/fixtures/e2e/train.jsonl'));
+  await waitStatus(/dataset loaded/, 60000);
+  await page.screenshot({ path: join(shots, '1-loaded.png'), fullPage: true });
+  step('model and data loaded');
+
+  const fill = async (label, value) => page.fill(`label:has-text("${label}") input`, value);
+  await fill('rank r', '4');
+  await fill('windows', '4');
+  await fill('tokens per window', '32');
+  await page.click('[data-testid=calib-button]');
+  await waitStatus(/statistics collected|overlap|single window/, 300000);
+  const spectra = await page.$('[data-testid=spectra-plot] svg polyline');
+  if (!spectra) fail('no spectrum drawn');
+  await page.screenshot({ path: join(shots, '2-spectra.png'), fullPage: true });
+  step('spectra drawn');
+
+  const section = page.locator('section', { hasText: '4 · Fine-tune' });
+  await section.locator('label:has-text("rank") input').fill('4');
+  await section.locator('label:has-text("steps") input').fill('2');
+  await section.locator('label:has-text("max length") input').fill('256');
+  await page.click('[data-testid=train-button]');
+  await waitStatus(/training finished/, 600000);
+  const points = await page.$$('[data-testid=loss-plot] svg circle');
+  if (points.length < 2) fail(`loss plot has ${points.length} points, expected 2`);
+  await page.screenshot({ path: join(shots, '3-trained.png'), fullPage: true });
+  step('trained two steps');
+
+  const downloads = [];
+  page.on('download', d => downloads.push(d));
+  await page.click('[data-testid=export-button]');
+  await waitStatus(/adapter exported/, 300000);
+  await page.waitForTimeout(1000);
+  const files = {};
+  for (const d of downloads) files[d.suggestedFilename()] = readFileSync(await d.path());
+  const st = files['adapter_model.safetensors'];
+  const cfg = files['adapter_config.json'] && JSON.parse(files['adapter_config.json']);
+  if (!st || !cfg) throw new Error(`downloads: ${Object.keys(files)}`);
+  const n = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + n).toString());
+  const keys = Object.keys(header).filter(k => k !== '__metadata__');
+  // LoRA-Null v1 changed the base, so the export has rank 2r = 8 for the original model.
+  if (cfg.r !== 8 || cfg.peft_type !== 'LORA') fail(`adapter_config: ${JSON.stringify(cfg)}`);
+  if (keys.length !== 2 * 7 * 2) fail(`expected 28 tensors, got ${keys.length}`);
+  const q = header['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'];
+  const down = header['base_model.model.model.layers.1.mlp.down_proj.lora_B.weight'];
+  if (!q || JSON.stringify(q.shape) !== '[8,64]') fail(`q_proj lora_A: ${JSON.stringify(q)}`);
+  if (!down || JSON.stringify(down.shape) !== '[64,8]') fail(`down_proj lora_B: ${JSON.stringify(down)}`);
+  await page.screenshot({ path: join(shots, '4-exported.png'), fullPage: true });
+  step(`exported ${keys.length} tensors, r = ${cfg.r}`);
+} catch (e) {
+  fail(e.message);
+} finally {
+  await browser.close();
+  server.close();
+}
+if (!process.exitCode) console.log('e2e: passed');
