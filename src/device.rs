@@ -2,8 +2,10 @@
 //! backend (flex) otherwise. A software adapter (lavapipe, SwiftShader) is about 60× slower than
 //! the CPU backend, so it counts as "no GPU" unless wgpu is asked for explicitly.
 
+use burn::tensor::Device;
+#[cfg(not(target_arch = "wasm32"))]
+use burn::tensor::DeviceKind;
 use burn::tensor::wgpu::wgpu;
-use burn::tensor::{Device, DeviceKind};
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

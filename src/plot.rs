@@ -204,10 +204,16 @@ pub fn line_svg(title: &str, points: &[(f64, f64)], y_label: &str) -> String {
         W / 2.0,
         esc(title)
     );
-    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let finite: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
     if let (Some(first), Some(last)) = (finite.first(), finite.last()) {
         let (x0, x1) = (first.0, last.0.max(first.0 + 1.0));
-        let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (lo, hi) = finite
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
         let x = |v: f64| LEFT + (W - LEFT - RIGHT) * (v - x0) / (x1 - x0);
         let y = |v: f64| TOP + (H - TOP - BOTTOM) * (hi - v) / (hi - lo);
@@ -223,7 +229,10 @@ pub fn line_svg(title: &str, points: &[(f64, f64)], y_label: &str) -> String {
                 y(v) + 4.0
             );
         }
-        let pts: Vec<String> = finite.iter().map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b))).collect();
+        let pts: Vec<String> = finite
+            .iter()
+            .map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b)))
+            .collect();
         let _ = write!(
             svg,
             r##"<polyline fill="none" stroke="#e63946" stroke-width="1.5" points="{}"/>"##,

@@ -7,7 +7,11 @@ use wasm_bindgen_futures::JsFuture;
 /// Turns a JS error into a readable string.
 pub fn js_err(e: JsValue) -> String {
     e.as_string()
-        .or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()))
+        .or_else(|| {
+            js_sys::Reflect::get(&e, &"message".into())
+                .ok()
+                .and_then(|m| m.as_string())
+        })
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
@@ -52,7 +56,9 @@ pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
             resp.status()
         ));
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?).await.map_err(js_err)?;
+    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?)
+        .await
+        .map_err(js_err)?;
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 

@@ -92,20 +92,25 @@ pub async fn load_model(ui: Ui, files: ModelFiles) -> Result<(), String> {
     let ckpt = Checkpoint::parse(&files).map_err(|e| e.to_string())?;
     let c = &ckpt.config;
     let biggest = (c.vocab_size * c.hidden_size).max(c.intermediate_size * c.hidden_size) as u64 * 4;
-    if let Some(limit) = session::with(|s| s.device.as_ref().and_then(|d| d.adapter.as_ref()).map(|a| a.max_storage_buffer_binding_size)) {
-        if biggest > limit {
-            return Err(format!(
-                "this model's largest tensor needs {} MiB in f32, above this GPU's storage-binding limit of {} MiB; use a smaller model or the CPU backend",
-                biggest >> 20,
-                limit >> 20
-            ));
-        }
+    let limit = session::with(|s| {
+        s.device
+            .as_ref()
+            .and_then(|d| d.adapter.as_ref())
+            .map(|a| a.max_storage_buffer_binding_size)
+    });
+    if let Some(limit) = limit.filter(|&l| biggest > l) {
+        return Err(format!(
+            "this model's largest tensor needs {} MiB in f32, above this GPU's storage-binding limit of {} MiB; use a smaller model or the CPU backend",
+            biggest >> 20,
+            limit >> 20
+        ));
     }
     let view = ckpt.source().map_err(|e| e.to_string())?;
     let mut builder = view.builder(&ckpt.config, &device);
     loop {
         let (done, total) = builder.progress();
-        ui.progress.set(Some(("uploading weights".into(), done as f64 / total.max(1) as f64)));
+        ui.progress
+            .set(Some(("uploading weights".into(), done as f64 / total.max(1) as f64)));
         yield_now().await;
         if !builder.next_layer().map_err(|e| e.to_string())? {
             break;
@@ -142,7 +147,8 @@ pub async fn read_model_files(ui: Ui, list: Vec<web_sys::File>) -> Result<ModelF
     for f in list {
         let name = f.name();
         let bytes = read_file(&f, &mut |done, total| {
-            ui.progress.set(Some((format!("reading {name}"), done / total.max(1.0))));
+            ui.progress
+                .set(Some((format!("reading {name}"), done / total.max(1.0))));
         })
         .await?;
         files.insert(&name, bytes);
@@ -187,7 +193,13 @@ pub async fn load_default(ui: Ui) -> Result<(), String> {
 }
 
 /// Collects activation statistics, then the spectra (decompositions in the worker).
-pub async fn calibrate(ui: Ui, rank: usize, samples: usize, seq_len: usize, targets: Vec<Target>) -> Result<(), String> {
+pub async fn calibrate(
+    ui: Ui,
+    rank: usize,
+    samples: usize,
+    seq_len: usize,
+    targets: Vec<Target>,
+) -> Result<(), String> {
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let records = session::with(|s| s.calib_data.clone().or(s.data.clone())).map(|d| d.1);
     let worker = take_worker();
@@ -201,7 +213,10 @@ pub async fn calibrate(ui: Ui, rank: usize, samples: usize, seq_len: usize, targ
         };
         ui.status.set("collecting activation statistics…".into());
         let calib = model
-            .calibrate(&records, &opts, &mut |d, t| ui.progress.set(Some(("calibration windows".into(), d as f64 / t as f64))))
+            .calibrate(&records, &opts, &mut |d, t| {
+                ui.progress
+                    .set(Some(("calibration windows".into(), d as f64 / t as f64)))
+            })
             .await
             .map_err(|e| e.to_string())?;
         let mut eighs = EighCache::default();
@@ -237,7 +252,9 @@ pub async fn generate(ui: Ui, prompt: String, out: RwSignal<String>) -> Result<(
         ..GenerateOptions::default()
     };
     let chat = model.tokenizer.chat_template.is_some();
-    let r = model.generate_text(&prompt, chat, &opts, &mut |t| out.set(t.to_string())).await;
+    let r = model
+        .generate_text(&prompt, chat, &opts, &mut |t| out.set(t.to_string()))
+        .await;
     session::with(|s| s.model = Some(model));
     out.set(r.map_err(|e| e.to_string())?);
     ui.status.set("generated".into());
@@ -249,10 +266,15 @@ pub async fn generate(ui: Ui, prompt: String, out: RwSignal<String>) -> Result<(
 pub async fn train(ui: Ui, opts: TrainOptions) -> Result<(), String> {
     let device = device()?;
     let files = session::with(|s| s.files.clone()).ok_or("load a model first")?;
-    let records = session::with(|s| s.data.clone()).map(|d| d.1).ok_or("load a fine-tuning dataset first")?;
+    let records = session::with(|s| s.data.clone())
+        .map(|d| d.1)
+        .ok_or("load a fine-tuning dataset first")?;
     let calib = session::with(|s| s.calibration.clone());
     if opts.method.needs_calibration() && calib.is_none() {
-        return Err(format!("{} initialises from activation statistics: press “Collect statistics” first", opts.method.name()));
+        return Err(format!(
+            "{} initialises from activation statistics: press “Collect statistics” first",
+            opts.method.name()
+        ));
     }
     ui.status.set("reloading the base model…".into());
     yield_now().await;
@@ -269,7 +291,8 @@ pub async fn train(ui: Ui, opts: TrainOptions) -> Result<(), String> {
     let mut eighs = session::with(|s| std::mem::take(&mut s.eighs));
     let init = model
         .init_adapters(config, calib.as_ref(), &mut eighs, executor(&worker), &mut |d, t| {
-            ui.progress.set(Some(("initialising adapters".into(), d as f64 / t as f64)))
+            ui.progress
+                .set(Some(("initialising adapters".into(), d as f64 / t as f64)))
         })
         .await
         .map(|_| ());
@@ -283,15 +306,22 @@ pub async fn train(ui: Ui, opts: TrainOptions) -> Result<(), String> {
         batch: opts.batch,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(model.model.clone(), cfg, data, model.tokenizer.pad_or_eos(), opts.method.trains_down())
-        .map_err(|e| e.to_string())?;
+    let mut trainer = Trainer::new(
+        model.model.clone(),
+        cfg,
+        data,
+        model.tokenizer.pad_or_eos(),
+        opts.method.trains_down(),
+    )
+    .map_err(|e| e.to_string())?;
     ui.losses.set(Vec::new());
     ui.cancel.set(false);
     let started = now_ms();
     let mut failure = None;
     while !trainer.finished() {
         if ui.cancel.get_untracked() {
-            ui.status.set("training cancelled; the adapter keeps the steps done".into());
+            ui.status
+                .set("training cancelled; the adapter keeps the steps done".into());
             break;
         }
         if ui.paused.get_untracked() {
@@ -333,14 +363,21 @@ pub async fn train(ui: Ui, opts: TrainOptions) -> Result<(), String> {
 pub async fn export(ui: Ui, merged: bool) -> Result<(), String> {
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let result = async {
-        let (files, doubled) = model.export_peft("SmolLM2-135M-Instruct", SaveDtype::F32).await.map_err(|e| e.to_string())?;
+        let (files, doubled) = model
+            .export_peft("SmolLM2-135M-Instruct", SaveDtype::F32)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut names = Vec::new();
         for (name, bytes) in &files {
             download(name, bytes, "application/octet-stream")?;
             names.push(name.clone());
         }
         if merged {
-            for (name, bytes) in model.hf_model_files(true, SaveDtype::F16).await.map_err(|e| e.to_string())? {
+            for (name, bytes) in model
+                .hf_model_files(true, SaveDtype::F16)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 download(&format!("merged-{name}"), &bytes, "application/octet-stream")?;
                 names.push(format!("merged-{name}"));
             }
@@ -364,14 +401,17 @@ pub async fn forgetting(ui: Ui, after: bool) -> Result<(), String> {
     if session::with(|s| s.probe.is_none()) {
         let probe = fetch_bytes(DEFAULT_PROBE).await?;
         let prose = fetch_bytes(DEFAULT_PROSE).await?;
-        let items = crate::eval::probe::parse_probe(DEFAULT_PROBE, &String::from_utf8_lossy(&probe)).map_err(|e| e.to_string())?;
+        let items = crate::eval::probe::parse_probe(DEFAULT_PROBE, &String::from_utf8_lossy(&probe))
+            .map_err(|e| e.to_string())?;
         session::with(|s| s.probe = Some((items, String::from_utf8_lossy(&prose).to_string())));
     }
     let (items, prose) = session::with(|s| s.probe.clone()).expect("invariant: set above");
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let result = async {
         let (score, _) = model
-            .probe(&items, false, &mut |d, t| ui.progress.set(Some(("knowledge probe".into(), d as f64 / t as f64))))
+            .probe(&items, false, &mut |d, t| {
+                ui.progress.set(Some(("knowledge probe".into(), d as f64 / t as f64)))
+            })
             .await
             .map_err(|e| e.to_string())?;
         let ppl = model

@@ -155,7 +155,9 @@ fn CalibratePanel() -> impl IntoView {
     let seq_len = RwSignal::new("128".to_string());
     let start = move |_| {
         let (r, s, l) = (num(&rank, 16usize), num(&samples, 16usize), num(&seq_len, 128usize));
-        run_task(ui, "collecting statistics", move || flows::calibrate(ui, r, s, l, Target::ALL.to_vec()));
+        run_task(ui, "collecting statistics", move || {
+            flows::calibrate(ui, r, s, l, Target::ALL.to_vec())
+        });
     };
     view! {
         <section class="panel">
@@ -186,7 +188,11 @@ fn SpectraView(report: SpectraReport) -> impl IntoView {
             let Some(spec) = l.sites.get(&s) else {
                 return "<p>no statistic for this site</p>".to_string();
             };
-            let mut series = vec![Series { label: "activation eigenvalues λ", values: &spec.eigenvalues, color: "#1d3557" }];
+            let mut series = vec![Series {
+                label: "activation eigenvalues λ",
+                values: &spec.eigenvalues,
+                color: "#1d3557",
+            }];
             let labels: Vec<(String, &Vec<f64>)> = l
                 .modules
                 .iter()
@@ -195,22 +201,43 @@ fn SpectraView(report: SpectraReport) -> impl IntoView {
                 .collect();
             let colors = ["#e63946", "#2a9d8f", "#8338ec"];
             for (k, (label, values)) in labels.iter().enumerate() {
-                series.push(Series { label, values, color: colors[k % 3] });
+                series.push(Series {
+                    label,
+                    values,
+                    color: colors[k % 3],
+                });
             }
-            spectrum_svg(&format!("layer {} {:?}: null space = {} smallest", l.layer, s, r.rank), &series, r.rank)
+            spectrum_svg(
+                &format!("layer {} {:?}: null space = {} smallest", l.layer, s, r.rank),
+                &series,
+                r.rank,
+            )
         })
     };
     let heat = move || {
         report.with_value(|r| {
             let rows: Vec<String> = r.layers.iter().map(|l| format!("layer {}", l.layer)).collect();
             let cols: Vec<String> = r.targets.iter().map(|t| t.module_name().to_string()).collect();
-            let (title, unit, f): (&str, &str, fn(&crate::calib::spectra::LayerSpectra, Target) -> f64) = match metric.get() {
-                0 => ("effective rank of the input activations", "", |l, t| l.sites[&t.site()].summary.effective_rank),
-                1 => ("effective rank of the weights", "", |l, t| l.modules[&t].summary.effective_rank),
-                2 => ("activation energy in the null subspace", "share", |l, t| l.modules[&t].activation_energy_null),
-                _ => ("activation energy in the top-r subspace", "share", |l, t| l.modules[&t].activation_energy_top),
-            };
-            let values: Vec<Vec<f64>> = r.layers.iter().map(|l| r.targets.iter().map(|&t| f(l, t)).collect()).collect();
+            let (title, unit, f): (&str, &str, fn(&crate::calib::spectra::LayerSpectra, Target) -> f64) =
+                match metric.get() {
+                    0 => ("effective rank of the input activations", "", |l, t| {
+                        l.sites[&t.site()].summary.effective_rank
+                    }),
+                    1 => ("effective rank of the weights", "", |l, t| {
+                        l.modules[&t].summary.effective_rank
+                    }),
+                    2 => ("activation energy in the null subspace", "share", |l, t| {
+                        l.modules[&t].activation_energy_null
+                    }),
+                    _ => ("activation energy in the top-r subspace", "share", |l, t| {
+                        l.modules[&t].activation_energy_top
+                    }),
+                };
+            let values: Vec<Vec<f64>> = r
+                .layers
+                .iter()
+                .map(|l| r.targets.iter().map(|&t| f(l, t)).collect())
+                .collect();
             heatmap_svg(title, &rows, &cols, &values, unit)
         })
     };
@@ -321,7 +348,15 @@ fn ForgettingPanel() -> impl IntoView {
     let show = |r: Option<(crate::eval::probe::ProbeScore, f64)>| {
         r.map_or_else(
             || "—".to_string(),
-            |(s, p)| format!("exact match {:.1}% · contains {:.1}% (n = {}) · prose perplexity {:.2}", 100.0 * s.exact_match, 100.0 * s.contains, s.n, p),
+            |(s, p)| {
+                format!(
+                    "exact match {:.1}% · contains {:.1}% (n = {}) · prose perplexity {:.2}",
+                    100.0 * s.exact_match,
+                    100.0 * s.contains,
+                    s.n,
+                    p
+                )
+            },
         )
     };
     view! {

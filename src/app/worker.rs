@@ -8,8 +8,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::linalg::decompose::DecomposeError;
@@ -17,7 +17,9 @@ use crate::linalg::jobs::{Executor, Job, JobFuture, JobOutput, run};
 
 /// Whether this code runs inside a dedicated worker.
 pub fn in_worker() -> bool {
-    js_sys::global().dyn_ref::<web_sys::DedicatedWorkerGlobalScope>().is_some()
+    js_sys::global()
+        .dyn_ref::<web_sys::DedicatedWorkerGlobalScope>()
+        .is_some()
 }
 
 /// Worker side: answer `[id, bytes]` messages with `[id, ok, bytes | message]`.
@@ -95,9 +97,10 @@ impl Executor for WorkerExecutor {
             pending.borrow_mut().insert(id, (resolve, reject));
         });
         let bytes = js_sys::Uint8Array::from(job.encode().as_slice());
-        let posted = self
-            .worker
-            .post_message_with_transfer(&js_sys::Array::of2(&id.into(), &bytes), &js_sys::Array::of1(&bytes.buffer()));
+        let posted = self.worker.post_message_with_transfer(
+            &js_sys::Array::of2(&id.into(), &bytes),
+            &js_sys::Array::of1(&bytes.buffer()),
+        );
         Box::pin(async move {
             posted.map_err(|e| DecomposeError::Worker(format!("cannot send a job: {}", super::browser::js_err(e))))?;
             let reply = JsFuture::from(promise)

@@ -82,7 +82,12 @@ fn eigenvalues_match_over_the_top_half_within_1e_3_relative() {
             .collect();
         for i in 0..want.len() / 2 {
             let rel = (ours[i] - want[i]).abs() / want[i];
-            assert!(rel < 1e-3, "layer {layer} {site:?} eigenvalue {i}: {} vs {}", ours[i], want[i]);
+            assert!(
+                rel < 1e-3,
+                "layer {layer} {site:?} eigenvalue {i}: {} vs {}",
+                ours[i],
+                want[i]
+            );
         }
     }
 }
@@ -140,7 +145,10 @@ fn pissa_olora_corda_and_milora_factors_equal_peft_up_to_sign() {
                     let res = f.residual.expect("these methods change the base");
                     let fro = res.frobenius_sq().sqrt();
                     let fro_ref = want["residual_fro"].as_f64().unwrap();
-                    assert!((fro - fro_ref).abs() < 1e-4 * fro_ref, "{name}@{tag} {key}: residual norm {fro} vs {fro_ref}");
+                    assert!(
+                        (fro - fro_ref).abs() < 1e-4 * fro_ref,
+                        "{name}@{tag} {key}: residual norm {fro} vs {fro_ref}"
+                    );
                     if let Some(full) = want.get("residual") {
                         assert!(res.sub(&matrix(full)).max_abs() < 1e-5, "{name}@{tag} {key}: residual");
                     }
@@ -169,6 +177,9 @@ fn the_null_subspace_holds_as_little_held_out_energy_as_the_reference_s() {
             (ours - reference_energy).abs() <= 0.10 * reference_energy,
             "layer {layer} {site:?}: held-out energy {ours} vs reference {reference_energy}"
         );
-        assert!(ours < top, "layer {layer} {site:?}: null {ours} should be below top {top}");
+        assert!(
+            ours < top,
+            "layer {layer} {site:?}: null {ours} should be below top {top}"
+        );
     }
 }

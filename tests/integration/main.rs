@@ -1,4 +1,6 @@
 //! Integration tests, one binary (burn links once). Fixtures come from scripts/make_reference.py.
+//! Native only; the browser tests are in tests/browser.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod adapters;
 mod cli;

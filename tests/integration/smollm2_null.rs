@@ -18,10 +18,14 @@ use crate::common::*;
 /// The calibration questions built by scripts/fetch-data.sh (the test command runs it first).
 fn questions() -> (Vec<Record>, Vec<Record>) {
     let path = root().join("assets/data/calib_questions.txt");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-data.sh)", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-data.sh)", path.display()));
     let qs: Vec<&str> = text.split("\n\n").filter(|q| !q.trim().is_empty()).collect();
     let cut = qs.len() * 3 / 4;
-    (vec![Record::Text(qs[..cut].join("\n\n"))], vec![Record::Text(qs[cut..].join("\n\n"))])
+    (
+        vec![Record::Text(qs[..cut].join("\n\n"))],
+        vec![Record::Text(qs[cut..].join("\n\n"))],
+    )
 }
 
 fn upload(m: &Matrix, device: &Device) -> Tensor<2> {
@@ -36,7 +40,9 @@ struct Silence {
 
 impl ActivationObserver for Silence {
     fn observe(&mut self, layer: usize, site: Site, x: &Tensor<3>) {
-        let Some((null, top)) = self.bases.get(&(layer, site)) else { return };
+        let Some((null, top)) = self.bases.get(&(layer, site)) else {
+            return;
+        };
         let [b, t, d] = x.dims();
         let x = x.clone().reshape([b * t, d]);
         let norm = x.clone().square().sum_dim(1).sqrt();
@@ -69,13 +75,22 @@ fn null_directions_are_at_least_10x_quieter_than_top_directions_on_held_out_ques
     for &(layer, site) in calib.covariances.sites.keys() {
         let e = pollster::block_on(eighs.get(&calib.covariances, layer, site, &Inline)).unwrap();
         let (null, top) = (null_basis(e, rank), top_basis(e, rank));
-        assert!(null.t().matmul(&null).sub(&Matrix::eye(rank)).max_abs() < 1e-8, "P must be orthonormal");
+        assert!(
+            null.t().matmul(&null).sub(&Matrix::eye(rank)).max_abs() < 1e-8,
+            "P must be orthonormal"
+        );
         bases.insert((layer, site), (upload(&null, &device), upload(&top, &device)));
     }
-    let mut silence = Silence { bases, sums: BTreeMap::new() };
+    let mut silence = Silence {
+        bases,
+        sums: BTreeMap::new(),
+    };
     let windows = draw_windows(&held_out, &m.tokenizer, 4, 256, 99).unwrap();
     for w in &windows.windows {
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(w.iter().map(|&x| x as i64).collect(), [1, w.len()]), &device);
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(w.iter().map(|&x| x as i64).collect(), [1, w.len()]),
+            &device,
+        );
         let _ = m.model.hidden_states(ids, None, &mut silence);
     }
     let (mut null_mean, mut top_mean) = (0.0, 0.0);
@@ -88,6 +103,7 @@ fn null_directions_are_at_least_10x_quieter_than_top_directions_on_held_out_ques
             worst = (n / t, *key);
         }
     }
+    eprintln!("held-out mean ‖Pᵀx‖/‖x‖ over {} sites: null {null_mean:.5}, top {top_mean:.5}", silence.sums.len());
     assert!(
         null_mean * 10.0 <= top_mean,
         "mean ‖Pᵀx‖/‖x‖: null {null_mean:.4} vs top {top_mean:.4} (worst site {:?} at ratio {:.3})",
@@ -117,9 +133,15 @@ fn null_initialisation_of_smollm2_leaves_its_logits_unchanged() {
         targets: Target::ALL.to_vec(),
         seed: 1,
     };
-    pollster::block_on(m.init_adapters(config, Some(&calib), &mut EighCache::default(), &Inline, &mut |_, _| {})).unwrap();
+    pollster::block_on(m.init_adapters(config, Some(&calib), &mut EighCache::default(), &Inline, &mut |_, _| {}))
+        .unwrap();
     let after = logits_rows(&m, &ids);
     let scale = base.iter().flatten().fold(0f32, |a, v| a.max(v.abs()));
-    let d = after.iter().zip(&base).map(|(a, b)| max_abs_diff(a, b)).fold(0.0, f32::max) / scale;
+    let d = after
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0.0, f32::max)
+        / scale;
     assert!(d < 1e-4, "relative logit change {d}");
 }

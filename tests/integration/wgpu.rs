@@ -20,7 +20,11 @@ fn tiny_models_on_wgpu_match_transformers() {
         let r = json(&format!("tiny/{arch}/reference.json"));
         for case in r["cases"].as_array().unwrap() {
             let ids = ids(&case["ids"]);
-            for (pos, (got, want)) in logits_rows(&m, &ids).iter().zip(case["logits"].as_array().unwrap()).enumerate() {
+            for (pos, (got, want)) in logits_rows(&m, &ids)
+                .iter()
+                .zip(case["logits"].as_array().unwrap())
+                .enumerate()
+            {
                 // GPU kernels sum in a different order than the CPU: 1e-3 absolute on logits ~1.
                 let d = max_abs_diff(got, &floats(want));
                 assert!(d < 1e-3, "{arch} on {}: position {pos}: max |Δlogit| {d}", adapter.name);

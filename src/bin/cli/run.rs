@@ -185,8 +185,12 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         ids.truncate(a.max_tokens.unwrap_or(usize::MAX).min(a.seq_len));
         let logits = pollster::block_on(lora_null::eval::logits(&m.model, &ids))?;
         let tensors = std::collections::BTreeMap::from([("logits".to_string(), logits)]);
-        let bytes = lora_null::io::safetensors::to_safetensors_bytes(&tensors, lora_null::io::safetensors::SaveDtype::F32, None)
-            .map_err(anyhow::Error::msg)?;
+        let bytes = lora_null::io::safetensors::to_safetensors_bytes(
+            &tensors,
+            lora_null::io::safetensors::SaveDtype::F32,
+            None,
+        )
+        .map_err(anyhow::Error::msg)?;
         std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let out = serde_json::json!({
