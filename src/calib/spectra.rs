@@ -122,7 +122,7 @@ pub async fn analyze_layer(
     }
     let mut modules = BTreeMap::new();
     for &target in targets {
-        let w = read_matrix(model.linear(layer, target).weight.val())
+        let w = read_matrix(model.linear(layer, target).weight_out_in())
             .await
             .map_err(CalibError::Device)?;
         let site = target.site();

@@ -81,3 +81,15 @@ pub fn weight_energy(w: &Matrix, p: &Matrix) -> f64 {
     }
     w.matmul(p).frobenius_sq() / total
 }
+
+/// `tr(Δ C Δᵀ) / tr(W C Wᵀ)`: the output energy an update Δ adds on inputs whose second moment
+/// is C, relative to the base weight's output energy on them. Zero means the update is silent on
+/// that distribution.
+pub fn output_disturbance(delta: &Matrix, w: &Matrix, c: &Matrix) -> f64 {
+    let energy = |m: &Matrix| -> f64 {
+        let mc = m.matmul(c);
+        mc.data.iter().zip(&m.data).map(|(a, b)| a * b).sum()
+    };
+    let base = energy(w);
+    if base <= 0.0 { 0.0 } else { energy(delta) / base }
+}

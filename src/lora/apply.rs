@@ -14,7 +14,6 @@ use crate::linalg::decompose::{DecomposeError, Eigh};
 use crate::linalg::init::{self, Pick};
 use crate::linalg::jobs::{Executor, Formula, Job, expect_factors};
 use crate::linalg::{Matrix, Rng};
-use crate::model::linear::frozen;
 use crate::model::weights::read_matrix;
 use crate::model::{HostTensor, LlamaForCausalLM, Site, Target};
 
@@ -155,7 +154,7 @@ pub async fn initialize(
     let mut record = InitRecord::default();
     for layer in 0..layers {
         for (k, &target) in config.targets.iter().enumerate() {
-            let w = read_matrix(model.linear(layer, target).weight.val())
+            let w = read_matrix(model.linear(layer, target).weight_out_in())
                 .await
                 .map_err(InitError::Device)?;
             let max = w.rows.min(w.cols);
@@ -197,7 +196,7 @@ pub async fn initialize(
                 })?;
             let linear = model.linear_mut(layer, target);
             if let Some(res) = &f.residual {
-                linear.weight = frozen(upload(res, &device));
+                linear.set_weight(res, &device);
             }
             linear.lora = Some(LoraAdapter::new(
                 upload(&f.a, &device),

@@ -167,7 +167,7 @@ pub async fn model_tensors(model: &LlamaForCausalLM, merge: bool) -> Result<BTre
         );
         for target in Target::ALL {
             let lin = model.linear(i, target);
-            let mut w = host(lin.weight.val()).await?;
+            let mut w = host(lin.weight_out_in()).await?;
             if merge && let Some(lora) = &lin.lora {
                 let a = host(lora.lora_a.val()).await?;
                 let b = host(lora.lora_b.val()).await?;
@@ -183,7 +183,7 @@ pub async fn model_tensors(model: &LlamaForCausalLM, merge: bool) -> Result<BTre
         }
     }
     if let Some(head) = &model.lm_head {
-        out.insert("lm_head.weight".into(), host(head.weight.val()).await?);
+        out.insert("lm_head.weight".into(), host(head.weight_out_in()).await?);
     }
     // Vectors were read as [1, n]: store them as 1-D.
     for t in out.values_mut() {
@@ -237,4 +237,23 @@ pub fn attach_adapter(model: &mut LlamaForCausalLM, adapter: &PeftAdapter, devic
         lin.lora = Some(LoraAdapter::new(upload(&m.a), upload(&m.b), scale, false, false));
     }
     Ok(())
+}
+
+/// The weight update of every adapted module on the ORIGINAL base, `ΔW = s·(B·A − B₀·A₀)`
+/// (B₀A₀ = 0 for the methods that leave W unchanged), in f64.
+pub async fn weight_updates(
+    model: &LlamaForCausalLM,
+    init: &InitRecord,
+) -> Result<BTreeMap<(usize, Target), Matrix>, ExportError> {
+    let mut out = BTreeMap::new();
+    for ((layer, target), (a, b)) in trained_factors(model).await? {
+        let scale = model.linear(layer, target).lora.as_ref().map_or(1.0, |l| l.scale);
+        let m = |t: &HostTensor| Matrix::from_f32(t.shape[0], t.shape[1], &t.data).expect("invariant: 2-D factor");
+        let mut delta = m(&b).matmul(&m(&a));
+        if let Some((a0, b0)) = init.factors.get(&(layer, target)) {
+            delta = delta.sub(&m(b0).matmul(&m(a0)));
+        }
+        out.insert((layer, target), delta.scale(scale));
+    }
+    Ok(out)
 }

@@ -100,6 +100,10 @@ pub struct LlamaForCausalLM {
     pub model: LlamaModel,
     /// Output projection `[vocab, hidden]`; `None` when tied to `model.embed_tokens`.
     pub lm_head: Option<Linear>,
+    /// With tied embeddings: `embed_tokens` transposed to `[hidden, vocab]`, a contiguous copy
+    /// so the output matmul does not transpose 49k × 576 values per call (not a checkpoint key).
+    #[module(skip)]
+    pub tied_head: Option<Tensor<2>>,
 }
 
 /// Builds the model block by block, so a caller can report progress (and, in the browser,
@@ -150,18 +154,20 @@ impl<'a> ModelBuilder<'a> {
             rope: RotaryEmbedding::new(cfg, self.rope_freq_factors),
             sliding_window: cfg.sliding_window,
         };
-        // With tied embeddings (SmolLM2, Llama 3.2) the output layer reuses `embed_tokens`.
-        let lm_head = if cfg.tie_word_embeddings {
-            None
+        // With tied embeddings (SmolLM2, Llama 3.2) the output layer reuses `embed_tokens`; it is
+        // loaded a second time as a linear layer, i.e. transposed, for a fast output matmul.
+        let (lm_head, tied_head) = if cfg.tie_word_embeddings {
+            let head = Linear::load(&m.pp("embed_tokens"), cfg.hidden_size, cfg.vocab_size, false)?;
+            (None, Some(head.weight.val()))
         } else {
-            Some(Linear::load(
-                &self.vb.pp("lm_head"),
-                cfg.hidden_size,
-                cfg.vocab_size,
-                false,
-            )?)
+            let head = Linear::load(&self.vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?;
+            (Some(head), None)
         };
-        Ok(LlamaForCausalLM { model, lm_head })
+        Ok(LlamaForCausalLM {
+            model,
+            lm_head,
+            tied_head,
+        })
     }
 }
 
@@ -217,9 +223,12 @@ impl LlamaForCausalLM {
     /// # Shapes
     /// - hidden: `[B, T, H]` → `[B, T, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None),
+        match (&self.lm_head, &self.tied_head) {
+            (Some(head), _) => head.forward(hidden),
+            (None, Some(tied)) => burn::tensor::module::linear(hidden, tied.clone(), None),
+            (None, None) => {
+                burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None)
+            }
         }
     }
 

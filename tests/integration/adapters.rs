@@ -120,7 +120,7 @@ fn trainer(m: &LoadedModel, method: InitMethod, steps: usize, lr: f64) -> Traine
 #[test]
 fn training_lowers_the_loss_and_keeps_the_base_frozen() {
     let m = init(InitMethod::Lora, 8.0);
-    let base_w = read(m.model.linear(0, Target::Q).weight.val());
+    let base_w = read(m.model.linear(0, Target::Q).weight_out_in());
     let mut t = trainer(&m, InitMethod::Lora, 40, 1e-2);
     let first = pollster::block_on(t.step()).unwrap();
     let mut last = first.clone();
@@ -133,7 +133,7 @@ fn training_lowers_the_loss_and_keeps_the_base_frozen() {
     assert!(val.is_finite());
     let trained = t.into_model();
     assert_eq!(
-        read(trained.linear(0, Target::Q).weight.val()),
+        read(trained.linear(0, Target::Q).weight_out_in()),
         base_w,
         "the base weight moved"
     );

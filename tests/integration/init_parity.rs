@@ -133,7 +133,7 @@ fn pissa_olora_corda_and_milora_factors_equal_peft_up_to_sign() {
                 for t in Target::ALL {
                     let key = module_key(layer, t);
                     let want = &inits[&key];
-                    let w = pollster::block_on(read_matrix(m.model.linear(layer, t).weight.val())).unwrap();
+                    let w = pollster::block_on(read_matrix(m.model.linear(layer, t).weight_out_in())).unwrap();
                     let c = &covs.sites[&(layer, t.site())].covariance;
                     let e = eigh(c).unwrap();
                     let job = factors_job(method, w.clone(), rank, scale, Some((c, &e)), 0);

@@ -103,7 +103,10 @@ fn null_directions_are_at_least_10x_quieter_than_top_directions_on_held_out_ques
             worst = (n / t, *key);
         }
     }
-    eprintln!("held-out mean ‖Pᵀx‖/‖x‖ over {} sites: null {null_mean:.5}, top {top_mean:.5}", silence.sums.len());
+    eprintln!(
+        "held-out mean ‖Pᵀx‖/‖x‖ over {} sites: null {null_mean:.5}, top {top_mean:.5}",
+        silence.sums.len()
+    );
     assert!(
         null_mean * 10.0 <= top_mean,
         "mean ‖Pᵀx‖/‖x‖: null {null_mean:.4} vs top {top_mean:.4} (worst site {:?} at ratio {:.3})",

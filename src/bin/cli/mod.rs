@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch.
 
 mod adapt;
+mod bench;
+mod experiment;
 mod files;
 mod run;
 mod train;
@@ -51,9 +53,13 @@ enum Command {
     Train(train::TrainArgs),
     /// List the wgpu adapters this machine offers.
     Devices,
+    /// Knowledge probe: greedy answers scored by exact match. Prints {"exact_match", "contains", "n"}.
+    Probe(run::ProbeArgs),
+    /// Run the same fine-tuning for several methods and seeds; score task, probe and prose.
+    Experiment(experiment::ExperimentArgs),
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
-    Bench(run::BenchCommand),
+    Bench(bench::BenchCommand),
 }
 
 /// Entry point: parse, run, and turn errors into one line on stderr and a non-zero exit.
@@ -68,7 +74,9 @@ pub fn main() -> ExitCode {
         Command::Init(a) => adapt::init(a),
         Command::Train(a) => train::train(a),
         Command::Devices => run::devices(),
-        Command::Bench(b) => run::bench(b),
+        Command::Probe(a) => run::probe(a),
+        Command::Experiment(a) => experiment::experiment(a),
+        Command::Bench(b) => bench::bench(b),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

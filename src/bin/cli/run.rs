@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lora_null::device::{DeviceChoice, list_adapters, select_device};
 use lora_null::engine::LoadedModel;
@@ -19,7 +19,7 @@ pub struct AdapterArg {
     /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), ours or
     /// anyone's, applied on top of --model.
     #[arg(long)]
-    adapter: Option<PathBuf>,
+    pub adapter: Option<PathBuf>,
 }
 
 /// `generate` options.
@@ -71,29 +71,6 @@ pub struct EvalArgs {
     dump_logits: Option<PathBuf>,
 }
 
-/// `bench` subcommands.
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Forward-pass throughput over one window of text (prints JSON).
-    Forward(BenchForwardArgs),
-}
-
-/// `bench forward` options.
-#[derive(Args)]
-pub struct BenchForwardArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// Text to take the tokens from.
-    #[arg(long)]
-    text: PathBuf,
-    /// Tokens per forward pass.
-    #[arg(long, default_value_t = 512)]
-    tokens: usize,
-    /// Timed repetitions after one warm-up pass.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
-}
-
 fn device(pref: lora_null::device::DevicePreference) -> DeviceChoice {
     let choice = pollster::block_on(select_device(pref));
     if let Some(w) = &choice.warning {
@@ -103,7 +80,7 @@ fn device(pref: lora_null::device::DevicePreference) -> DeviceChoice {
 }
 
 /// Loads the model, then applies `--adapter` if given.
-fn load_with_adapter(args: &ModelArgs, adapter: &AdapterArg) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
+pub fn load_with_adapter(args: &ModelArgs, adapter: &AdapterArg) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
     let (mut m, choice) = load(args)?;
     if let Some(dir) = &adapter.adapter {
         let config = read(&dir.join("adapter_config.json"))?;
@@ -218,44 +195,52 @@ pub fn devices() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lora-null bench ...`.
-pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Forward(a) => bench_forward(a),
-    }
+/// `probe` options.
+#[derive(Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArg,
+    /// Questions, one JSON object per line: {"question": "...", "answers": ["...", ...]}.
+    #[arg(long)]
+    qa: PathBuf,
+    /// Ask through the chat template instead of the plain prompt "Question: {q}\nAnswer:".
+    #[arg(long)]
+    chat: bool,
+    /// Score only the first N questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Also write each question's answer to this JSON Lines file.
+    #[arg(long)]
+    answers_out: Option<PathBuf>,
 }
 
-fn bench_forward(a: BenchForwardArgs) -> anyhow::Result<()> {
-    let text = read_text(&a.text)?;
-    let (m, choice) = load(&a.model)?;
-    let mut ids = m.tokenizer.encode(&text)?;
-    if ids.len() < a.tokens {
-        anyhow::bail!(
-            "{} has {} tokens; --tokens {} needs more text",
-            a.text.display(),
-            ids.len(),
-            a.tokens
-        );
+/// `lora-null probe`: greedy answers (cut at the first newline), exact match after lm-eval's
+/// normalisation (case, punctuation, articles, whitespace; accents folded) against any answer,
+/// and "answer contained". Prints {"exact_match": f, "contains": f, "n": n}.
+pub fn probe(a: ProbeArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.qa)?;
+    let mut items = lora_null::eval::probe::parse_probe(&a.qa.display().to_string(), &text)?;
+    if let Some(n) = a.limit {
+        items.truncate(n);
     }
-    ids.truncate(a.tokens);
-    let run = || -> anyhow::Result<f64> {
-        let start = Instant::now();
-        pollster::block_on(lora_null::eval::forward_sync_probe(&m.model, &ids))?;
-        Ok(start.elapsed().as_secs_f64())
-    };
-    let warmup = run()?;
-    let mut times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run()).collect::<Result<_, _>>()?;
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let out = serde_json::json!({
-        "bench": "forward",
-        "device": choice.description,
-        "tokens": a.tokens,
-        "warmup_seconds": warmup,
-        "seconds": times,
-        "median_seconds": median,
-        "tokens_per_second": a.tokens as f64 / median,
-    });
-    println!("{out}");
+    let (m, _) = load_with_adapter(&a.model, &a.adapter)?;
+    let bar = ProgressBar::new(items.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} questions, ETA {eta}").expect("invariant: static template"),
+    );
+    let (score, answers) = pollster::block_on(m.probe(&items, a.chat, &mut |d, _| bar.set_position(d as u64)))?;
+    bar.finish_and_clear();
+    if let Some(path) = &a.answers_out {
+        let lines: Vec<String> = items
+            .iter()
+            .zip(&answers)
+            .map(|(q, ans)| {
+                serde_json::json!({"question": q.question, "answers": q.answers, "output": ans}).to_string()
+            })
+            .collect();
+        std::fs::write(path, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{}", serde_json::to_string(&score)?);
     Ok(())
 }

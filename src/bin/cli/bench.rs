@@ -1,0 +1,240 @@
+//! `bench`: timings that BENCHMARKS.md reports, each printed as one JSON line (the PyTorch side
+//! runs in the same invocation through scripts/bench.sh).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use lora_null::calib::{CovarianceAccumulator, EighCache, Normalization, draw_windows};
+use lora_null::io::dataset::Record;
+use lora_null::linalg::jobs::Inline;
+use lora_null::lora::{InitMethod, LoraConfig};
+use lora_null::model::{Site, Target};
+use lora_null::train::data::Example;
+use lora_null::train::{TrainConfig, TrainData, Trainer};
+
+use super::ModelArgs;
+use super::files::read_text;
+use super::run::load;
+
+/// `bench` subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Forward-pass throughput over one window of text.
+    Forward(BenchForwardArgs),
+    /// One LoRA training step (r, all 7 targets, batch × tokens), steady state.
+    Train(BenchTrainArgs),
+    /// Covariance accumulation over windows, then every eigendecomposition.
+    Analysis(BenchAnalysisArgs),
+}
+
+/// `bench forward` options.
+#[derive(Args)]
+pub struct BenchForwardArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to take the tokens from.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per forward pass.
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    /// Timed repetitions after one warm-up pass.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// `bench train` options.
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to take the tokens from.
+    #[arg(long)]
+    text: PathBuf,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    /// Timed steps after one warm-up step.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+}
+
+/// `bench analysis` options.
+#[derive(Args)]
+pub struct BenchAnalysisArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Calibration text.
+    #[arg(long)]
+    text: PathBuf,
+    /// Windows.
+    #[arg(long, default_value_t = 16)]
+    samples: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+    /// Write the windows' token ids here (JSON), for the PyTorch side.
+    #[arg(long)]
+    windows_out: Option<PathBuf>,
+}
+
+/// Dispatch.
+pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Forward(a) => forward(a),
+        BenchCommand::Train(a) => train(a),
+        BenchCommand::Analysis(a) => analysis(a),
+    }
+}
+
+/// Peak resident memory of this process, bytes (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn forward(a: BenchForwardArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.text)?;
+    let (m, choice) = load(&a.model)?;
+    let mut ids = m.tokenizer.encode(&text)?;
+    if ids.len() < a.tokens {
+        anyhow::bail!(
+            "{} has {} tokens; --tokens {} needs more text",
+            a.text.display(),
+            ids.len(),
+            a.tokens
+        );
+    }
+    ids.truncate(a.tokens);
+    let run = || -> anyhow::Result<f64> {
+        let start = Instant::now();
+        pollster::block_on(lora_null::eval::forward_sync_probe(&m.model, &ids))?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let warmup = run()?;
+    let times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run()).collect::<Result<_, _>>()?;
+    let med = median(times.clone());
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "forward", "device": choice.description, "tokens": a.tokens, "warmup_seconds": warmup,
+            "seconds": times, "median_seconds": med, "tokens_per_second": a.tokens as f64 / med,
+            "peak_rss_bytes": peak_rss(),
+        })
+    );
+    Ok(())
+}
+
+fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.text)?;
+    let (mut m, choice) = load(&a.model)?;
+    let ids = m.tokenizer.encode(&text)?;
+    let need = a.batch * a.tokens;
+    if ids.len() < need {
+        anyhow::bail!(
+            "{} has {} tokens; batch × tokens = {need} needs more text",
+            a.text.display(),
+            ids.len()
+        );
+    }
+    let examples: Vec<Example> = ids[..need]
+        .chunks(a.tokens)
+        .map(|c| Example {
+            ids: c.to_vec(),
+            target: vec![true; c.len()],
+        })
+        .collect();
+    let config = LoraConfig {
+        method: InitMethod::Lora,
+        rank: a.rank,
+        alpha: a.rank as f64,
+        use_rslora: false,
+        targets: Target::ALL.to_vec(),
+        seed: 0,
+    };
+    pollster::block_on(m.init_adapters(config, None, &mut EighCache::default(), &Inline, &mut |_, _| {}))?;
+    let data = TrainData {
+        train: examples,
+        val: Vec::new(),
+        dropped: 0,
+        truncated: 0,
+    };
+    let cfg = TrainConfig {
+        lr: 1e-4,
+        steps: Some(a.steps + 1),
+        batch: a.batch,
+        warmup_ratio: 0.0,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(m.model.clone(), cfg, data, m.tokenizer.pad_or_eos(), true)?;
+    let t0 = Instant::now();
+    pollster::block_on(trainer.step())?;
+    let warmup = t0.elapsed().as_secs_f64();
+    let mut times = Vec::new();
+    for _ in 0..a.steps.max(1) {
+        let t = Instant::now();
+        pollster::block_on(trainer.step())?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let med = median(times.clone());
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "train", "device": choice.description, "rank": a.rank, "batch": a.batch, "tokens": a.tokens,
+            "warmup_seconds": warmup, "seconds": times, "median_seconds": med,
+            "tokens_per_second": need as f64 / med, "peak_rss_bytes": peak_rss(),
+        })
+    );
+    Ok(())
+}
+
+fn analysis(a: BenchAnalysisArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.text)?;
+    let (m, choice) = load(&a.model)?;
+    let windows = draw_windows(&[Record::Text(text)], &m.tokenizer, a.samples, a.seq_len, 233)?;
+    if let Some(path) = &a.windows_out {
+        std::fs::write(path, serde_json::to_vec(&windows.windows)?)?;
+    }
+    let t0 = Instant::now();
+    let mut acc = CovarianceAccumulator::new(Site::ALL.to_vec(), Normalization::SignedMax);
+    for w in &windows.windows {
+        acc.run_window(&m.model, w);
+    }
+    let covs = pollster::block_on(acc.finish()).map_err(anyhow::Error::msg)?;
+    let covariance_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut eighs = EighCache::default();
+    let mut by_dim = std::collections::BTreeMap::<usize, (usize, f64)>::new();
+    for &(layer, site) in covs.sites.keys() {
+        let t = Instant::now();
+        pollster::block_on(eighs.get(&covs, layer, site, &Inline))?;
+        let d = covs.sites[&(layer, site)].covariance.rows;
+        let e = by_dim.entry(d).or_default();
+        *e = (e.0 + 1, e.1 + t.elapsed().as_secs_f64());
+    }
+    let eigh_seconds = t1.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "analysis", "device": choice.description, "windows": windows.windows.len(), "seq_len": a.seq_len,
+            "covariance_seconds": covariance_seconds, "eigh_seconds": eigh_seconds,
+            "eigh_by_dim": by_dim.iter().map(|(d, (n, s))| serde_json::json!({"dim": d, "count": n, "seconds": s})).collect::<Vec<_>>(),
+            "peak_rss_bytes": peak_rss(),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! `lora-null experiment --config FILE`: the same fine-tuning for several initialisations and
+//! seeds, each scored on the task (held-out items), the knowledge probe and knowledge-prose
+//! perplexity, before and after, plus why: how much each trained ΔW disturbs the calibration
+//! (knowledge) activations. Results append to OUT/results.jsonl as runs finish, so an
+//! interrupted experiment resumes where it stopped; OUT/table.md is rewritten after each run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use lora_null::calib::EighCache;
+use lora_null::engine::{CalibOptions, Calibration, LoadedModel};
+use lora_null::eval::GenerateOptions;
+use lora_null::eval::probe::{ProbeItem, parse_probe};
+use lora_null::io::dataset::{Record, alpaca_prompt};
+use lora_null::linalg::init::top_basis;
+use lora_null::linalg::jobs::Inline;
+use lora_null::linalg::spectra::{output_disturbance, weight_energy};
+use lora_null::lora::export::weight_updates;
+use lora_null::lora::{InitMethod, LoraConfig};
+use lora_null::model::Target;
+use lora_null::model::weights::read_matrix;
+use lora_null::train::{TrainConfig, Trainer, prepare};
+use serde::{Deserialize, Serialize};
+
+use super::adapt::bar;
+use super::files::{read_dataset, read_model_files, read_text};
+
+/// `experiment` options.
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// Experiment config (JSON); see experiments/forgetting.json.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// The experiment, as data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentConfig {
+    /// Model file or folder.
+    pub model: PathBuf,
+    /// Fine-tuning data (instruction records).
+    pub train: PathBuf,
+    /// Held-out task items (instruction records; output = the exact answer).
+    pub test: PathBuf,
+    /// Score at most this many test items (the first N).
+    pub test_limit: usize,
+    /// Knowledge probe (question/answers JSON lines).
+    pub probe: PathBuf,
+    /// Ask the probe through the chat template.
+    pub chat: bool,
+    /// Knowledge prose for perplexity.
+    pub prose: PathBuf,
+    /// Tokens of prose to score.
+    pub prose_tokens: usize,
+    /// Calibration text (knowledge kind).
+    pub calib: PathBuf,
+    /// Calibration windows.
+    pub calib_samples: usize,
+    /// Tokens per calibration window.
+    pub calib_seq_len: usize,
+    /// Methods, in order.
+    pub methods: Vec<InitMethod>,
+    /// Seeds every method runs with.
+    pub seeds: Vec<u64>,
+    /// Extra seeds for some methods (the spread).
+    #[serde(default)]
+    pub extra_seeds: BTreeMap<String, Vec<u64>>,
+    /// Rank.
+    pub rank: usize,
+    /// Alpha.
+    pub alpha: f64,
+    /// Adapted modules.
+    pub targets: Vec<Target>,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Truncation length.
+    pub max_len: usize,
+    /// Output folder.
+    pub out: PathBuf,
+}
+
+/// Scores of one model state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Scores {
+    task_exact: f64,
+    probe_exact: f64,
+    probe_contains: f64,
+    prose_ppl: f64,
+}
+
+/// One finished run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunResult {
+    method: String,
+    seed: u64,
+    after: Scores,
+    final_loss: f64,
+    train_seconds: f64,
+    total_seconds: f64,
+    /// Mean over modules of tr(ΔW C ΔWᵀ)/tr(W C Wᵀ) on the calibration covariance.
+    disturbance: f64,
+    /// Mean over modules of ‖ΔW P_top‖²/‖ΔW‖² for the calibration's top-r directions.
+    top_share: f64,
+}
+
+fn test_items(path: &Path, limit: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let items: Vec<(String, String)> = read_dataset(path)?
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Instruction {
+                instruction,
+                input,
+                output,
+            } => Some((alpaca_prompt(&instruction, &input), output)),
+            _ => None,
+        })
+        .take(limit)
+        .collect();
+    anyhow::ensure!(!items.is_empty(), "{}: no instruction records to score", path.display());
+    Ok(items)
+}
+
+struct Bench {
+    cfg: ExperimentConfig,
+    tests: Vec<(String, String)>,
+    probe: Vec<ProbeItem>,
+    prose: String,
+}
+
+impl Bench {
+    fn score(&self, m: &LoadedModel) -> anyhow::Result<Scores> {
+        let pb = bar("task");
+        pb.set_length(self.tests.len() as u64);
+        let opts = GenerateOptions {
+            max_new_tokens: 48,
+            ..GenerateOptions::default()
+        };
+        let mut hits = 0;
+        for (i, (prompt, want)) in self.tests.iter().enumerate() {
+            let got = pollster::block_on(m.generate_text(prompt, false, &opts, &mut |_| {}))?;
+            hits += (got.trim() == want.trim()) as usize;
+            pb.set_position(i as u64 + 1);
+        }
+        pb.finish_and_clear();
+        let pb = bar("probe");
+        let (probe, _) = pollster::block_on(m.probe(&self.probe, self.cfg.chat, &mut |d, t| {
+            pb.set_length(t as u64);
+            pb.set_position(d as u64)
+        }))?;
+        pb.finish_and_clear();
+        let ppl = pollster::block_on(m.perplexity_text(&self.prose, Some(self.cfg.prose_tokens), 512, &mut |_, _| {}))?;
+        Ok(Scores {
+            task_exact: hits as f64 / self.tests.len() as f64,
+            probe_exact: probe.exact_match,
+            probe_contains: probe.contains,
+            prose_ppl: ppl.perplexity,
+        })
+    }
+}
+
+/// `lora-null experiment`.
+pub fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
+    let cfg: ExperimentConfig = serde_json::from_str(&read_text(&a.config)?)
+        .with_context(|| format!("{} is not a valid experiment config", a.config.display()))?;
+    std::fs::create_dir_all(&cfg.out)?;
+    let device = lora_null::device::DeviceChoice::cpu().device;
+    let files = read_model_files(&cfg.model)?;
+    let bench = Bench {
+        tests: test_items(&cfg.test, cfg.test_limit)?,
+        probe: parse_probe(&cfg.probe.display().to_string(), &read_text(&cfg.probe)?)?,
+        prose: read_text(&cfg.prose)?,
+        cfg: cfg.clone(),
+    };
+    let records = read_dataset(&cfg.train)?;
+    let base_path = cfg.out.join("baseline.json");
+    let baseline: Scores = match std::fs::read(&base_path) {
+        Ok(b) => serde_json::from_slice(&b)?,
+        Err(_) => {
+            eprintln!("scoring the base model");
+            let m = LoadedModel::load(&files, &device)?;
+            let s = bench.score(&m)?;
+            std::fs::write(&base_path, serde_json::to_vec_pretty(&s)?)?;
+            s
+        }
+    };
+    eprintln!("base: {baseline:?}");
+    let calib = {
+        let m = LoadedModel::load(&files, &device)?;
+        let opts = CalibOptions {
+            samples: cfg.calib_samples,
+            seq_len: cfg.calib_seq_len,
+            targets: cfg.targets.clone(),
+            ..CalibOptions::default()
+        };
+        eprintln!("calibrating on {}", cfg.calib.display());
+        pollster::block_on(m.calibrate(&read_dataset(&cfg.calib)?, &opts, &mut |_, _| {}))?
+    };
+    let mut eighs = EighCache::default();
+    let results_path = cfg.out.join("results.jsonl");
+    let mut done: Vec<RunResult> = read_results(&results_path);
+    let mut runs: Vec<(InitMethod, u64)> = Vec::new();
+    for &m in &cfg.methods {
+        for &s in cfg
+            .seeds
+            .iter()
+            .chain(cfg.extra_seeds.get(m.name()).into_iter().flatten())
+        {
+            runs.push((m, s));
+        }
+    }
+    for (method, seed) in runs {
+        if done.iter().any(|r| r.method == method.name() && r.seed == seed) {
+            continue;
+        }
+        eprintln!("run: {} seed {seed}", method.name());
+        let r = run(&bench, &files, &device, &records, &calib, &mut eighs, method, seed)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&results_path)?;
+        writeln!(f, "{}", serde_json::to_string(&r)?)?;
+        done.push(r);
+        std::fs::write(cfg.out.join("table.md"), table(&cfg, &baseline, &done))?;
+    }
+    let t = table(&cfg, &baseline, &done);
+    std::fs::write(cfg.out.join("table.md"), &t)?;
+    println!("{t}");
+    Ok(())
+}
+
+fn read_results(path: &Path) -> Vec<RunResult> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    bench: &Bench,
+    files: &lora_null::io::ModelFiles,
+    device: &burn::tensor::Device,
+    records: &[Record],
+    calib: &Calibration,
+    eighs: &mut EighCache,
+    method: InitMethod,
+    seed: u64,
+) -> anyhow::Result<RunResult> {
+    let cfg = &bench.cfg;
+    let start = Instant::now();
+    let mut m = LoadedModel::load(files, device)?;
+    let lora = LoraConfig {
+        method,
+        rank: cfg.rank,
+        alpha: cfg.alpha,
+        use_rslora: false,
+        targets: cfg.targets.clone(),
+        seed,
+    };
+    pollster::block_on(m.init_adapters(lora, Some(calib), eighs, &Inline, &mut |_, _| {}))?;
+    let data = prepare(records, &m.tokenizer, cfg.max_len, 0.0, seed)?;
+    let tc = TrainConfig {
+        lr: cfg.lr,
+        steps: Some(cfg.steps),
+        batch: cfg.batch,
+        seed,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        m.model.clone(),
+        tc,
+        data,
+        m.tokenizer.pad_or_eos(),
+        method.trains_down(),
+    )?;
+    let t0 = Instant::now();
+    let pb = bar("training");
+    pb.set_length(cfg.steps as u64);
+    let mut loss = f64::NAN;
+    while !trainer.finished() {
+        let s = pollster::block_on(trainer.step())?;
+        loss = s.loss;
+        pb.set_position(s.step as u64);
+        pb.set_message(format!("loss {loss:.3}"));
+    }
+    pb.finish_and_clear();
+    let train_seconds = t0.elapsed().as_secs_f64();
+    m.model = trainer.into_model();
+    let after = bench.score(&m)?;
+    let init = &m.adapter.as_ref().expect("invariant: initialised above").init;
+    let deltas = pollster::block_on(weight_updates(&m.model, init))?;
+    let (mut disturbance, mut top_share) = (0.0, 0.0);
+    for (&(layer, target), delta) in &deltas {
+        let c = &calib.covariances.sites[&(layer, target.site())].covariance;
+        let e = pollster::block_on(eighs.get(&calib.covariances, layer, target.site(), &Inline))?;
+        // The original W: the residual plus the initial factors, i.e. current base + s·B₀A₀.
+        let w = pollster::block_on(read_matrix(m.model.linear(layer, target).weight_out_in()))
+            .map_err(anyhow::Error::msg)?;
+        let w = match init.factors.get(&(layer, target)) {
+            Some((a0, b0)) if method.changes_base() => {
+                let s = m.model.linear(layer, target).lora.as_ref().map_or(1.0, |l| l.scale);
+                let mm = |t: &lora_null::model::HostTensor| {
+                    lora_null::linalg::Matrix::from_f32(t.shape[0], t.shape[1], &t.data).expect("invariant: 2-D")
+                };
+                w.add(&mm(b0).matmul(&mm(a0)).scale(s))
+            }
+            _ => w,
+        };
+        disturbance += output_disturbance(delta, &w, c) / deltas.len() as f64;
+        top_share += weight_energy(delta, &top_basis(e, cfg.rank)) / deltas.len() as f64;
+    }
+    Ok(RunResult {
+        method: method.name().to_string(),
+        seed,
+        after,
+        final_loss: loss,
+        train_seconds,
+        total_seconds: start.elapsed().as_secs_f64(),
+        disturbance,
+        top_share,
+    })
+}
+
+fn table(cfg: &ExperimentConfig, base: &Scores, runs: &[RunResult]) -> String {
+    let mut t = format!(
+        "Base model: task {:.1}%, probe exact {:.1}% / contains {:.1}%, prose perplexity {:.3}\n\n\
+         | method | seed | task exact % | probe contains % (Δ) | probe exact % (Δ) | prose ppl (Δ) | final loss | ΔW disturbance on knowledge activations | ΔW share in top-{} directions | train s |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        100.0 * base.task_exact,
+        100.0 * base.probe_exact,
+        100.0 * base.probe_contains,
+        base.prose_ppl,
+        cfg.rank
+    );
+    for r in runs {
+        let a = &r.after;
+        t.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} ({:+.1}) | {:.1} ({:+.1}) | {:.3} ({:+.3}) | {:.3} | {:.2e} | {:.3} | {:.0} |\n",
+            r.method,
+            r.seed,
+            100.0 * a.task_exact,
+            100.0 * a.probe_contains,
+            100.0 * (a.probe_contains - base.probe_contains),
+            100.0 * a.probe_exact,
+            100.0 * (a.probe_exact - base.probe_exact),
+            a.prose_ppl,
+            a.prose_ppl - base.prose_ppl,
+            r.final_loss,
+            r.disturbance,
+            r.top_share,
+            r.train_seconds
+        ));
+    }
+    t
+}
