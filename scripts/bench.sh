@@ -3,6 +3,8 @@
 #   scripts/bench.sh forward   forward pass, 512 tokens of SmolLM2-135M: cpu, wgpu, torch 1 and 2 threads
 #   scripts/bench.sh train     one LoRA step, r=16, 7 targets, batch 4x128: cpu, wgpu, torch+PEFT 1 and 2 threads
 #   scripts/bench.sh analysis  covariances over 16 windows x 512 tokens + every eigendecomposition: cpu, torch 1 and 2 threads
+#   scripts/bench.sh matmul    raw matmul GFLOP/s at the model shapes: burn flex vs torch 1 and 2 threads
+#   scripts/bench.sh browser   tiny model forward + train step: browser WebGPU (SwiftShader) vs native cpu and wgpu
 # Needs the reference venv (scripts/requirements-reference.txt) at $VENV (default
 # ~/.cache/lora-null/venv). Prints JSON lines, then a markdown table with ratios.
 set -euo pipefail
@@ -43,22 +45,49 @@ case "$what" in
     done
     rm -f "$windows"
     ;;
-  *) echo "unknown benchmark ${what}; use forward, train or analysis" >&2; exit 2 ;;
+  matmul)
+    "$bin" bench matmul --device cpu | tee -a "$out"
+    for t in 1 2; do
+      "$py" scripts/bench/torch_matmul.py --threads "$t" | tee -a "$out"
+    done
+    ;;
+  browser)
+    # The tiny model: the browser's WebGPU here is SwiftShader (a CPU emulation of a GPU), so
+    # these numbers say little about real GPUs; they compare the same work in both places.
+    tiny=tests/fixtures/tiny/llama
+    text=tests/fixtures/smollm2/ppl_text.txt
+    cargo test --target wasm32-unknown-unknown --test browser bench_tiny -- --nocapture 2>&1 \
+      | grep -o '{"bench".*}' | tee -a "$out"
+    for dev in cpu wgpu; do
+      "$bin" bench forward --model "$tiny" --text "$text" --tokens 64 --device "$dev" --repeats 5 | tee -a "$out"
+      "$bin" bench train --model "$tiny" --text "$text" --rank 4 --batch 2 --tokens 96 --device "$dev" --steps 5 | tee -a "$out"
+    done
+    ;;
+  *) echo "unknown benchmark ${what}; use forward, train, analysis or browser" >&2; exit 2 ;;
 esac
 python3 - "$out" "$what" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-ref = next(r for r in rows if r["device"].startswith("pytorch") and "1 thread" in r["device"])
+ref = next((r for r in rows if r["device"].startswith("pytorch") and "1 thread" in r["device"]),
+           next((r for r in rows if r["device"].startswith("cpu")), rows[0]))
 mib = lambda r: f"{r['peak_rss_bytes'] / 2**20:.0f}" if r.get("peak_rss_bytes") else "–"
-if sys.argv[2] == "analysis":
+if sys.argv[2] == "matmul":
+    print("\n| run | k × n | GFLOP/s |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r['device']} | {r['k']} × {r['n']} | {r['gflops']:.1f} |")
+elif sys.argv[2] == "analysis":
     print("\n| run | covariances s | eigh s (all) | eigh by dim | peak MiB | covariances vs PyTorch 1 thread | eigh vs PyTorch 1 thread |\n|---|---|---|---|---|---|---|")
     for r in rows:
         dims = ", ".join(f"{e['count']}×{e['dim']}: {e['seconds']:.1f}s" for e in r["eigh_by_dim"])
         print(f"| {r['device']} | {r['covariance_seconds']:.1f} | {r['eigh_seconds']:.1f} | {dims} | {mib(r)} | "
               f"{ref['covariance_seconds'] / r['covariance_seconds']:.2f}x | {ref['eigh_seconds'] / r['eigh_seconds']:.2f}x |")
 else:
-    print("\n| run | tokens/s | median s | peak MiB | speed vs PyTorch 1 thread |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['device']} | {r['tokens_per_second']:.1f} | {r['median_seconds']:.3f} | {mib(r)} | {r['tokens_per_second'] / ref['tokens_per_second']:.2f}x |")
+    ref_name = "PyTorch 1 thread" if ref["device"].startswith("pytorch") else "native cpu"
+    for kind in sorted({r["bench"] for r in rows}):
+        base = ref if ref["bench"] == kind else next(r for r in rows if r["bench"] == kind and r["device"].startswith(("pytorch", "cpu")))
+        print(f"\n{kind}:\n\n| run | tokens/s | median s | peak MiB | speed vs {ref_name} |\n|---|---|---|---|---|")
+        for r in rows:
+            if r["bench"] == kind:
+                print(f"| {r['device']} | {r['tokens_per_second']:.1f} | {r['median_seconds']:.3f} | {mib(r)} | {r['tokens_per_second'] / base['tokens_per_second']:.2f}x |")
 PY
 rm -f "$out"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The run command from README.md: fetches the default model and runs the CLI on it.
+# The run command from README.md: installs what the app needs (once: trunk and wasm-bindgen-cli
+# through cargo), fetches the default model and data into assets/, builds the browser app with
+# trunk and serves it at http://127.0.0.1:8080 (Ctrl-C stops it). Open the page in a browser with
+# WebGPU (Chrome/Edge 113+, or Safari 26), press "Start WebGPU", then "Load the default".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lora-null/target}"
-scripts/setup.sh
+scripts/setup.sh --trunk
 scripts/fetch-model.sh
-model=assets/models/SmolLM2-135M-Instruct.Q4_1.gguf
-cargo run --bin lora-null -- generate --model "$model" --chat --prompt "${1:-What is the capital of France?}" --max-new-tokens 48
+scripts/fetch-data.sh
+echo "serving the studio at http://127.0.0.1:${PORT:-8080}"
+exec trunk serve --offline --port "${PORT:-8080}"

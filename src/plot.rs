@@ -21,6 +21,15 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 44.0;
 
+/// The `<svg>` element, a white background and a centred title.
+fn open_svg(title: &str, height: f64, font_size: u32) -> String {
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height:.0}" width="{W}" height="{height:.0}" font-family="sans-serif" font-size="{font_size}"><rect width="100%" height="100%" fill="white"/><text x="{}" y="20" font-size="13" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    )
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -43,13 +52,7 @@ pub fn spectrum_svg(title: &str, series: &[Series], rank: usize) -> String {
     let (lo, hi) = (min.log10().floor(), 0.0);
     let x = |i: usize| LEFT + (W - LEFT - RIGHT) * i as f64 / (n - 1) as f64;
     let y = |v: f64| TOP + (H - TOP - BOTTOM) * (hi - v.log10()) / (hi - lo).max(1.0);
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="{}" y="20" font-size="13" text-anchor="middle">{}</text>"#,
-        W / 2.0,
-        esc(title)
-    );
+    let mut svg = open_svg(title, H, 11);
     if let Some(first) = series.first() {
         let len = first.values.len();
         if rank > 0 && rank <= len {
@@ -142,13 +145,7 @@ pub fn heatmap_svg(
     let finite = values.iter().flatten().copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height:.0}" width="{W}" height="{height:.0}" font-family="sans-serif" font-size="10"><rect width="100%" height="100%" fill="white"/><text x="{}" y="18" font-size="13" text-anchor="middle">{}</text>"#,
-        W / 2.0,
-        esc(title)
-    );
+    let mut svg = open_svg(title, height, 10);
     for (j, c) in col_labels.iter().enumerate() {
         let _ = write!(
             svg,
@@ -197,13 +194,7 @@ pub fn heatmap_svg(
 
 /// A line chart of `(x, y)` points (e.g. training loss per step), linear axes.
 pub fn line_svg(title: &str, points: &[(f64, f64)], y_label: &str) -> String {
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="{}" y="20" font-size="13" text-anchor="middle">{}</text>"#,
-        W / 2.0,
-        esc(title)
-    );
+    let mut svg = open_svg(title, H, 11);
     let finite: Vec<(f64, f64)> = points
         .iter()
         .copied()

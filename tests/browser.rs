@@ -107,3 +107,59 @@ async fn the_engine_on_webgpu_loads_trains_and_exports() {
     assert_eq!(adapter.config.r, 8);
     assert_eq!(adapter.modules.len(), 14);
 }
+
+/// Timings for BENCHMARKS.md (scripts/bench.sh browser): the tiny model's forward pass over 64
+/// tokens and one training step (r 4, batch 2), on the browser's WebGPU. Printed as JSON lines.
+#[wasm_bindgen_test]
+async fn bench_tiny_forward_and_train_step_on_webgpu() {
+    let choice = init_webgpu().await.expect("WebGPU");
+    let mut m = LoadedModel::load(&tiny_files(), &choice.device).unwrap();
+    let ids: Vec<u32> = (0..64).map(|i| 3 + (i * 37) % 300).collect();
+    let now = || web_sys::window().unwrap().performance().unwrap().now() / 1000.0;
+    lora_null::eval::forward_sync_probe(&m.model, &ids).await.unwrap();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = now();
+        lora_null::eval::forward_sync_probe(&m.model, &ids).await.unwrap();
+        times.push(now() - t);
+    }
+    times.sort_by(f64::total_cmp);
+    console_log!(
+        "{}",
+        serde_json::json!({"bench": "forward", "device": format!("browser {}", choice.description), "tokens": 64,
+            "median_seconds": times[2], "tokens_per_second": 64.0 / times[2]})
+    );
+    let config = LoraConfig {
+        method: InitMethod::Lora,
+        rank: 4,
+        alpha: 4.0,
+        use_rslora: false,
+        targets: Target::ALL.to_vec(),
+        seed: 1,
+    };
+    m.init_adapters(config, None, &mut EighCache::default(), &Inline, &mut |_, _| {})
+        .await
+        .unwrap();
+    let records = parse_dataset("train.jsonl", include_bytes!("fixtures/e2e/train.jsonl")).unwrap();
+    let data = prepare(&records, &m.tokenizer, 256, 0.0, 1).unwrap();
+    let cfg = TrainConfig {
+        lr: 1e-3,
+        steps: Some(6),
+        batch: 2,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(m.model.clone(), cfg, data, m.tokenizer.pad_or_eos(), true).unwrap();
+    trainer.step().await.unwrap();
+    let mut steps = Vec::new();
+    for _ in 0..5 {
+        let t = now();
+        let s = trainer.step().await.unwrap();
+        steps.push((now() - t, s.tokens_per_second));
+    }
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    console_log!(
+        "{}",
+        serde_json::json!({"bench": "train", "device": format!("browser {}", choice.description),
+            "median_seconds": steps[2].0, "tokens_per_second": steps[2].1})
+    );
+}

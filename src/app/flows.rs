@@ -105,6 +105,13 @@ pub async fn load_model(ui: Ui, files: ModelFiles) -> Result<(), String> {
             limit >> 20
         ));
     }
+    let total = c.num_parameters() as u64 * 4;
+    if total > 2 << 30 {
+        ui.status.set(format!(
+            "note: this model needs {:.1} GiB of GPU memory in f32 (plus activations); loading may fail on smaller GPUs",
+            total as f64 / (1u64 << 30) as f64
+        ));
+    }
     let view = ckpt.source().map_err(|e| e.to_string())?;
     let mut builder = view.builder(&ckpt.config, &device);
     loop {

@@ -70,7 +70,7 @@ pub fn activation_energy(c: &Matrix, p: &Matrix) -> f64 {
     let captured: f64 = (0..p.cols)
         .map(|j| (0..p.rows).map(|i| p[(i, j)] * cp[(i, j)]).sum::<f64>())
         .sum();
-    captured / total
+    (captured / total).max(0.0)
 }
 
 /// `‖W P‖²_F / ‖W‖²_F`: the share of the weight's energy acting on span(P).

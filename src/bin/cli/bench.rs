@@ -26,6 +26,19 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Covariance accumulation over windows, then every eigendecomposition.
     Analysis(BenchAnalysisArgs),
+    /// Raw matmul throughput of the backend at the model's shapes (what limits the others).
+    Matmul(BenchMatmulArgs),
+}
+
+/// `bench matmul` options.
+#[derive(Args)]
+pub struct BenchMatmulArgs {
+    /// Where to run: auto, cpu or wgpu.
+    #[arg(long, default_value = "cpu")]
+    device: lora_null::device::DevicePreference,
+    /// Rows of the left operand (tokens).
+    #[arg(long, default_value_t = 512)]
+    rows: usize,
 }
 
 /// `bench forward` options.
@@ -91,6 +104,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Forward(a) => forward(a),
         BenchCommand::Train(a) => train(a),
         BenchCommand::Analysis(a) => analysis(a),
+        BenchCommand::Matmul(a) => matmul(a),
     }
 }
 
@@ -236,5 +250,30 @@ fn analysis(a: BenchAnalysisArgs) -> anyhow::Result<()> {
             "peak_rss_bytes": peak_rss(),
         })
     );
+    Ok(())
+}
+
+fn matmul(a: BenchMatmulArgs) -> anyhow::Result<()> {
+    use burn::tensor::{Distribution, Tensor};
+    let choice = pollster::block_on(lora_null::device::select_device(a.device));
+    let d = &choice.device;
+    // SmolLM2's linear shapes: hidden 576, MLP 1536, vocabulary 49152.
+    for (k, n) in [(576, 576), (576, 1536), (1536, 576), (576, 49152)] {
+        let x = Tensor::<2>::random([a.rows, k], Distribution::Default, d);
+        let w = Tensor::<2>::random([k, n], Distribution::Default, d);
+        let run = || {
+            let t = Instant::now();
+            let _ = pollster::block_on(x.clone().matmul(w.clone()).sum().into_scalar_async::<f32>());
+            t.elapsed().as_secs_f64()
+        };
+        run();
+        let med = median((0..5).map(|_| run()).collect());
+        let gflops = 2.0 * (a.rows * k * n) as f64 / med / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"bench": "matmul", "device": choice.description, "m": a.rows, "k": k, "n": n,
+                "median_seconds": med, "gflops": gflops})
+        );
+    }
     Ok(())
 }

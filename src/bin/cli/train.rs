@@ -30,8 +30,8 @@ pub struct TrainArgs {
     lora: LoraArgs,
     #[command(flatten)]
     calib: CalibArgs,
-    /// Optimiser steps (overrides --epochs).
-    #[arg(long)]
+    /// Optimiser steps (instead of --epochs).
+    #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
     /// Passes over the training set.
     #[arg(long, default_value_t = 1.0)]
@@ -121,10 +121,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         },
     ))?;
     pb.finish_and_clear();
-    eprintln!(
-        "init: {}",
-        init_summary(&m, calib.as_ref(), start.elapsed().as_secs_f64())
-    );
+    let mut summary = init_summary(&m, calib.as_ref(), start.elapsed().as_secs_f64());
+    if let Some(map) = summary.as_object_mut() {
+        map.remove("activation_energy_seen_by_A");
+    }
+    eprintln!("init: {summary}");
     let base = base_name(&a.model.model);
     if a.export_init {
         let files = pollster::block_on(m.export_init(&base, a.dtype))?;
