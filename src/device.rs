@@ -167,10 +167,28 @@ pub fn has_webgpu() -> bool {
     !gpu.is_undefined() && !gpu.is_null()
 }
 
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    /// burn registers one wgpu runtime per device for the life of the page, so the first
+    /// successful initialisation is kept and handed out again.
+    static WEBGPU: std::cell::RefCell<Option<DeviceChoice>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Asks the browser for a WebGPU adapter, reports its name and limits, and initialises burn's
-/// wgpu runtime on it. Errors say what to do.
+/// wgpu runtime on it. Errors say what to do. Later calls return the device the first
+/// successful call set up (burn cannot register a second runtime for the same device).
 #[cfg(target_arch = "wasm32")]
 pub async fn init_webgpu() -> Result<DeviceChoice, String> {
+    if let Some(choice) = WEBGPU.with(|c| c.borrow().clone()) {
+        return Ok(choice);
+    }
+    let choice = init_webgpu_once().await?;
+    WEBGPU.with(|c| *c.borrow_mut() = Some(choice.clone()));
+    Ok(choice)
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn init_webgpu_once() -> Result<DeviceChoice, String> {
     if !has_webgpu() {
         return Err(NO_WEBGPU.to_string());
     }

@@ -84,12 +84,13 @@ fn device() -> Result<burn::tensor::Device, String> {
         .ok_or_else(|| "start the GPU first (WebGPU, or the CPU backend)".to_string())
 }
 
-/// Loads a model from files, checking the largest tensor against the adapter's limits first.
-pub async fn load_model(ui: Ui, files: ModelFiles) -> Result<(), String> {
+/// Builds the model from files block by block, yielding to the page between blocks, after
+/// checking the largest tensor against the adapter's limits.
+async fn build_model(ui: Ui, files: &ModelFiles) -> Result<LoadedModel, String> {
     let device = device()?;
     ui.status.set("parsing the model…".into());
     yield_now().await;
-    let ckpt = Checkpoint::parse(&files).map_err(|e| e.to_string())?;
+    let ckpt = Checkpoint::parse(files).map_err(|e| e.to_string())?;
     let c = &ckpt.config;
     let biggest = (c.vocab_size * c.hidden_size).max(c.intermediate_size * c.hidden_size) as u64 * 4;
     let limit = session::with(|s| {
@@ -124,16 +125,19 @@ pub async fn load_model(ui: Ui, files: ModelFiles) -> Result<(), String> {
         }
     }
     let model = builder.finish().map_err(|e| e.to_string())?;
-    let loaded = LoadedModel {
+    Ok(LoadedModel {
         config: ckpt.config.clone(),
         tokenizer: ckpt.tokenizer.clone(),
         model,
         format: ckpt.format,
         storage: ckpt.storage.clone(),
         adapter: None,
-    };
-    drop(view);
-    drop(ckpt);
+    })
+}
+
+/// Loads a model from files and makes it the page's model.
+pub async fn load_model(ui: Ui, files: ModelFiles) -> Result<(), String> {
+    let loaded = build_model(ui, &files).await?;
     ui.summary.set(Some(loaded.summary()));
     session::with(|s| {
         s.model = Some(loaded);
@@ -271,7 +275,6 @@ pub async fn generate(ui: Ui, prompt: String, out: RwSignal<String>) -> Result<(
 /// Initialises the chosen method on a fresh copy of the base and trains it step by step,
 /// honouring pause and cancel between steps.
 pub async fn train(ui: Ui, opts: TrainOptions) -> Result<(), String> {
-    let device = device()?;
     let files = session::with(|s| s.files.clone()).ok_or("load a model first")?;
     let records = session::with(|s| s.data.clone())
         .map(|d| d.1)
@@ -283,9 +286,7 @@ pub async fn train(ui: Ui, opts: TrainOptions) -> Result<(), String> {
             opts.method.name()
         ));
     }
-    ui.status.set("reloading the base model…".into());
-    yield_now().await;
-    let mut model = LoadedModel::load(&files, &device).map_err(|e| e.to_string())?;
+    let mut model = build_model(ui, &files).await?;
     let config = LoraConfig {
         method: opts.method,
         rank: opts.rank,

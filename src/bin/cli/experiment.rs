@@ -50,6 +50,9 @@ pub struct ExperimentConfig {
     pub test_limit: usize,
     /// Knowledge probe (question/answers JSON lines).
     pub probe: PathBuf,
+    /// Score at most this many probe items (the first N); all when absent.
+    #[serde(default)]
+    pub probe_limit: Option<usize>,
     /// Ask the probe through the chat template.
     pub chat: bool,
     /// Knowledge prose for perplexity.
@@ -91,6 +94,9 @@ pub struct ExperimentConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Scores {
     task_exact: f64,
+    /// Share of the answer's `key=value` fields (split at ';') that the generation got right.
+    #[serde(default)]
+    task_fields: f64,
     probe_exact: f64,
     probe_contains: f64,
     prose_ppl: f64,
@@ -128,6 +134,16 @@ fn test_items(path: &Path, limit: usize) -> anyhow::Result<Vec<(String, String)>
     Ok(items)
 }
 
+/// The share of `want`'s `;`-separated fields that appear, exactly, among `got`'s fields.
+fn field_share(got: &str, want: &str) -> f64 {
+    let got: Vec<&str> = got.lines().next().unwrap_or("").split(';').map(str::trim).collect();
+    let want: Vec<&str> = want.split(';').map(str::trim).filter(|f| !f.is_empty()).collect();
+    if want.is_empty() {
+        return 0.0;
+    }
+    want.iter().filter(|w| got.contains(w)).count() as f64 / want.len() as f64
+}
+
 struct Bench {
     cfg: ExperimentConfig,
     tests: Vec<(String, String)>,
@@ -143,10 +159,11 @@ impl Bench {
             max_new_tokens: 48,
             ..GenerateOptions::default()
         };
-        let mut hits = 0;
+        let (mut hits, mut fields) = (0, 0.0);
         for (i, (prompt, want)) in self.tests.iter().enumerate() {
             let got = pollster::block_on(m.generate_text(prompt, false, &opts, &mut |_| {}))?;
             hits += (got.trim() == want.trim()) as usize;
+            fields += field_share(&got, want);
             pb.set_position(i as u64 + 1);
         }
         pb.finish_and_clear();
@@ -159,6 +176,7 @@ impl Bench {
         let ppl = pollster::block_on(m.perplexity_text(&self.prose, Some(self.cfg.prose_tokens), 512, &mut |_, _| {}))?;
         Ok(Scores {
             task_exact: hits as f64 / self.tests.len() as f64,
+            task_fields: fields / self.tests.len() as f64,
             probe_exact: probe.exact_match,
             probe_contains: probe.contains,
             prose_ppl: ppl.perplexity,
@@ -175,7 +193,11 @@ pub fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     let files = read_model_files(&cfg.model)?;
     let bench = Bench {
         tests: test_items(&cfg.test, cfg.test_limit)?,
-        probe: parse_probe(&cfg.probe.display().to_string(), &read_text(&cfg.probe)?)?,
+        probe: {
+            let mut items = parse_probe(&cfg.probe.display().to_string(), &read_text(&cfg.probe)?)?;
+            items.truncate(cfg.probe_limit.unwrap_or(usize::MAX));
+            items
+        },
         prose: read_text(&cfg.prose)?,
         cfg: cfg.clone(),
     };
@@ -227,6 +249,10 @@ pub fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
             .append(true)
             .open(&results_path)?;
         writeln!(f, "{}", serde_json::to_string(&r)?)?;
+        eprintln!(
+            "done: {} seed {seed} in {:.0} s: {:?}",
+            r.method, r.total_seconds, r.after
+        );
         done.push(r);
         std::fs::write(cfg.out.join("table.md"), table(&cfg, &baseline, &done))?;
     }
@@ -330,10 +356,11 @@ fn run(
 
 fn table(cfg: &ExperimentConfig, base: &Scores, runs: &[RunResult]) -> String {
     let mut t = format!(
-        "Base model: task {:.1}%, probe exact {:.1}% / contains {:.1}%, prose perplexity {:.3}\n\n\
-         | method | seed | task exact % | probe contains % (Δ) | probe exact % (Δ) | prose ppl (Δ) | final loss | ΔW disturbance on knowledge activations | ΔW share in top-{} directions | train s |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "Base model: task {:.1}% exact / {:.1}% fields, probe exact {:.1}% / contains {:.1}%, prose perplexity {:.3}\n\n\
+         | method | seed | task exact % | task fields % | probe contains % (Δ) | probe exact % (Δ) | prose ppl (Δ) | final loss | ΔW disturbance on knowledge activations | ΔW share in top-{} directions | train s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         100.0 * base.task_exact,
+        100.0 * base.task_fields,
         100.0 * base.probe_exact,
         100.0 * base.probe_contains,
         base.prose_ppl,
@@ -342,10 +369,11 @@ fn table(cfg: &ExperimentConfig, base: &Scores, runs: &[RunResult]) -> String {
     for r in runs {
         let a = &r.after;
         t.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} ({:+.1}) | {:.1} ({:+.1}) | {:.3} ({:+.3}) | {:.3} | {:.2e} | {:.3} | {:.0} |\n",
+            "| {} | {} | {:.1} | {:.1} | {:.1} ({:+.1}) | {:.1} ({:+.1}) | {:.3} ({:+.3}) | {:.3} | {:.2e} | {:.3} | {:.0} |\n",
             r.method,
             r.seed,
             100.0 * a.task_exact,
+            100.0 * a.task_fields,
             100.0 * a.probe_contains,
             100.0 * (a.probe_contains - base.probe_contains),
             100.0 * a.probe_exact,
@@ -359,4 +387,18 @@ fn table(cfg: &ExperimentConfig, base: &Scores, runs: &[RunResult]) -> String {
         ));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_share;
+
+    #[test]
+    fn field_share_counts_exact_fields_on_the_first_line() {
+        let want = "area=580,367 sq km; coastline=536 km; internet=.ke";
+        assert_eq!(field_share(want, want), 1.0);
+        assert!((field_share("area=580,367 sq km;coastline=1 km; internet=.ke\nmore", want) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(field_share("", want), 0.0);
+        assert_eq!(field_share("x\narea=580,367 sq km", want), 0.0);
+    }
 }
