@@ -404,8 +404,9 @@ pub async fn export(ui: Ui, merged: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the built-in knowledge probe and prose perplexity into `slot`.
-pub async fn forgetting(ui: Ui, after: bool) -> Result<(), String> {
+/// Runs the first `questions` items of the built-in knowledge probe and the prose perplexity,
+/// into the "before" or "after" slot.
+pub async fn forgetting(ui: Ui, after: bool, questions: usize) -> Result<(), String> {
     if session::with(|s| s.probe.is_none()) {
         let probe = fetch_bytes(DEFAULT_PROBE).await?;
         let prose = fetch_bytes(DEFAULT_PROSE).await?;
@@ -413,11 +414,15 @@ pub async fn forgetting(ui: Ui, after: bool) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         session::with(|s| s.probe = Some((items, String::from_utf8_lossy(&prose).to_string())));
     }
-    let (items, prose) = session::with(|s| s.probe.clone()).expect("invariant: set above");
+    let (mut items, prose) = session::with(|s| s.probe.clone()).expect("invariant: set above");
+    items.truncate(questions.max(1));
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let result = async {
+        // Instruction-tuned models answer through their chat template (SmolLM2-Instruct emits
+        // end-of-text at once after a plain "Question: … Answer:" prompt).
+        let chat = model.tokenizer.chat_template.is_some();
         let (score, _) = model
-            .probe(&items, false, &mut |d, t| {
+            .probe(&items, chat, &mut |d, t| {
                 ui.progress.set(Some(("knowledge probe".into(), d as f64 / t as f64)))
             })
             .await

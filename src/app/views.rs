@@ -345,6 +345,7 @@ fn TrainPanel() -> impl IntoView {
 #[component]
 fn ForgettingPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
+    let questions = RwSignal::new(40usize);
     let show = |r: Option<(crate::eval::probe::ProbeScore, f64)>| {
         r.map_or_else(
             || "—".to_string(),
@@ -362,11 +363,14 @@ fn ForgettingPanel() -> impl IntoView {
     view! {
         <section class="panel">
             <h2>"5 · Forgetting check"</h2>
-            <p>"World capitals the model answers greedily (\"Question: … Answer:\"), and perplexity on encyclopedic prose."</p>
+            <p>"World capitals the model answers greedily (through its chat template when it has one, else \"Question: … Answer:\"), and perplexity on encyclopedic prose."</p>
+            <label>"questions "<input type="number" min="1" max="40" data-testid="probe-questions"
+                prop:value=move || questions.get().to_string()
+                on:change=move |ev| questions.set(event_target_value(&ev).parse().unwrap_or(40))/></label>
             <button data-testid="probe-before" disabled=move || ui.busy.get()
-                on:click=move |_| run_task(ui, "probing", move || flows::forgetting(ui, false))>"Check before training"</button>
+                on:click=move |_| { let n = questions.get_untracked(); run_task(ui, "probing", move || flows::forgetting(ui, false, n)) }>"Check before training"</button>
             <button data-testid="probe-after" disabled=move || ui.busy.get()
-                on:click=move |_| run_task(ui, "probing", move || flows::forgetting(ui, true))>"Check after training"</button>
+                on:click=move |_| { let n = questions.get_untracked(); run_task(ui, "probing", move || flows::forgetting(ui, true, n)) }>"Check after training"</button>
             <table class="summary">
                 <tr><th>"before"</th><td data-testid="probe-before-score">{move || show(ui.probe_before.get())}</td></tr>
                 <tr><th>"after"</th><td data-testid="probe-after-score">{move || show(ui.probe_after.get())}</td></tr>

@@ -4,7 +4,8 @@
 // exports, and checks the downloaded safetensors' keys and shapes. Screenshots of each stage go
 // to tests/e2e/screenshots/. Usage: node tests/e2e/e2e.mjs [dist-dir]
 import { createServer } from 'node:http';
-import { readFileSync, mkdirSync, existsSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, existsSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, extname, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -43,12 +44,35 @@ try {
     const err = await errorText();
     if (err) throw new Error(`the page reports: ${err}`);
   };
+  // Main-thread tasks over 50 ms, as the browser reports them (the page must stay responsive).
+  await page.addInitScript(() => {
+    window.__longTasks = [];
+    new PerformanceObserver(l => { for (const e of l.getEntries()) window.__longTasks.push(e.duration); })
+      .observe({ type: 'longtask', buffered: true });
+  });
+  const longTasks = async () => {
+    const t = await page.evaluate(() => window.__longTasks.splice(0));
+    return { count: t.length, max: Math.round(Math.max(0, ...t)) };
+  };
   await page.goto(url);
   await page.click('[data-testid=gpu-button]');
   await page.waitForSelector('.gpu', { timeout: 120000 });
   step(`device: ${await page.textContent('.gpu')}`);
 
   const tiny = join(root, 'tests/fixtures/tiny/llama');
+  // A truncated download: the page must say what is wrong and what to do, and stay usable.
+  const broken = mkdtempSync(join(tmpdir(), 'e2e-broken-'));
+  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) writeFileSync(join(broken, f), readFileSync(join(tiny, f)));
+  const weights = readFileSync(join(tiny, 'model.safetensors'));
+  writeFileSync(join(broken, 'model.safetensors'), weights.subarray(0, weights.length >> 1));
+  await page.setInputFiles('[data-testid=model-input]',
+    ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'].map(f => join(broken, f)));
+  await page.waitForSelector('[data-testid=error]', { timeout: 60000 });
+  const shown = await errorText();
+  if (!/truncated or corrupt.*download it again/.test(shown || '')) fail(`truncated weights: the page says ${JSON.stringify(shown)}`);
+  await page.screenshot({ path: join(shots, '0-error.png'), fullPage: true });
+  step(`truncated weights rejected: ${shown}`);
+
   await page.setInputFiles('[data-testid=model-input]',
     ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'].map(f => join(tiny, f)));
   await waitStatus(/model loaded/, 120000);
@@ -56,6 +80,21 @@ try {
   await waitStatus(/dataset loaded/, 60000);
   await page.screenshot({ path: join(shots, '1-loaded.png'), fullPage: true });
   step('model and data loaded');
+
+  // Forgetting check before training: the built-in probe (4 of its 40 capitals: greedy decoding
+  // on SwiftShader takes about half a second a token) and prose perplexity.
+  await page.fill('[data-testid=probe-questions]', '4');
+  await page.locator('[data-testid=probe-questions]').dispatchEvent('change');
+  const probe = async (which) => {
+    await page.click(`[data-testid=probe-${which}]`);
+    await waitStatus(/forgetting check done/, 300000);
+    const text = await page.textContent(`[data-testid=probe-${which}-score]`);
+    if (!/exact match [0-9.]+% · contains [0-9.]+% \(n = 4\) · prose perplexity [0-9.]+/.test(text)) fail(`probe ${which}: ${text}`);
+    step(`forgetting check ${which}: ${text}`);
+    return text;
+  };
+  const before = await probe('before');
+  await longTasks();
 
   const fill = async (label, value) => page.fill(`label:has-text("${label}") input`, value);
   await fill('rank r', '4');
@@ -66,7 +105,7 @@ try {
   const spectra = await page.$('[data-testid=spectra-plot] svg polyline');
   if (!spectra) fail('no spectrum drawn');
   await page.screenshot({ path: join(shots, '2-spectra.png'), fullPage: true });
-  step('spectra drawn');
+  step(`spectra drawn; main-thread tasks over 50 ms: ${JSON.stringify(await longTasks())}`);
 
   const section = page.locator('section', { hasText: '4 · Fine-tune' });
   await section.locator('label:has-text("rank") input').fill('4');
@@ -77,7 +116,11 @@ try {
   const points = await page.$$('[data-testid=loss-plot] svg circle');
   if (points.length < 2) fail(`loss plot has ${points.length} points, expected 2`);
   await page.screenshot({ path: join(shots, '3-trained.png'), fullPage: true });
-  step('trained two steps');
+  step(`trained two steps; main-thread tasks over 50 ms: ${JSON.stringify(await longTasks())}`);
+  const after = await probe('after');
+  // Training moved the model, so the prose perplexity after differs from before.
+  const ppl = (t) => Number(t.match(/prose perplexity ([0-9.]+)/)[1]);
+  if (ppl(before) === ppl(after)) fail(`prose perplexity unchanged by training: ${before} / ${after}`);
 
   const downloads = [];
   page.on('download', d => downloads.push(d));
