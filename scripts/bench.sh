@@ -57,7 +57,7 @@ case "$what" in
     tiny=tests/fixtures/tiny/llama
     text=tests/fixtures/smollm2/ppl_text.txt
     cargo test --target wasm32-unknown-unknown --test browser bench_tiny -- --nocapture 2>&1 \
-      | grep -o '{"bench".*}' | tee -a "$out"
+      | grep -o '{.*"bench".*}' | tee -a "$out"
     for dev in cpu wgpu; do
       "$bin" bench forward --model "$tiny" --text "$text" --tokens 64 --device "$dev" --repeats 5 | tee -a "$out"
       "$bin" bench train --model "$tiny" --text "$text" --rank 4 --batch 2 --tokens 96 --device "$dev" --steps 5 | tee -a "$out"
@@ -83,6 +83,12 @@ elif sys.argv[2] == "analysis":
               f"{ref['covariance_seconds'] / r['covariance_seconds']:.2f}x | {ref['eigh_seconds'] / r['eigh_seconds']:.2f}x |")
 else:
     ref_name = "PyTorch 1 thread" if ref["device"].startswith("pytorch") else "native cpu"
+    for r in rows:
+        if r["bench"] == "forward_split":
+            print(f"\n{r['device']}, forward pass: building the graph on the calling thread "
+                  f"{', '.join(f'{x:.3f}' for x in r['graph_seconds'])} s; awaiting the result "
+                  f"{', '.join(f'{x:.3f}' for x in r['await_seconds'])} s")
+    rows = [r for r in rows if "tokens_per_second" in r]
     for kind in sorted({r["bench"] for r in rows}):
         base = ref if ref["bench"] == kind else next(r for r in rows if r["bench"] == kind and r["device"].startswith(("pytorch", "cpu")))
         print(f"\n{kind}:\n\n| run | tokens/s | median s | peak MiB | speed vs {ref_name} |\n|---|---|---|---|---|")

@@ -129,6 +129,26 @@ async fn bench_tiny_forward_and_train_step_on_webgpu() {
         serde_json::json!({"bench": "forward", "device": format!("browser {}", choice.description), "tokens": 64,
             "median_seconds": times[2], "tokens_per_second": 64.0 / times[2]})
     );
+    // Where the time goes: building the forward graph (the wasm side, on this thread) vs waiting
+    // for the GPU's answer (awaited, so the page is free meanwhile).
+    let (mut build, mut wait) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = now();
+        let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
+            &choice.device,
+        );
+        let out = m.model.forward(input).sum();
+        let built = now();
+        out.into_scalar_async::<f32>().await.unwrap();
+        build.push(built - t);
+        wait.push(now() - built);
+    }
+    console_log!(
+        "{}",
+        serde_json::json!({"bench": "forward_split", "device": format!("browser {}", choice.description),
+            "graph_seconds": build, "await_seconds": wait})
+    );
     let config = LoraConfig {
         method: InitMethod::Lora,
         rank: 4,
