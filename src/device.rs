@@ -167,6 +167,28 @@ pub fn has_webgpu() -> bool {
     !gpu.is_undefined() && !gpu.is_null()
 }
 
+/// Runs the module's static constructors, once.
+///
+/// wasm-ld wraps every export of a module that never calls `__wasm_call_ctors` itself in a call to
+/// it, so each call from JavaScript into the wasm (every promise callback, every externref table
+/// slot) re-ran all static constructors, and cubecl registers hundreds through `inventory`: a
+/// profile of the app showed them taking a large share of the main thread. Referencing the function
+/// here makes wasm-ld leave the exports alone; every entry point (the app's `start`, and
+/// [`init_webgpu`] for code that starts there) calls this first.
+#[cfg(target_arch = "wasm32")]
+pub fn run_static_constructors() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    if !DONE.swap(true, Ordering::SeqCst) {
+        // SAFETY: wasm-ld synthesises this function; it only runs the static constructors, and
+        // the flag above makes that happen once per instance, before any engine code.
+        unsafe { __wasm_call_ctors() }
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 thread_local! {
     /// burn registers one wgpu runtime per device for the life of the page, so the first
@@ -179,6 +201,7 @@ thread_local! {
 /// successful call set up (burn cannot register a second runtime for the same device).
 #[cfg(target_arch = "wasm32")]
 pub async fn init_webgpu() -> Result<DeviceChoice, String> {
+    run_static_constructors();
     if let Some(choice) = WEBGPU.with(|c| c.borrow().clone()) {
         return Ok(choice);
     }

@@ -11,6 +11,7 @@ pub mod worker;
 /// Entry point of the page's wasm: mounts the app, or serves maths jobs when loaded by the
 /// worker script.
 pub fn start() {
+    crate::device::run_static_constructors();
     console_error_panic_hook::set_once();
     if worker::in_worker() {
         worker::serve();
