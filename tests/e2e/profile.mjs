@@ -1,6 +1,6 @@
 // Profiles the page's main thread while the app runs the forgetting check (greedy generation) on
 // the tiny model, and prints the functions with the most self time. Diagnostic only (not a test).
-// Usage: node tests/e2e/profile.mjs [dist-dir] [probe|train]
+// Usage: node tests/e2e/profile.mjs [dist-dir] [probe|train|train-null]
 import { createServer } from 'node:http';
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { join, extname, resolve } from 'node:path';
@@ -22,6 +22,11 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--no-first-run', '--enable-unsafe-webgpu'],
 });
 const page = await browser.newPage();
+await page.addInitScript(() => {
+  window.__longTasks = [];
+  new PerformanceObserver(l => { for (const e of l.getEntries()) window.__longTasks.push([Math.round(e.startTime), Math.round(e.duration)]); })
+    .observe({ type: 'longtask', buffered: true });
+});
 await page.goto(`http://127.0.0.1:${server.address().port}/`);
 await page.click('[data-testid=gpu-button]');
 await page.waitForSelector('.gpu', { timeout: 120000 });
@@ -37,14 +42,23 @@ await done();
 const cdp = await page.context().newCDPSession(page);
 await cdp.send('Profiler.enable');
 await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
-if (process.argv[3] === 'train') {
+const mode = process.argv[3] || 'probe';
+if (mode.startsWith('train')) {
   await page.setInputFiles('[data-testid=data-input]', join(root, 'tests/fixtures/e2e/train.jsonl'));
   await page.waitForFunction(() => /dataset loaded/.test(document.querySelector('[data-testid=status]')?.textContent || ''), null, { timeout: 60000 });
+  const method = mode === 'train-null' ? 'null' : 'lora';
+  if (method === 'null') {
+    await page.fill('label:has-text("rank r") input', '4');
+    await page.fill('label:has-text("windows") input', '4');
+    await page.fill('label:has-text("tokens per window") input', '32');
+    await page.click('[data-testid=calib-button]');
+    await page.waitForFunction(() => /statistics collected|overlap|single window/.test(document.querySelector('[data-testid=status]')?.textContent || ''), null, { timeout: 300000 });
+  }
   const section = page.locator('section', { hasText: '4 · Fine-tune' });
   await section.locator('label:has-text("rank") input').fill('4');
   await section.locator('label:has-text("steps") input').fill('2');
   await section.locator('label:has-text("max length") input').fill('256');
-  await section.locator('label:has-text("method") select').selectOption('lora');
+  await section.locator('label:has-text("method") select').selectOption(method);
   await section.locator('label:has-text("method") select').dispatchEvent('change');
   await cdp.send('Profiler.start');
   await page.click('[data-testid=train-button]');
@@ -55,6 +69,7 @@ if (process.argv[3] === 'train') {
   await done();
 }
 const { profile } = await cdp.send('Profiler.stop');
+console.log('long tasks [start ms, duration ms]:', JSON.stringify(await page.evaluate(() => window.__longTasks)));
 const self = new Map();
 const dt = profile.timeDeltas;
 const byId = new Map(profile.nodes.map(n => [n.id, n]));
