@@ -3,36 +3,21 @@
 // through the file inputs, collects statistics, checks the spectra plot, trains two steps,
 // exports, and checks the downloaded safetensors' keys and shapes. Screenshots of each stage go
 // to tests/e2e/screenshots/. Usage: node tests/e2e/e2e.mjs [dist-dir]
-import { createServer } from 'node:http';
-import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, existsSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, extname, resolve } from 'node:path';
-import { chromium } from 'playwright-core';
+import { join, resolve } from 'node:path';
+import { serve, launch } from './harness.mjs';
 
 const root = resolve(new URL('../..', import.meta.url).pathname);
 const dist = resolve(process.argv[2] || join(root, 'dist'));
 const shots = join(root, 'tests/e2e/screenshots');
 mkdirSync(shots, { recursive: true });
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
-
-const server = createServer((req, res) => {
-  let path = join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
-  if (!existsSync(path)) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'content-type': types[extname(path)] || 'application/octet-stream' });
-  res.end(readFileSync(path));
-});
-await new Promise(r => server.listen(0, '127.0.0.1', r));
-const url = `http://127.0.0.1:${server.address().port}/`;
+const { server, url } = await serve(dist);
 
 const fail = (msg) => { console.error(`e2e: FAILED: ${msg}`); process.exitCode = 1; };
 const step = (msg) => console.log(`e2e: ${msg} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 const t0 = Date.now();
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium', headless: true, ignoreDefaultArgs: ['--enable-unsafe-swiftshader'],
-  args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-         '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1400, height: 1000 } });
   page.on('pageerror', e => console.log('pageerror:', e.message));

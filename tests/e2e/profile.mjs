@@ -1,33 +1,20 @@
 // Profiles the page's main thread while the app runs the forgetting check (greedy generation) on
 // the tiny model, and prints the functions with the most self time. Diagnostic only (not a test).
 // Usage: node tests/e2e/profile.mjs [dist-dir] [probe|train|train-null]
-import { createServer } from 'node:http';
-import { readFileSync, existsSync, statSync } from 'node:fs';
-import { join, extname, resolve } from 'node:path';
-import { chromium } from 'playwright-core';
+import { join, resolve } from 'node:path';
+import { serve, launch } from './harness.mjs';
 
 const root = resolve(new URL('../..', import.meta.url).pathname);
 const dist = resolve(process.argv[2] || join(root, 'dist'));
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
-const server = createServer((req, res) => {
-  let path = join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
-  if (!existsSync(path)) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'content-type': types[extname(path)] || 'application/octet-stream' });
-  res.end(readFileSync(path));
-});
-await new Promise(r => server.listen(0, '127.0.0.1', r));
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium', headless: true, ignoreDefaultArgs: ['--enable-unsafe-swiftshader'],
-  args: ['--no-sandbox', '--no-first-run', '--enable-unsafe-webgpu'],
-});
+const { server, url } = await serve(dist);
+const browser = await launch();
 const page = await browser.newPage();
 await page.addInitScript(() => {
   window.__longTasks = [];
   new PerformanceObserver(l => { for (const e of l.getEntries()) window.__longTasks.push([Math.round(e.startTime), Math.round(e.duration)]); })
     .observe({ type: 'longtask', buffered: true });
 });
-await page.goto(`http://127.0.0.1:${server.address().port}/`);
+await page.goto(url);
 await page.click('[data-testid=gpu-button]');
 await page.waitForSelector('.gpu', { timeout: 120000 });
 const tiny = join(root, 'tests/fixtures/tiny/llama');
