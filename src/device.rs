@@ -157,14 +157,17 @@ pub async fn select_device(pref: DevicePreference) -> DeviceChoice {
     }
 }
 
-/// Whether this browser exposes WebGPU at all (`navigator.gpu`).
+/// Whether this browser exposes WebGPU at all (`navigator.gpu`, in the page or a worker).
 #[cfg(target_arch = "wasm32")]
 pub fn has_webgpu() -> bool {
-    let Some(window) = web_sys::window() else {
-        return false;
+    let get = |v: &wasm_bindgen::JsValue, k: &str| {
+        js_sys::Reflect::get(v, &k.into())
+            .ok()
+            .filter(|x| !x.is_undefined() && !x.is_null())
     };
-    let gpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
-    !gpu.is_undefined() && !gpu.is_null()
+    get(&js_sys::global(), "navigator")
+        .and_then(|n| get(&n, "gpu"))
+        .is_some()
 }
 
 /// Runs the module's static constructors, once.
@@ -242,6 +245,30 @@ async fn init_webgpu_once() -> Result<DeviceChoice, String> {
         }),
         adapter: Some(summary),
     })
+}
+
+/// Resolves after `ms` milliseconds through the global `setTimeout` (page or worker), letting the
+/// event loop run meanwhile: input, rendering, a worker's messages.
+#[cfg(target_arch = "wasm32")]
+pub async fn sleep_ms(ms: i32) {
+    use wasm_bindgen::JsCast;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let timer = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let _ = match timer {
+            Some(set_timeout) => set_timeout.call2(&wasm_bindgen::JsValue::NULL, &resolve, &ms.into()),
+            None => resolve.call0(&wasm_bindgen::JsValue::NULL),
+        };
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Gives the event loop a turn between chunks of long work in the browser; nothing natively,
+/// where the CLI blocks on the same async functions.
+pub async fn yield_now() {
+    #[cfg(target_arch = "wasm32")]
+    sleep_ms(0).await;
 }
 
 /// The message shown when the browser has no WebGPU.

@@ -1,5 +1,5 @@
-//! Browser plumbing: reading files and URLs into bytes (with progress), offering bytes as
-//! downloads, and yielding to the event loop between chunks of work.
+//! Browser plumbing, for the page and its workers alike: reading files and URLs into bytes (with
+//! progress), offering bytes as downloads, and yielding to the event loop between chunks of work.
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -15,15 +15,22 @@ pub fn js_err(e: JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// Resolves after the browser has had a chance to render and handle input (setTimeout 0).
-pub async fn yield_now() {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
-        }
-    });
-    let _ = JsFuture::from(promise).await;
+/// The global scope this code runs in: the page's window or a worker's scope.
+enum Global {
+    Window(web_sys::Window),
+    Worker(web_sys::WorkerGlobalScope),
 }
+
+fn global() -> Option<Global> {
+    let g = js_sys::global();
+    if let Some(w) = g.dyn_ref::<web_sys::Window>() {
+        Some(Global::Window(w.clone()))
+    } else {
+        g.dyn_ref::<web_sys::WorkerGlobalScope>().cloned().map(Global::Worker)
+    }
+}
+
+pub use crate::device::{sleep_ms as sleep, yield_now};
 
 /// Reads a `File` in 8 MiB slices, reporting bytes read.
 pub async fn read_file(file: &web_sys::File, progress: &mut dyn FnMut(f64, f64)) -> Result<Vec<u8>, String> {
@@ -44,8 +51,12 @@ pub async fn read_file(file: &web_sys::File, progress: &mut dyn FnMut(f64, f64))
 
 /// Fetches a URL (served next to the page) into bytes.
 pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let resp: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+    let request = match global() {
+        Some(Global::Window(w)) => w.fetch_with_str(url),
+        Some(Global::Worker(w)) => w.fetch_with_str(url),
+        None => return Err("no fetch in this context".into()),
+    };
+    let resp: web_sys::Response = JsFuture::from(request)
         .await
         .map_err(js_err)?
         .dyn_into()
@@ -62,10 +73,9 @@ pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-/// Offers bytes as a file download.
-pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
-    let array = js_sys::Uint8Array::from(bytes);
-    let parts = js_sys::Array::of1(&array);
+/// Offers bytes as a file download (page only).
+pub fn download(name: &str, bytes: &js_sys::Uint8Array, mime: &str) -> Result<(), String> {
+    let parts = js_sys::Array::of1(bytes);
     let props = web_sys::BlobPropertyBag::new();
     props.set_type(mime);
     let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &props).map_err(js_err)?;
@@ -83,7 +93,12 @@ pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Milliseconds since page load.
+/// Milliseconds since the page (or worker) started.
 pub fn now_ms() -> f64 {
-    web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now())
+    let performance = match global() {
+        Some(Global::Window(w)) => w.performance(),
+        Some(Global::Worker(w)) => w.performance(),
+        None => None,
+    };
+    performance.map_or(0.0, |p| p.now())
 }

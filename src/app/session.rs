@@ -1,7 +1,7 @@
-//! What the page holds between clicks that is not UI state: the loaded model (and the bytes it
-//! came from, to reload the base), datasets, statistics, the trainer. The page is one thread, so
-//! this lives in a thread-local; long tasks take what they need out and put it back, even on
-//! error, so nothing the user loaded is lost.
+//! What the engine worker holds between commands: the loaded model (and the bytes it came from,
+//! to reload the base), datasets, statistics, the trainer. The worker is one thread, so this
+//! lives in a thread-local; long tasks take what they need out and put it back, even on error,
+//! so nothing the user loaded is lost.
 
 use std::cell::RefCell;
 

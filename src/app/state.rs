@@ -5,28 +5,7 @@ use leptos::prelude::*;
 use crate::calib::SpectraReport;
 use crate::engine::ModelSummary;
 use crate::eval::probe::ProbeScore;
-use crate::lora::InitMethod;
-use crate::model::Target;
 use crate::train::StepMetrics;
-
-/// Training options from the form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainOptions {
-    /// Initialisation.
-    pub method: InitMethod,
-    /// Rank.
-    pub rank: usize,
-    /// Learning rate.
-    pub lr: f64,
-    /// Optimiser steps.
-    pub steps: usize,
-    /// Batch size.
-    pub batch: usize,
-    /// Truncation length.
-    pub max_len: usize,
-    /// Adapted modules.
-    pub targets: Vec<Target>,
-}
 
 /// Every signal the views read and the flows write.
 #[derive(Clone, Copy)]
@@ -57,8 +36,6 @@ pub struct Ui {
     pub metrics: RwSignal<Option<StepMetrics>>,
     /// Training paused.
     pub paused: RwSignal<bool>,
-    /// Training cancel requested.
-    pub cancel: RwSignal<bool>,
     /// Wall seconds of the last training run.
     pub train_seconds: RwSignal<Option<f64>>,
     /// Text generated before training.
@@ -90,7 +67,6 @@ impl Ui {
             losses: RwSignal::new(Vec::new()),
             metrics: RwSignal::new(None),
             paused: RwSignal::new(false),
-            cancel: RwSignal::new(false),
             train_seconds: RwSignal::new(None),
             before: RwSignal::new(String::new()),
             after: RwSignal::new(String::new()),

@@ -1,29 +1,30 @@
 //! The page: one column of panels following the flow (GPU → model and data → statistics and
-//! spectra → training → forgetting check → export). Components only read signals and start
-//! flows; all work is in `flows`.
+//! spectra → training → forgetting check → export). Components only read signals and send
+//! commands to the engine worker; all work is in `flows`, there.
 
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 
-use super::flows::{self, run_task};
-use super::state::{TrainOptions, Ui};
+use super::client::{self, run_task, send};
+use super::protocol::{CalibrateOptions, Command, TrainOptions};
+use super::state::Ui;
 use crate::calib::SpectraReport;
 use crate::lora::InitMethod;
 use crate::model::{Site, Target};
 use crate::plot::{Series, heatmap_svg, line_svg, spectrum_svg};
 
-fn files_of(ev: &leptos::ev::Event) -> Vec<web_sys::File> {
-    let input: web_sys::HtmlInputElement = ev.target().expect("event target").unchecked_into();
-    let mut out = Vec::new();
-    if let Some(list) = input.files() {
-        for i in 0..list.length() {
-            if let Some(f) = list.get(i) {
-                out.push(f);
-            }
-        }
-    }
-    out
+/// The files of a file input's change event, as an array to send to the engine.
+fn files_of(ev: &leptos::ev::Event) -> JsValue {
+    let input: web_sys::HtmlInputElement = ev
+        .target()
+        .expect("invariant: a change event has a target")
+        .unchecked_into();
+    input
+        .files()
+        .map_or_else(|| js_sys::Array::new().into(), |list| js_sys::Array::from(&list).into())
 }
+
+const NONE: JsValue = JsValue::UNDEFINED;
 
 fn num<T: std::str::FromStr>(s: &RwSignal<String>, default: T) -> T {
     s.get_untracked().trim().parse().unwrap_or(default)
@@ -34,6 +35,11 @@ fn num<T: std::str::FromStr>(s: &RwSignal<String>, default: T) -> T {
 pub fn App() -> impl IntoView {
     let ui = Ui::new();
     provide_context(ui);
+    if let Err(e) = client::start(ui) {
+        ui.error.set(Some(format!(
+            "cannot start the engine worker: {e}; use a current Chrome, Edge, Firefox or Safari"
+        )));
+    }
     view! {
         <header>
             <h1>"LoRA-Null Studio"</h1>
@@ -55,7 +61,13 @@ fn StatusBar() -> impl IntoView {
     let ui = expect_context::<Ui>();
     view! {
         <section class="status">
-            <div data-testid="status" class="status-line">{move || ui.status.get()}</div>
+            <div class="status-row">
+                <div data-testid="status" class="status-line">{move || ui.status.get()}</div>
+                {move || ui.busy.get().then(|| view! {
+                    <button data-testid="cancel-task" title="stop the running task at its next checkpoint"
+                        on:click=move |_| send(&Command::Cancel)>"Cancel"</button>
+                })}
+            </div>
             {move || ui.progress.get().map(|(label, f)| view! {
                 <div class="progress"><span>{label}</span><progress max="1" value=f></progress></div>
             })}
@@ -83,9 +95,9 @@ fn GpuPanel() -> impl IntoView {
                 view! { <p class="warn">{crate::device::NO_WEBGPU}". "{crate::device::NO_WEBGPU_FIX}"."</p> }.into_any()
             }}
             <button data-testid="gpu-button" disabled=move || ui.busy.get() || !has
-                on:click=move |_| run_task(ui, "starting WebGPU", move || flows::init_device(ui, false))>"Start WebGPU"</button>
+                on:click=move |_| run_task(ui, "starting WebGPU", Command::InitDevice { cpu: false }, NONE)>"Start WebGPU"</button>
             <button data-testid="cpu-button" disabled=move || ui.busy.get()
-                on:click=move |_| run_task(ui, "starting the CPU backend", move || flows::init_device(ui, true))>"Use the CPU backend (slow)"</button>
+                on:click=move |_| run_task(ui, "starting the CPU backend", Command::InitDevice { cpu: true }, NONE)>"Use the CPU backend (slow)"</button>
             {move || ui.gpu.get().map(|g| view! { <p class="gpu">"Device: "{g}" "{ui.gpu_limits.get().unwrap_or_default()}</p> })}
         </section>
     }
@@ -95,32 +107,15 @@ fn GpuPanel() -> impl IntoView {
 #[component]
 fn LoadPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
-    let on_model = move |ev: leptos::ev::Event| {
-        let list = files_of(&ev);
-        run_task(ui, "loading the model", move || async move {
-            let files = flows::read_model_files(ui, list).await?;
-            flows::load_model(ui, files).await
-        });
-    };
+    let on_model = move |ev: leptos::ev::Event| run_task(ui, "loading the model", Command::LoadModel, files_of(&ev));
     let on_data = move |calib: bool| {
-        move |ev: leptos::ev::Event| {
-            let list = files_of(&ev);
-            run_task(ui, "reading the dataset", move || async move {
-                for f in list {
-                    let name = f.name();
-                    let bytes = super::browser::read_file(&f, &mut |_, _| {}).await?;
-                    flows::set_dataset(ui, &name, &bytes, calib)?;
-                }
-                ui.status.set("dataset loaded".into());
-                Ok(())
-            });
-        }
+        move |ev: leptos::ev::Event| run_task(ui, "reading the dataset", Command::SetDataset { calib }, files_of(&ev))
     };
     view! {
         <section class="panel">
             <h2>"2 · Model and data"</h2>
             <button data-testid="default-button" disabled=move || ui.busy.get()
-                on:click=move |_| run_task(ui, "loading the default model and data", move || flows::load_default(ui))>
+                on:click=move |_| run_task(ui, "loading the default model and data", Command::LoadDefault, NONE)>
                 "Load the default (SmolLM2-135M-Instruct + sample data)"</button>
             <div class="inputs">
                 <label>"Model (.gguf, or a Hugging Face folder's config.json, tokenizer.json, *.safetensors): "
@@ -154,10 +149,13 @@ fn CalibratePanel() -> impl IntoView {
     let samples = RwSignal::new("16".to_string());
     let seq_len = RwSignal::new("128".to_string());
     let start = move |_| {
-        let (r, s, l) = (num(&rank, 16usize), num(&samples, 16usize), num(&seq_len, 128usize));
-        run_task(ui, "collecting statistics", move || {
-            flows::calibrate(ui, r, s, l, Target::ALL.to_vec())
-        });
+        let opts = CalibrateOptions {
+            rank: num(&rank, 16),
+            samples: num(&samples, 16),
+            seq_len: num(&seq_len, 128),
+            targets: Target::ALL.to_vec(),
+        };
+        run_task(ui, "collecting statistics", Command::Calibrate(opts), NONE);
     };
     view! {
         <section class="panel">
@@ -291,13 +289,18 @@ fn TrainPanel() -> impl IntoView {
             targets: Target::ALL.to_vec(),
         };
         ui.paused.set(false);
-        run_task(ui, "training", move || flows::train(ui, opts));
+        run_task(ui, "training", Command::Train(opts), NONE);
     };
-    let generate = move |out: RwSignal<String>| {
+    let generate = move |after: bool| {
         move |_| {
-            let p = prompt.get_untracked();
-            run_task(ui, "generating", move || flows::generate(ui, p, out));
+            let prompt = prompt.get_untracked();
+            run_task(ui, "generating", Command::Generate { prompt, after }, NONE);
         }
+    };
+    let pause = move |_| {
+        let now = !ui.paused.get_untracked();
+        ui.paused.set(now);
+        send(&Command::Pause(now));
     };
     view! {
         <section class="panel">
@@ -320,9 +323,9 @@ fn TrainPanel() -> impl IntoView {
                 <label>"batch "<input size="3" bind:value=batch/></label>
                 <label>"max length "<input size="4" bind:value=max_len/></label>
                 <button data-testid="train-button" disabled=move || ui.busy.get() on:click=start>"Train"</button>
-                <button data-testid="pause-button" on:click=move |_| ui.paused.update(|p| *p = !*p)>
+                <button data-testid="pause-button" on:click=pause>
                     {move || if ui.paused.get() { "Resume" } else { "Pause" }}</button>
-                <button data-testid="cancel-button" on:click=move |_| ui.cancel.set(true)>"Cancel"</button>
+                <button data-testid="cancel-button" on:click=move |_| send(&Command::Cancel)>"Cancel"</button>
             </div>
             <div class="plots">
                 <div data-testid="loss-plot" class="plot"
@@ -333,8 +336,8 @@ fn TrainPanel() -> impl IntoView {
             </div>
             <div class="generate">
                 <label>"prompt "<input size="50" bind:value=prompt/></label>
-                <button disabled=move || ui.busy.get() on:click=generate(ui.before)>"Generate (before)"</button>
-                <button disabled=move || ui.busy.get() on:click=generate(ui.after)>"Generate (after)"</button>
+                <button disabled=move || ui.busy.get() on:click=generate(false)>"Generate (before)"</button>
+                <button disabled=move || ui.busy.get() on:click=generate(true)>"Generate (after)"</button>
                 <div class="pair"><pre data-testid="before">{move || ui.before.get()}</pre><pre data-testid="after">{move || ui.after.get()}</pre></div>
             </div>
         </section>
@@ -368,9 +371,9 @@ fn ForgettingPanel() -> impl IntoView {
                 prop:value=move || questions.get().to_string()
                 on:change=move |ev| questions.set(event_target_value(&ev).parse().unwrap_or(40))/></label>
             <button data-testid="probe-before" disabled=move || ui.busy.get()
-                on:click=move |_| { let n = questions.get_untracked(); run_task(ui, "probing", move || flows::forgetting(ui, false, n)) }>"Check before training"</button>
+                on:click=move |_| { let n = questions.get_untracked(); run_task(ui, "probing", Command::Forgetting { after: false, questions: n }, NONE) }>"Check before training"</button>
             <button data-testid="probe-after" disabled=move || ui.busy.get()
-                on:click=move |_| { let n = questions.get_untracked(); run_task(ui, "probing", move || flows::forgetting(ui, true, n)) }>"Check after training"</button>
+                on:click=move |_| { let n = questions.get_untracked(); run_task(ui, "probing", Command::Forgetting { after: true, questions: n }, NONE) }>"Check after training"</button>
             <table class="summary">
                 <tr><th>"before"</th><td data-testid="probe-before-score">{move || show(ui.probe_before.get())}</td></tr>
                 <tr><th>"after"</th><td data-testid="probe-after-score">{move || show(ui.probe_after.get())}</td></tr>
@@ -392,7 +395,7 @@ fn ExportPanel() -> impl IntoView {
                [A; A₀] and [B, −B₀] give exactly the trained model on the original weights."</p>
             <label><input type="checkbox" on:change=move |ev| merged.set(event_target_checked(&ev))/>" also the merged model (f16)"</label>
             <button data-testid="export-button" disabled=move || ui.busy.get()
-                on:click=move |_| { let m = merged.get_untracked(); run_task(ui, "exporting", move || flows::export(ui, m)) }>"Download the adapter"</button>
+                on:click=move |_| { let m = merged.get_untracked(); run_task(ui, "exporting", Command::Export { merged: m }, NONE) }>"Download the adapter"</button>
             <ul>{move || ui.exported.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
         </section>
     }

@@ -2,7 +2,9 @@
 //! formulas) off the page's thread, and the [`Executor`] that sends it jobs.
 //!
 //! The worker loads the same wasm module (`assets/worker.js` imports the app's glue); `main`
-//! sees it is in a worker and calls [`serve`] instead of mounting the page.
+//! reads the worker's name ([`role`]) and calls [`serve`] instead of mounting the page. The
+//! engine worker starts it, so the engine stays free to answer pause and cancel while the maths
+//! runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,11 +17,43 @@ use wasm_bindgen_futures::JsFuture;
 use crate::linalg::decompose::DecomposeError;
 use crate::linalg::jobs::{Executor, Job, JobFuture, JobOutput, run};
 
-/// Whether this code runs inside a dedicated worker.
-pub fn in_worker() -> bool {
-    js_sys::global()
-        .dyn_ref::<web_sys::DedicatedWorkerGlobalScope>()
-        .is_some()
+/// What a dedicated worker running this wasm is for (its `name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The engine: model, statistics, training (see `engine_worker`).
+    Engine,
+    /// Eigendecompositions and SVDs for the engine (this module).
+    Maths,
+}
+
+impl Role {
+    /// The worker name that selects this role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Engine => "engine",
+            Role::Maths => "maths",
+        }
+    }
+}
+
+/// The role of this code when it runs in a dedicated worker; `None` on the page.
+pub fn role() -> Option<Role> {
+    let scope = js_sys::global()
+        .dyn_into::<web_sys::DedicatedWorkerGlobalScope>()
+        .ok()?;
+    Some(if scope.name() == Role::Engine.name() {
+        Role::Engine
+    } else {
+        Role::Maths
+    })
+}
+
+/// Starts a module worker running this app's wasm (`assets/worker.js`) in `role`.
+pub fn spawn(url: &str, role: Role) -> Result<web_sys::Worker, String> {
+    let opts = web_sys::WorkerOptions::new();
+    opts.set_type(web_sys::WorkerType::Module);
+    opts.set_name(role.name());
+    web_sys::Worker::new_with_options(url, &opts).map_err(super::browser::js_err)
 }
 
 /// Worker side: answer `[id, bytes]` messages with `[id, ok, bytes | message]`.
@@ -54,11 +88,9 @@ pub struct WorkerExecutor {
 }
 
 impl WorkerExecutor {
-    /// Starts the worker from `url` (a module script).
+    /// Starts the maths worker from `url` (the module script `worker.js`).
     pub fn start(url: &str) -> Result<Self, String> {
-        let opts = web_sys::WorkerOptions::new();
-        opts.set_type(web_sys::WorkerType::Module);
-        let worker = web_sys::Worker::new_with_options(url, &opts).map_err(super::browser::js_err)?;
+        let worker = spawn(url, Role::Maths)?;
         let pending: Pending = Rc::default();
         let p = pending.clone();
         let onmessage = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {

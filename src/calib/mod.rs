@@ -46,4 +46,7 @@ pub enum CalibError {
     /// The calibration produced nothing usable.
     #[error("{0}")]
     Data(String),
+    /// The user cancelled the calibration.
+    #[error("calibration cancelled")]
+    Cancelled,
 }

@@ -79,6 +79,19 @@ impl LoadedModel {
         opts: &CalibOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Calibration, EngineError> {
+        self.calibrate_until(records, opts, progress, &|| false).await
+    }
+
+    /// [`Self::calibrate`], stopping with [`CalibError::Cancelled`](crate::calib::CalibError)
+    /// between windows once `cancelled()` says so. In the browser each window ends with a turn
+    /// of the event loop, so a cancel message can arrive.
+    pub async fn calibrate_until(
+        &self,
+        records: &[Record],
+        opts: &CalibOptions,
+        progress: &mut dyn FnMut(usize, usize),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Calibration, EngineError> {
         let windows = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
         if windows.windows.is_empty() {
             return Err(crate::calib::CalibError::Data(format!(
@@ -92,6 +105,10 @@ impl LoadedModel {
         for (i, w) in windows.windows.iter().enumerate() {
             acc.run_window(&self.model, w);
             progress(i + 1, total);
+            crate::device::yield_now().await;
+            if cancelled() {
+                return Err(crate::calib::CalibError::Cancelled.into());
+            }
         }
         let covariances = acc.finish().await.map_err(crate::calib::CalibError::Device)?;
         Ok(Calibration {

@@ -68,7 +68,7 @@ pub struct LoadedModel {
 }
 
 /// What the UI and `lora-null info` show about a model.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ModelSummary {
     /// model_type.
     pub architecture: String,

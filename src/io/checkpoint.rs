@@ -56,7 +56,7 @@ impl ModelFiles {
 }
 
 /// Which on-disk format a checkpoint came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A llama.cpp GGUF file.

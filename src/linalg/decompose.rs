@@ -18,6 +18,9 @@ pub enum DecomposeError {
     /// A job sent to a worker failed there.
     #[error("the maths worker: {0}")]
     Worker(String),
+    /// The user cancelled the work this job belonged to.
+    #[error("cancelled")]
+    Cancelled,
     /// The matrix is not positive definite where it must be.
     #[error("{0} is not positive definite even after damping")]
     NotPositiveDefinite(&'static str),

@@ -63,7 +63,7 @@ impl Default for TrainConfig {
 }
 
 /// What one optimiser step reports.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepMetrics {
     /// Steps done (1-based).
     pub step: usize,

@@ -34,6 +34,34 @@ pub fn calibrate(m: &LoadedModel) -> Calibration {
     pollster::block_on(m.calibrate(&[Record::Text(PROSE.repeat(3))], &opts, &mut |_, _| {})).unwrap()
 }
 
+#[test]
+fn a_cancelled_calibration_stops_after_the_current_window() {
+    let m = tiny();
+    let opts = CalibOptions {
+        samples: 6,
+        seq_len: 32,
+        ..CalibOptions::default()
+    };
+    let windows = std::cell::Cell::new(0);
+    let r = pollster::block_on(m.calibrate_until(
+        &[Record::Text(PROSE.repeat(3))],
+        &opts,
+        &mut |d, _| windows.set(d),
+        &|| windows.get() >= 2,
+    ));
+    assert!(
+        matches!(
+            r,
+            Err(lora_null::engine::EngineError::Calib(
+                lora_null::calib::CalibError::Cancelled
+            ))
+        ),
+        "expected a cancellation, got {:?}",
+        r.map(|c| c.corpus_tokens)
+    );
+    assert_eq!(windows.get(), 2, "the run went on after the cancel");
+}
+
 pub fn config(method: InitMethod, rank: usize, alpha: f64) -> LoraConfig {
     LoraConfig {
         method,

@@ -1,0 +1,176 @@
+//! Starting the device, loading the model and the datasets.
+
+use super::{DEFAULT_CALIB, DEFAULT_MODEL, DEFAULT_TRAIN};
+use crate::app::browser::{fetch_bytes, read_file, yield_now};
+use crate::app::engine_worker::{emit, progress, status};
+use crate::app::protocol::Event;
+use crate::app::session;
+use crate::app::worker::WorkerExecutor;
+use crate::calib::EighCache;
+use crate::engine::LoadedModel;
+use crate::io::dataset::parse_dataset;
+use crate::io::{Checkpoint, ModelFiles};
+
+/// Starts WebGPU (or the CPU backend) and the maths worker.
+pub async fn init_device(cpu: bool) -> Result<(), String> {
+    let choice = if cpu {
+        crate::device::DeviceChoice::cpu()
+    } else {
+        crate::device::init_webgpu().await?
+    };
+    let limits = choice.adapter.as_ref().map(|a| {
+        format!(
+            "max buffer {} MiB, max storage binding {} MiB",
+            a.max_buffer_size >> 20,
+            a.max_storage_buffer_binding_size >> 20
+        )
+    });
+    emit(&Event::Device {
+        description: choice.description.clone(),
+        limits,
+    });
+    if let Some(w) = &choice.warning {
+        status(format!("note: {w}"));
+    }
+    // Without a maths worker the decompositions run in this (engine) worker: slower to cancel,
+    // never blocking the page.
+    let worker = session::with(|s| s.worker.is_none())
+        .then(|| WorkerExecutor::start("./worker.js").ok())
+        .flatten();
+    session::with(|s| {
+        s.device = Some(choice);
+        if worker.is_some() {
+            s.worker = worker;
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn device() -> Result<burn::tensor::Device, String> {
+    session::with(|s| s.device.as_ref().map(|d| d.device.clone()))
+        .ok_or_else(|| "start the GPU first (WebGPU, or the CPU backend)".to_string())
+}
+
+/// Builds the model from files block by block, reporting progress between blocks, after
+/// checking the largest tensor against the adapter's limits.
+pub(super) async fn build_model(files: &ModelFiles) -> Result<LoadedModel, String> {
+    let device = device()?;
+    status("parsing the model…");
+    yield_now().await;
+    let ckpt = Checkpoint::parse(files).map_err(|e| e.to_string())?;
+    let c = &ckpt.config;
+    let biggest = (c.vocab_size * c.hidden_size).max(c.intermediate_size * c.hidden_size) as u64 * 4;
+    let limit = session::with(|s| {
+        s.device
+            .as_ref()
+            .and_then(|d| d.adapter.as_ref())
+            .map(|a| a.max_storage_buffer_binding_size)
+    });
+    if let Some(limit) = limit.filter(|&l| biggest > l) {
+        return Err(format!(
+            "this model's largest tensor needs {} MiB in f32, above this GPU's storage-binding limit of {} MiB; use a smaller model or the CPU backend",
+            biggest >> 20,
+            limit >> 20
+        ));
+    }
+    let total = c.num_parameters() as u64 * 4;
+    if total > 2 << 30 {
+        status(format!(
+            "note: this model needs {:.1} GiB of GPU memory in f32 (plus activations); loading may fail on smaller GPUs",
+            total as f64 / (1u64 << 30) as f64
+        ));
+    }
+    let view = ckpt.source().map_err(|e| e.to_string())?;
+    let mut builder = view.builder(&ckpt.config, &device);
+    loop {
+        let (done, total) = builder.progress();
+        progress("uploading weights", done as f64 / total.max(1) as f64);
+        yield_now().await;
+        if !builder.next_layer().map_err(|e| e.to_string())? {
+            break;
+        }
+    }
+    let model = builder.finish().map_err(|e| e.to_string())?;
+    Ok(LoadedModel {
+        config: ckpt.config.clone(),
+        tokenizer: ckpt.tokenizer.clone(),
+        model,
+        format: ckpt.format,
+        storage: ckpt.storage.clone(),
+        adapter: None,
+    })
+}
+
+/// Loads a model from files and makes it the session's model.
+async fn load_model(files: ModelFiles) -> Result<(), String> {
+    let loaded = build_model(&files).await?;
+    emit(&Event::Summary(loaded.summary()));
+    session::with(|s| {
+        s.model = Some(loaded);
+        s.files = Some(files);
+        s.calibration = None;
+        s.spectra = None;
+        s.trainer = None;
+        s.eighs = EighCache::default();
+    });
+    emit(&Event::Spectra(None));
+    status("model loaded");
+    Ok(())
+}
+
+/// Reads the files the user picked or dropped, then loads them as a model.
+pub async fn load_model_files(list: Vec<web_sys::File>) -> Result<(), String> {
+    if list.is_empty() {
+        return Err("no model files were given: pick a .gguf, or config.json + tokenizer.json + *.safetensors".into());
+    }
+    let mut files = ModelFiles::new();
+    for f in list {
+        let name = f.name();
+        let bytes = read_file(&f, &mut |done, total| {
+            progress(&format!("reading {name}"), done / total.max(1.0))
+        })
+        .await?;
+        files.insert(&name, bytes);
+        yield_now().await;
+    }
+    load_model(files).await
+}
+
+/// Sets a dataset from bytes (`calib` chooses the calibration slot).
+fn set_dataset(name: &str, bytes: &[u8], calib: bool) -> Result<(), String> {
+    let records = parse_dataset(name, bytes).map_err(|e| e.to_string())?;
+    let info = format!("{name}: {} records", records.len());
+    session::with(|s| {
+        let slot = if calib { &mut s.calib_data } else { &mut s.data };
+        *slot = Some((name.to_string(), records));
+    });
+    emit(&Event::DataInfo { calib, info });
+    Ok(())
+}
+
+/// Reads dataset files into the fine-tuning (or calibration) slot.
+pub async fn read_datasets(list: Vec<web_sys::File>, calib: bool) -> Result<(), String> {
+    for f in list {
+        let name = f.name();
+        let bytes = read_file(&f, &mut |_, _| {}).await?;
+        set_dataset(&name, &bytes, calib)?;
+    }
+    status("dataset loaded");
+    Ok(())
+}
+
+/// The one-button default: SmolLM2 and the sample data from assets/.
+pub async fn load_default() -> Result<(), String> {
+    if session::with(|s| s.device.is_none()) {
+        init_device(false).await?;
+    }
+    status("downloading the default model…");
+    let bytes = fetch_bytes(DEFAULT_MODEL).await?;
+    let mut files = ModelFiles::new();
+    files.insert(DEFAULT_MODEL, bytes);
+    for (url, calib) in [(DEFAULT_TRAIN, false), (DEFAULT_CALIB, true)] {
+        let b = fetch_bytes(url).await?;
+        set_dataset(url.rsplit('/').next().unwrap_or(url), &b, calib)?;
+    }
+    load_model(files).await
+}
