@@ -13,6 +13,7 @@ p.add_argument("--model", required=True)
 p.add_argument("--text", required=True)
 p.add_argument("--tokens", type=int, default=512)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--device", default="cpu", help="cpu, or cuda for the real-GPU benchmark (scripts/bench/gpu.sh)")
 p.add_argument("--repeats", type=int, default=3)
 a = p.parse_args()
 
@@ -20,14 +21,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 torch.set_num_threads(a.threads)
+# A GGUF file, or a Hugging Face folder (the real-GPU benchmark builds one: scripts/bench/gpu.sh).
 d, f = os.path.split(os.path.abspath(a.model))
-tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+src = dict(pretrained_model_name_or_path=a.model) if os.path.isdir(a.model) else dict(pretrained_model_name_or_path=d, gguf_file=f)
+tok = AutoTokenizer.from_pretrained(**src)
+model = AutoModelForCausalLM.from_pretrained(**src, dtype=torch.float32).to(a.device).eval()
 text = open(a.text, encoding="utf-8").read()
 ids = tok(text)["input_ids"]
 while len(ids) < a.tokens:  # repeat the text if it is short, as the Rust side errors instead
     ids = ids + ids
-ids = torch.tensor([ids[: a.tokens]])
+ids = torch.tensor([ids[: a.tokens]], device=a.device)
 
 
 def run():
@@ -37,9 +40,10 @@ def run():
     return time.perf_counter() - t
 
 
+where = f"cuda ({torch.cuda.get_device_name()}), f32" if a.device == "cuda" else f"cpu, {a.threads} thread(s)"
 warm = run()
 times = sorted(run() for _ in range(max(1, a.repeats)))
 med = times[len(times) // 2]
-print(json.dumps({"bench": "forward", "device": f"pytorch {torch.__version__} cpu, {a.threads} thread(s)",
+print(json.dumps({"bench": "forward", "device": f"pytorch {torch.__version__} {where}",
                   "tokens": a.tokens, "warmup_seconds": warm, "seconds": times, "median_seconds": med,
                   "tokens_per_second": a.tokens / med}))

@@ -14,6 +14,7 @@ p.add_argument("--rank", type=int, default=16)
 p.add_argument("--batch", type=int, default=4)
 p.add_argument("--tokens", type=int, default=128)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--device", default="cpu", help="cpu, or cuda for the real-GPU benchmark (scripts/bench/gpu.sh)")
 p.add_argument("--steps", type=int, default=3)
 a = p.parse_args()
 
@@ -23,14 +24,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
+# A GGUF file, or a Hugging Face folder (the real-GPU benchmark builds one: scripts/bench/gpu.sh).
 d, f = os.path.split(os.path.abspath(a.model))
-tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+src = dict(pretrained_model_name_or_path=a.model) if os.path.isdir(a.model) else dict(pretrained_model_name_or_path=d, gguf_file=f)
+tok = AutoTokenizer.from_pretrained(**src)
+model = AutoModelForCausalLM.from_pretrained(**src, dtype=torch.float32).to(a.device)
 model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=a.rank, lora_dropout=0.0, target_modules=[
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], task_type="CAUSAL_LM"))
 model.train()
 ids = tok(open(a.text, encoding="utf-8").read())["input_ids"][: a.batch * a.tokens]
-x = torch.tensor(ids).view(a.batch, a.tokens)
+x = torch.tensor(ids, device=a.device).view(a.batch, a.tokens)
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
 
@@ -45,10 +48,12 @@ def step():
     return time.perf_counter() - t
 
 
+where = f"cuda ({torch.cuda.get_device_name()}), f32" if a.device == "cuda" else f"cpu, {a.threads} thread(s)"
 warm = step()
 times = sorted(step() for _ in range(max(1, a.steps)))
 med = times[len(times) // 2]
-print(json.dumps({"bench": "train", "device": f"pytorch {torch.__version__} + peft cpu, {a.threads} thread(s)",
+print(json.dumps({"bench": "train", "device": f"pytorch {torch.__version__} + peft {where}",
                   "rank": a.rank, "batch": a.batch, "tokens": a.tokens, "warmup_seconds": warm, "seconds": times,
                   "median_seconds": med, "tokens_per_second": a.batch * a.tokens / med,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "peak_gpu_bytes": torch.cuda.max_memory_allocated() if a.device == "cuda" else None}))
