@@ -17,8 +17,13 @@ log() { echo "== $*" | tee -a "$out/log.txt"; }
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+# .gpu/lora-null.gz is the default build; any other .gpu/lora-null-*.gz (e.g. built with
+# --features gpu-fusion,gpu-autotune) is benchmarked beside it on the GPU.
+for z in .gpu/lora-null*.gz; do
+  b="/tmp/$(basename "$z" .gz)"
+  gunzip -c "$z" > "$b" && chmod +x "$b"
+done
 bin=/tmp/lora-null
-gunzip -c .gpu/lora-null.gz > "$bin" && chmod +x "$bin"
 "$bin" devices | tee "$out/devices.txt"
 if ! grep -qi nvidia "$out/devices.txt"; then
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -29,7 +34,16 @@ model=/tmp/smollm2-random
 python3 scripts/bench/random_model.py .gpu/smollm2-shape "$model" 2>&1 | tail -1 | tee -a "$out/log.txt"
 text=tests/fixtures/smollm2/ppl_text.txt
 res="$out/results.jsonl"
-for dev in wgpu cpu; do
+for z in .gpu/lora-null-*.gz; do
+  [ -e "$z" ] || continue
+  b="/tmp/$(basename "$z" .gz)"
+  log "$(basename "$b"), forward and train, wgpu"
+  timeout 240 "$b" bench forward --model "$model" --text "$text" --tokens 512 --device wgpu --repeats 5 | sed "s/\"device\":\"/\"device\":\"$(basename "$b"): /" | tee -a "$res"
+  timeout 240 "$b" bench train --model "$model" --text "$text" --rank 16 --batch 4 --tokens 128 --device wgpu --steps 5 | sed "s/\"device\":\"/\"device\":\"$(basename "$b"): /" | tee -a "$res"
+done
+# CPU=0 skips our CPU-backend rows (about 45 s) when only the GPU rows are wanted.
+devices="wgpu"; [ "${CPU:-1}" = 0 ] || devices="wgpu cpu"
+for dev in $devices; do
   log "ours, forward, $dev"
   timeout 240 "$bin" bench forward --model "$model" --text "$text" --tokens 512 --device "$dev" --repeats 5 | tee -a "$res"
   log "ours, train, $dev"
