@@ -92,13 +92,3 @@ pub fn download(name: &str, bytes: &js_sys::Uint8Array, mime: &str) -> Result<()
     web_sys::Url::revoke_object_url(&url).map_err(js_err)?;
     Ok(())
 }
-
-/// Milliseconds since the page (or worker) started.
-pub fn now_ms() -> f64 {
-    let performance = match global() {
-        Some(Global::Window(w)) => w.performance(),
-        Some(Global::Worker(w)) => w.performance(),
-        None => None,
-    };
-    performance.map_or(0.0, |p| p.now())
-}

@@ -149,7 +149,6 @@ fn apply(ui: Ui, event: Event, payload: JsValue) {
             ui.losses.update(|l| l.push((m.step, m.loss)));
             ui.metrics.set(Some(m));
         }
-        Event::TrainSeconds(s) => ui.train_seconds.set(Some(s)),
         Event::Generated { after, text } => (if after { ui.after } else { ui.before }).set(text),
         Event::Probe {
             after,

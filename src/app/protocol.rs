@@ -125,8 +125,6 @@ pub enum Event {
     TrainStarted,
     /// One optimiser step.
     Step(StepMetrics),
-    /// Wall seconds of the last training run.
-    TrainSeconds(f64),
     /// Generated text so far.
     Generated {
         /// Which box.

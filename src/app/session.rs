@@ -1,21 +1,20 @@
 //! What the engine worker holds between commands: the loaded model (and the bytes it came from,
-//! to reload the base), datasets, statistics, the trainer. The worker is one thread, so this
+//! to reload the base), datasets, statistics. The worker is one thread, so this
 //! lives in a thread-local; long tasks take what they need out and put it back, even on error,
 //! so nothing the user loaded is lost.
 
 use std::cell::RefCell;
 
-use crate::calib::{EighCache, SpectraReport};
+use crate::calib::EighCache;
 use crate::device::DeviceChoice;
 use crate::engine::{Calibration, LoadedModel};
 use crate::io::ModelFiles;
 use crate::io::dataset::Record;
 use crate::linalg::jobs::{Executor, Inline};
-use crate::train::Trainer;
 
 use super::worker::WorkerExecutor;
 
-/// The page's non-reactive state.
+/// The engine worker's state.
 #[derive(Default)]
 pub struct Session {
     /// The burn device (WebGPU, or the CPU backend when chosen).
@@ -32,10 +31,6 @@ pub struct Session {
     pub calibration: Option<Calibration>,
     /// Eigendecompositions of those statistics.
     pub eighs: EighCache,
-    /// The spectra report.
-    pub spectra: Option<SpectraReport>,
-    /// The trainer of the current run.
-    pub trainer: Option<Trainer>,
     /// The worker that runs decompositions off the page's thread.
     pub worker: Option<WorkerExecutor>,
     /// Knowledge probe (question, answers) and prose for the forgetting check.

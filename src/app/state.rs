@@ -36,8 +36,6 @@ pub struct Ui {
     pub metrics: RwSignal<Option<StepMetrics>>,
     /// Training paused.
     pub paused: RwSignal<bool>,
-    /// Wall seconds of the last training run.
-    pub train_seconds: RwSignal<Option<f64>>,
     /// Text generated before training.
     pub before: RwSignal<String>,
     /// Text generated after training.
@@ -67,7 +65,6 @@ impl Ui {
             losses: RwSignal::new(Vec::new()),
             metrics: RwSignal::new(None),
             paused: RwSignal::new(false),
-            train_seconds: RwSignal::new(None),
             before: RwSignal::new(String::new()),
             after: RwSignal::new(String::new()),
             probe_before: RwSignal::new(None),

@@ -1,7 +1,7 @@
 //! Statistics and spectra; initialisation and training.
 
 use super::load::build_model;
-use crate::app::browser::{now_ms, sleep, yield_now};
+use crate::app::browser::{sleep, yield_now};
 use crate::app::engine_worker::{Cancellable, cancelled, emit, paused, progress, status};
 use crate::app::protocol::{CalibrateOptions, Event, TrainOptions};
 use crate::app::session::{self, executor, put_worker, take_worker};
@@ -67,8 +67,7 @@ pub async fn calibrate(o: CalibrateOptions) -> Result<(), String> {
         }
         r => r.map_err(|e| e.to_string())?,
     };
-    emit(&Event::Spectra(Some(Box::new(report.clone()))));
-    session::with(|s| s.spectra = Some(report));
+    emit(&Event::Spectra(Some(Box::new(report))));
     status(note.unwrap_or_else(|| "statistics collected".into()));
     Ok(())
 }
@@ -128,7 +127,6 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     emit(&Event::TrainStarted);
-    let started = now_ms();
     let mut failure = None;
     while !trainer.finished() {
         if cancelled() {
@@ -157,7 +155,6 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
     }
     model.model = trainer.into_model();
     session::with(|s| s.model = Some(model));
-    emit(&Event::TrainSeconds((now_ms() - started) / 1000.0));
     match failure {
         Some(e) => Err(e),
         None => {

@@ -32,17 +32,13 @@ pub async fn init_device(cpu: bool) -> Result<(), String> {
     if let Some(w) = &choice.warning {
         status(format!("note: {w}"));
     }
+    session::with(|s| s.device = Some(choice));
     // Without a maths worker the decompositions run in this (engine) worker: slower to cancel,
     // never blocking the page.
-    let worker = session::with(|s| s.worker.is_none())
-        .then(|| WorkerExecutor::start("./worker.js").ok())
-        .flatten();
-    session::with(|s| {
-        s.device = Some(choice);
-        if worker.is_some() {
-            s.worker = worker;
-        }
-    });
+    if session::with(|s| s.worker.is_none()) {
+        let worker = WorkerExecutor::start("./worker.js").ok();
+        session::with(|s| s.worker = worker);
+    }
     Ok(())
 }
 
@@ -109,8 +105,6 @@ async fn load_model(files: ModelFiles) -> Result<(), String> {
         s.model = Some(loaded);
         s.files = Some(files);
         s.calibration = None;
-        s.spectra = None;
-        s.trainer = None;
         s.eighs = EighCache::default();
     });
     emit(&Event::Spectra(None));
