@@ -1,7 +1,7 @@
-// The app's workers: loads the app's wasm inside a module worker. The wasm's `main` reads the
-// worker's name: "engine" runs the model, statistics and training for the page; "maths" serves
-// eigendecomposition / SVD / initialisation jobs for the engine.
-import init from './studio.js';
+// The app's workers: loads the engine's wasm (studio-engine, with burn) inside a module worker.
+// Its `main` reads the worker's name: "engine" runs the model, statistics and training for the
+// page; "maths" serves eigendecomposition / SVD / initialisation jobs for the engine.
+import init from './studio-engine.js';
 
 // Messages that arrive while the wasm is still loading wait here, then go to the handler the
 // wasm installed. A failed start is rethrown outside the promise so the page sees an `error`.

@@ -56,7 +56,7 @@ case "$what" in
     # these numbers say little about real GPUs; they compare the same work in both places.
     tiny=tests/fixtures/tiny/llama
     text=tests/fixtures/smollm2/ppl_text.txt
-    cargo test --target wasm32-unknown-unknown --test browser bench_tiny -- --nocapture 2>&1 \
+    cargo test --target wasm32-unknown-unknown --test browser repeated_forward -- --nocapture 2>&1 \
       | grep -o '{.*"bench".*}' | tee -a "$out"
     for dev in cpu wgpu; do
       "$bin" bench forward --model "$tiny" --text "$text" --tokens 64 --device "$dev" --repeats 5 | tee -a "$out"

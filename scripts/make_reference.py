@@ -7,12 +7,14 @@ How to run (from the repository root):
     ~/.cache/lora-null/venv/bin/pip install -r scripts/requirements-reference.txt
     scripts/fetch-model.sh                      # SmolLM2-135M-Instruct.Q4_1.gguf -> assets/models/
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
-    ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf | init
+    ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf |
+                                                                               # init | train | peft
 
-(`--only gguf` and `--only init` read the tiny `llama` model written by `--only tiny`.)
+(`--only gguf`, `init`, `train` and `peft` read the tiny `llama` model written by `--only tiny`.)
 
 The script runs on the CPU with ONE thread (torch.set_num_threads(1), OMP/MKL/RAYON = 1, tokenizers
-parallelism off), all weights and activations in float32. It is deterministic: every random draw comes
+parallelism off), all weights and activations in float32 (the train part repeats its run in float64 only to
+measure the f32 drift). It is deterministic: every random draw comes
 from a fixed seed, nothing depends on time or on the machine, so re-running it rewrites byte-identical
 files (idempotent). Paths are derived from this file's location, not from the working directory.
 
@@ -24,6 +26,12 @@ Outputs
   tests/fixtures/tiny/llama-gguf/            {f32,f16,q8_0,q4_0,q4_1}.gguf + reference_<type>.json
   tests/fixtures/tiny/init/reference.json    LoRA inits on the tiny llama: calibration covariances, PiSSA / OLoRA /
                                              CorDA (PEFT itself), MiLoRA / LoRA-Null (torch, docs algorithm.md)
+  tests/fixtures/tiny/train/reference.json   4 AdamW steps of LoRA (r 4, all 7 linears, random A and B) on the tiny
+                                             llama: padded masked batch, loss, grad norm + clipping, warmup-cosine lr,
+                                             initial and final factors, and the f32-vs-f64 drift of that run
+  tests/fixtures/tiny/peft/                  adapter_config.json + adapter_model.safetensors written by PEFT's
+                                             save_pretrained (r 4, one alpha_pattern and one rank_pattern entry,
+                                             random A and B) and reference.json: logits with and without the adapter
 """
 
 import os
@@ -1167,14 +1175,412 @@ def make_init():
 
 
 # ----------------------------------------------------------------------------------------------
+# E. One LoRA training run on the tiny llama (AdamW, clipping, warmup + cosine), as the Rust trainer does it
+# ----------------------------------------------------------------------------------------------
+
+TRAIN_DIR = TINY / "train"
+TRAIN_RANK = 4
+TRAIN_ALPHA = 8  # scale s = alpha / r = 2
+TRAIN_INIT_STD = 0.1  # lora_A and lora_B both N(0, 0.1²): B ≠ 0, so the first gradients reach A as well
+TRAIN_INIT_SEED = SEED + 500
+TRAIN_DATA_SEED = SEED + 600
+# (length, prompt length): the prompt tokens are not targets, the rest are
+TRAIN_EXAMPLES = [(9, 3), (14, 5), (20, 4)]
+TRAIN_PAD_ID = 2
+TRAIN_LR = 1e-2
+TRAIN_BETAS = (0.9, 0.999)
+TRAIN_EPS = 1e-8
+TRAIN_WEIGHT_DECAY = 0.1
+TRAIN_WARMUP = 2
+TRAIN_STEPS = 4
+# The run's gradient norms are 6.79, 6.79, 5.99, 5.45 (printed by --only train): steps 1-2 are clipped,
+# steps 3-4 are not, so both branches of the clipping are exercised.
+TRAIN_MAX_GRAD_NORM = 6.5
+
+
+class LoraLinear(torch.nn.Module):
+    """y = W x + s · B (A x): PEFT's LoRA Linear layout (lora_A [r, in], lora_B [out, r]), frozen base."""
+
+    def __init__(self, base: torch.nn.Linear, a: torch.Tensor, b: torch.Tensor, scale: float):
+        super().__init__()
+        self.base = base
+        self.lora_A = torch.nn.Parameter(a.clone())
+        self.lora_B = torch.nn.Parameter(b.clone())
+        self.scale = scale
+
+    def forward(self, x):
+        # PEFT lora.Linear.forward: result + lora_B(lora_A(dropout(x))) * scaling
+        lora = torch.nn.functional.linear(torch.nn.functional.linear(x, self.lora_A), self.lora_B)
+        return self.base(x) + lora * self.scale
+
+
+def train_key(module_key: str) -> str:
+    """'model.layers.1.mlp.down_proj' -> '1.down_proj'."""
+    parts = module_key.split(".")
+    return f"{parts[2]}.{parts[-1]}"
+
+
+def train_init_factors(model) -> dict:
+    """{module key: (A, B)} f32, 0.1·randn from one generator, modules in init_module_keys order, A then B."""
+    g = torch.Generator().manual_seed(TRAIN_INIT_SEED)
+    out = {}
+    for key in init_module_keys(model.config.num_hidden_layers):
+        lin = model.get_submodule(key)
+        a = TRAIN_INIT_STD * torch.randn((TRAIN_RANK, lin.in_features), generator=g, dtype=torch.float32)
+        b = TRAIN_INIT_STD * torch.randn((lin.out_features, TRAIN_RANK), generator=g, dtype=torch.float32)
+        out[key] = (a, b)
+    return out
+
+
+def train_examples(vocab: int) -> list:
+    rng = np.random.default_rng(TRAIN_DATA_SEED)
+    out = []
+    for n, prompt in TRAIN_EXAMPLES:
+        ids = [int(x) for x in rng.integers(3, vocab, size=n)]  # 3..vocab-1: no special tokens
+        out.append({"ids": ids, "target": [i >= prompt for i in range(n)]})
+    return out
+
+
+def train_batch(examples: list):
+    """Right-padded [B, T] ids (pad id 2) and the [B, T-1] mask of scored label positions."""
+    t = max(len(e["ids"]) for e in examples)
+    ids = torch.full((len(examples), t), TRAIN_PAD_ID, dtype=torch.long)
+    target = torch.zeros((len(examples), t), dtype=torch.bool)
+    for i, e in enumerate(examples):
+        n = len(e["ids"])
+        ids[i, :n] = torch.tensor(e["ids"])
+        target[i, :n] = torch.tensor(e["target"])  # padding is never a target
+    return ids, target[:, 1:]
+
+
+def masked_lm_loss(model, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Σ_scored −log_softmax(logits[b, t])[ids[b, t+1]] / n_scored; no attention mask (causal only)."""
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
+    return nll[scored].sum() / scored.sum()
+
+
+class exact_llama_dtype:
+    """Within this context the transformers llama keeps the input dtype in RMSNorm, rotary cos/sin and the
+    eager softmax (they upcast/downcast through float32 otherwise), so a float64 model computes in float64.
+    For float32 inputs the patched functions do the very same operations as the originals."""
+
+    def __enter__(self):
+        from transformers.models.llama import modeling_llama as ml
+
+        self.ml, self.saved = ml, (ml.LlamaRMSNorm.forward, ml.LlamaRotaryEmbedding.forward, ml.eager_attention_forward)
+
+        def rms_forward(self, h):
+            variance = h.pow(2).mean(-1, keepdim=True)
+            return self.weight * (h * torch.rsqrt(variance + self.variance_epsilon))
+
+        def rope_forward(self, x, position_ids):
+            freqs = position_ids[..., None].to(x.dtype) * self.inv_freq.to(device=x.device, dtype=x.dtype)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
+
+        def eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+            key_states = ml.repeat_kv(key, module.num_key_value_groups)
+            value_states = ml.repeat_kv(value, module.num_key_value_groups)
+            w = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+            if attention_mask is not None:
+                w = w + attention_mask
+            w = torch.nn.functional.softmax(w, dim=-1)
+            out = torch.matmul(w, value_states).transpose(1, 2).contiguous()
+            return out, w
+
+        ml.LlamaRMSNorm.forward, ml.LlamaRotaryEmbedding.forward, ml.eager_attention_forward = (
+            rms_forward, rope_forward, eager)
+        return self
+
+    def __exit__(self, *exc):
+        self.ml.LlamaRMSNorm.forward, self.ml.LlamaRotaryEmbedding.forward, self.ml.eager_attention_forward = self.saved
+        return False
+
+
+def cosine_warmup_lr(k: int) -> float:
+    if k < TRAIN_WARMUP:
+        return TRAIN_LR * k / TRAIN_WARMUP
+    return TRAIN_LR * 0.5 * (1.0 + math.cos(math.pi * (k - TRAIN_WARMUP) / (TRAIN_STEPS - TRAIN_WARMUP)))
+
+
+def train_run(dtype, init: dict, examples: list, max_grad_norm: float):
+    """TRAIN_STEPS AdamW steps on the same batch; returns (per-step records, {key: (A, B)} after the last)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    model = load_tiny_llama().to(dtype)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = {}
+    for key, (a, b) in init.items():
+        parent, _, name = key.rpartition(".")
+        layers[key] = LoraLinear(model.get_submodule(key), a.to(dtype), b.to(dtype), TRAIN_ALPHA / TRAIN_RANK)
+        setattr(model.get_submodule(parent), name, layers[key])
+    params = [p for layer in layers.values() for p in (layer.lora_A, layer.lora_B)]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        f"{k}.lora_{x}" for k in layers for x in "AB"], "only the LoRA factors may train"
+    opt = torch.optim.AdamW(params, lr=TRAIN_LR, betas=TRAIN_BETAS, eps=TRAIN_EPS, weight_decay=TRAIN_WEIGHT_DECAY,
+                            foreach=False)
+    sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=TRAIN_WARMUP, num_training_steps=TRAIN_STEPS)
+    ids, scored = train_batch(examples)
+    steps = []
+    for k in range(TRAIN_STEPS):
+        lr = opt.param_groups[0]["lr"]
+        assert abs(lr - cosine_warmup_lr(k)) <= 1e-15, (k, lr, cosine_warmup_lr(k))
+        opt.zero_grad(set_to_none=True)
+        loss = masked_lm_loss(model, ids, scored)
+        assert loss.dtype == dtype
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=False)
+        opt.step()
+        sched.step()
+        g = torch.cat([p.grad.reshape(-1) for p in params]).abs()
+        steps.append({"step": k + 1, "lr": lr, "loss": loss.item(), "grad_norm": norm.item(),
+                      "clipped": norm.item() > max_grad_norm,
+                      "grad_abs_min": g.min().item(), "grad_abs_max": g.max().item()})
+    final = {key: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone()) for key, layer in layers.items()}
+    return steps, final
+
+
+def make_train():
+    print("[train] 4 AdamW steps of LoRA on the tiny llama")
+    seed_everything()
+    if not (TINY / "llama" / "model.safetensors").exists():
+        sys.exit("tests/fixtures/tiny/llama is missing: run with --only tiny first")
+    base = load_tiny_llama()
+    init = train_init_factors(base)
+    examples = train_examples(base.config.vocab_size)
+    ids, scored = train_batch(examples)
+
+    # the dtype-keeping patch is a no-op in float32: same logits, bit for bit
+    with torch.no_grad():
+        plain = base(input_ids=ids, use_cache=False).logits
+        with exact_llama_dtype():
+            assert torch.equal(base(input_ids=ids, use_cache=False).logits, plain), "patch changed the f32 model"
+    base64 = load_tiny_llama().to(torch.float64)
+    with torch.no_grad(), exact_llama_dtype():
+        exact = base64(input_ids=ids, use_cache=False).logits
+    f64_logit_diff = (exact - plain.to(torch.float64)).abs().max().item()
+    print(f"  base logits f64 vs f32: {f64_logit_diff:.3e}")
+    assert 0 < f64_logit_diff < 1e-4, f64_logit_diff
+
+    max_norm = TRAIN_MAX_GRAD_NORM
+    steps32, final32 = train_run(torch.float32, init, examples, max_norm)
+    with exact_llama_dtype():
+        steps64, final64 = train_run(torch.float64, init, examples, max_norm)
+    for s32, s64 in zip(steps32, steps64):
+        print(f"  step {s32['step']}: lr {s32['lr']:.4g} loss {s32['loss']:.7f} (f64 {s64['loss']:.7f})"
+              f" grad_norm {s32['grad_norm']:.6f} (f64 {s64['grad_norm']:.6f}) clipped {s32['clipped']}")
+    assert [s["clipped"] for s in steps32] == [s["clipped"] for s in steps64]
+    assert any(s["clipped"] for s in steps32) and not all(s["clipped"] for s in steps32), "choose max_grad_norm"
+
+    loss_diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(steps32, steps64))
+    norm_diff = max(abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(steps32, steps64))
+    factor_diff = max((x.to(torch.float64) - y).abs().max().item()
+                      for key in final32 for x, y in zip(final32[key], final64[key]))
+    moved = min((x - y).abs().max().item() for key in final32 for x, y in zip(final32[key], init[key]))
+    print(f"  max |f32 - f64|: loss {loss_diff:.3e} grad_norm {norm_diff:.3e} final factors {factor_diff:.3e};"
+          f" smallest per-tensor max |final - init| {moved:.3e}")
+    assert moved > 100 * factor_diff, "the factors must move well beyond the f32 rounding"
+
+    def factors(fs):
+        return {train_key(k): {"lora_A": f32_rows(a), "lora_B": f32_rows(b)} for k, (a, b) in fs.items()}
+
+    meta = versions() | {
+        "model_dir": "tests/fixtures/tiny/llama",
+        "model_sha256": sha256_file(TINY / "llama" / "model.safetensors"),
+        "attn_implementation": "eager",
+        "lora": "y = W x + scale * B (A x) on q,k,v,o,gate,up,down of every layer; lora_A [r, in], lora_B [out, r];"
+                " base weights (incl. the tied embedding) frozen",
+        "init": f"{TRAIN_INIT_STD} * torch.randn(shape, generator=torch.Generator().manual_seed({TRAIN_INIT_SEED})),"
+                " float32, modules in layer order q,k,v,o,gate,up,down, A then B per module",
+        "data": f"numpy.random.default_rng({TRAIN_DATA_SEED}).integers(3, vocab, size=n) per example;"
+                " target = position >= prompt length; prompt lengths " + str([p for _, p in TRAIN_EXAMPLES]),
+        "batch": "all examples every step, right-padded with pad_id to the longest length T",
+        "loss": "logits = model(ids) with no attention mask (causal only); positions t = 0..T-2, label ids[t+1],"
+                " scored where target[t+1] (padding is never a target); loss = sum of -log_softmax(logits)[label]"
+                " over scored / number scored",
+        "clipping": "torch.nn.utils.clip_grad_norm_: total = sqrt(sum g^2 over every A and B); grads *="
+                    " min(1, max_grad_norm / (total + 1e-6)); grad_norm below is total, before clipping",
+        "optimizer": "torch.optim.AdamW(foreach=False) over [A, B] of each module in layer order; per step: p *= 1 -"
+                     " lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr/(1-b1^k) * m / (sqrt(v)/sqrt(1-b2^k)"
+                     " + eps). Step 1 has lr 0: the factors do not change, but m, v and the bias-correction count do.",
+        "schedule": "transformers.get_cosine_schedule_with_warmup(num_warmup_steps, num_training_steps): lr at 0-based"
+                    " step k = lr*k/warmup for k < warmup, else lr*0.5*(1+cos(pi*(k-warmup)/(total-warmup)))",
+        "steps_note": "loss and grad_norm are those computed at the step, before its update; lr is the rate the"
+                      " step used",
+        "f64_vs_f32": "the same run with the model and factors in float64 (transformers llama with RMSNorm, rotary and"
+                      " softmax kept in float64); max |f32 - f64| of the step losses, of the gradient norms and of"
+                      " every final A and B element",
+        "adam_sensitivity": {
+            "note": "Adam divides each gradient element by its own RMS, so an element's update has the relative"
+                    " error of that element's gradient: the smallest |g| (after clipping) bounds how far a"
+                    " reimplementation's rounding can move a factor",
+            "grad_abs_min_per_step": [f32(s["grad_abs_min"]) for s in steps32],
+            "grad_abs_max_per_step": [f32(s["grad_abs_max"]) for s in steps32],
+        },
+        "float_format": "losses, grad norms, factors: float32 values as their shortest f32 round-trip decimal;"
+                        " lr and f64_vs_f32: f64",
+    }
+    ref = {
+        "meta": meta,
+        "config": {
+            "rank": TRAIN_RANK,
+            "alpha": TRAIN_ALPHA,
+            "scale": TRAIN_ALPHA / TRAIN_RANK,
+            "lr": TRAIN_LR,
+            "betas": list(TRAIN_BETAS),
+            "eps": TRAIN_EPS,
+            "weight_decay": TRAIN_WEIGHT_DECAY,
+            "max_grad_norm": max_norm,
+            "warmup_steps": TRAIN_WARMUP,
+            "total_steps": TRAIN_STEPS,
+            "pad_id": TRAIN_PAD_ID,
+        },
+        "examples": examples,
+        "steps": [{"step": s["step"], "lr": s["lr"], "loss": f32(s["loss"]), "grad_norm": f32(s["grad_norm"]),
+                   "clipped": s["clipped"]} for s in steps32],
+        "init": factors(init),
+        "final": factors(final32),
+        "f64_vs_f32": {"loss": loss_diff, "grad_norm": norm_diff, "factors": factor_diff},
+    }
+    write_json(TRAIN_DIR / "reference.json", ref)
+    return ref
+
+
+# ----------------------------------------------------------------------------------------------
+# F. A LoRA adapter written by PEFT itself (save_pretrained) on the tiny llama, with its logits
+# ----------------------------------------------------------------------------------------------
+
+PEFT_DIR = TINY / "peft"
+PEFT_RANK = 4
+PEFT_ALPHA = 8
+PEFT_SEED = SEED + 700
+PEFT_ALPHA_PATTERN = {"model.layers.1.mlp.down_proj": 2}  # scale 2/4 = 0.5 instead of 2
+PEFT_RANK_PATTERN = {"model.layers.0.self_attn.v_proj": 2}  # rank 2, scale 8/2 = 4
+PEFT_CASES = [1, 2]  # indices into tiny_case_ids()[0]: the 7- and 24-token cases of tiny/llama/reference.json
+PEFT_MIN_EFFECT = 1e-2
+
+
+def make_peft():
+    print("[peft] PEFT LoRA adapter on the tiny llama")
+    seed_everything()
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import __version__ as peft_version
+
+    if not (TINY / "llama" / "model.safetensors").exists():
+        sys.exit("tests/fixtures/tiny/llama is missing: run with --only tiny first")
+    cases = [tiny_case_ids()[0][i] for i in PEFT_CASES]
+    config = LoraConfig(r=PEFT_RANK, lora_alpha=PEFT_ALPHA, target_modules=INIT_TARGETS, lora_dropout=0.0,
+                        init_lora_weights=False, alpha_pattern=PEFT_ALPHA_PATTERN, rank_pattern=PEFT_RANK_PATTERN)
+    torch.manual_seed(PEFT_SEED)  # init_lora_weights=False keeps nn.Linear's default (kaiming-uniform) A and B
+    model = get_peft_model(load_tiny_llama(), config)
+    model.eval()
+    assert_float32(model)
+    inner = model.get_base_model()
+    keys = init_module_keys(inner.config.num_hidden_layers)
+    modules = {}
+    for key in keys:
+        layer = inner.get_submodule(key)
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        assert a.abs().min() > 0 and b.abs().max() > 0.05, (key, "init_lora_weights=False left a factor zero")
+        r = PEFT_RANK_PATTERN.get(key, PEFT_RANK)
+        s = PEFT_ALPHA_PATTERN.get(key, PEFT_ALPHA) / r
+        assert a.shape == (r, layer.in_features) and b.shape == (layer.out_features, r), (key, a.shape, b.shape)
+        assert layer.scaling["default"] == s, (key, layer.scaling, s)
+        modules[key] = {"r": r, "lora_alpha": PEFT_ALPHA_PATTERN.get(key, PEFT_ALPHA), "scaling": s}
+
+    # a relative base-model path, so adapter_config.json does not depend on where the repository lives
+    model.peft_config["default"].base_model_name_or_path = "tests/fixtures/tiny/llama"
+    # PEFT keeps target_modules as a set and writes it in hash order, which changes from run to run
+    assert model.peft_config["default"].target_modules == set(INIT_TARGETS)
+    model.peft_config["default"].target_modules = list(INIT_TARGETS)
+    if PEFT_DIR.exists():
+        shutil.rmtree(PEFT_DIR)
+    model.save_pretrained(str(PEFT_DIR), safe_serialization=True)
+    card = PEFT_DIR / "README.md"  # PEFT's boilerplate model card: nothing a loader reads
+    if card.exists():
+        card.unlink()
+    files = sorted(p.name for p in PEFT_DIR.iterdir())
+    assert files == ["adapter_config.json", "adapter_model.safetensors"], files
+    saved_cfg = json.loads((PEFT_DIR / "adapter_config.json").read_text())
+    assert saved_cfg["rank_pattern"] == PEFT_RANK_PATTERN and saved_cfg["alpha_pattern"] == PEFT_ALPHA_PATTERN
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(PEFT_DIR / "adapter_model.safetensors"))
+    tensor_keys = sorted(tensors)
+    with safetensors.safe_open(str(PEFT_DIR / "adapter_model.safetensors"), "np") as f:
+        st_metadata = f.metadata()
+    assert len(tensor_keys) == 2 * len(keys), tensor_keys
+    for key in keys:
+        layer = inner.get_submodule(key)
+        for x in "AB":
+            t = tensors[f"base_model.model.{key}.lora_{x}.weight"]
+            assert t.dtype == np.float32
+            assert np.array_equal(t, getattr(layer, f"lora_{x}")["default"].weight.detach().numpy()), (key, x)
+
+    base_ref = json.loads((TINY / "llama" / "reference.json").read_text())["cases"]
+    out_cases, effect = [], 0.0
+    for idx, ids in zip(PEFT_CASES, cases):
+        logits = forward_logits(model, ids)
+        with model.disable_adapter():
+            base_logits = forward_logits(model, ids)
+        assert base_ref[idx]["ids"] == ids
+        ref_diff = (base_logits - torch.tensor(base_ref[idx]["logits"])).abs().max().item()
+        assert ref_diff <= 1e-5, ("disabled adapter differs from tiny/llama/reference.json", ref_diff)
+        effect = max(effect, (logits - base_logits).abs().max().item())
+        out_cases.append({"ids": ids, "logits": f32_rows(logits), "base_logits": f32_rows(base_logits)})
+    print(f"  max |logits - base_logits| = {effect:.4f}")
+    assert effect > PEFT_MIN_EFFECT, effect
+
+    # the saved adapter, loaded by PEFT onto a fresh base model, gives the same logits
+    reloaded = PeftModel.from_pretrained(load_tiny_llama(), str(PEFT_DIR))
+    reloaded.eval()
+    reload_diff = 0.0
+    for case in out_cases:
+        got = forward_logits(reloaded, case["ids"])
+        reload_diff = max(reload_diff, (got - torch.tensor(case["logits"])).abs().max().item())
+    print(f"  reloaded adapter: max |logits - saved| = {reload_diff:.3e}")
+    assert reload_diff <= 1e-6, reload_diff
+    for key in keys:
+        assert reloaded.get_base_model().get_submodule(key).scaling["default"] == modules[key]["scaling"], key
+
+    meta = versions() | {
+        "peft": peft_version,
+        "model_dir": "tests/fixtures/tiny/llama",
+        "model_sha256": sha256_file(TINY / "llama" / "model.safetensors"),
+        "attn_implementation": "eager",
+        "adapter_dir": "tests/fixtures/tiny/peft",
+        "adapter_sha256": sha256_file(PEFT_DIR / "adapter_model.safetensors"),
+        "peft_config": f"LoraConfig(r={PEFT_RANK}, lora_alpha={PEFT_ALPHA}, target_modules={INIT_TARGETS},"
+                       f" lora_dropout=0.0, init_lora_weights=False, alpha_pattern={PEFT_ALPHA_PATTERN},"
+                       f" rank_pattern={PEFT_RANK_PATTERN})",
+        "init": f"torch.manual_seed({PEFT_SEED}) then get_peft_model; init_lora_weights=False skips PEFT's"
+                " reset, so lora_A and lora_B keep torch.nn.Linear's kaiming_uniform(a=sqrt(5)) init (both non-zero)",
+        "modules": modules,
+        "scaling": "lora_alpha / r per module, after rank_pattern and alpha_pattern",
+        "tensor_keys": tensor_keys,
+        "safetensors_metadata": st_metadata,
+        "logits": "model(input_ids, use_cache=False), batch 1, no attention mask; base_logits with"
+                  " PeftModel.disable_adapter() (equal to tiny/llama/reference.json cases within 1e-5)",
+        "case_source": f"tiny/llama/reference.json cases {PEFT_CASES}",
+        "reload_max_abs_diff": reload_diff,
+    }
+    ref = {"meta": meta, "cases": out_cases, "max_abs_adapter_effect": effect}
+    write_json(PEFT_DIR / "reference.json", ref)
+    return ref
+
+
+PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["smollm2", "tiny", "gguf", "init"], help="regenerate only this part")
+    ap.add_argument("--only", choices=PARTS, help="regenerate only this part")
     args = ap.parse_args()
     print("versions:", json.dumps(versions()))
-    parts = [args.only] if args.only else ["smollm2", "tiny", "gguf", "init"]
+    parts = [args.only] if args.only else PARTS
     if "smollm2" in parts:
         make_smollm2()
     if "tiny" in parts:
@@ -1183,6 +1589,10 @@ def main():
         make_gguf()
     if "init" in parts:
         make_init()
+    if "train" in parts:
+        make_train()
+    if "peft" in parts:
+        make_peft()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures total: {total} bytes")
 

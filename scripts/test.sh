@@ -30,9 +30,10 @@ cargo clippy --all-targets -- -D warnings
 step "native tests (cpu backend; wgpu on lavapipe)"
 cargo test
 
-step "wasm32 build and clippy (library, app, browser tests)"
+step "wasm32 build and clippy (library, app, browser tests; the page's own bundle without burn)"
 cargo build --lib --target wasm32-unknown-unknown
 cargo clippy --target wasm32-unknown-unknown --lib --bins --tests -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --lib --bin studio --no-default-features -- -D warnings
 
 step "waiting for wasm-bindgen-cli"
 wait "$tools_pid" || { cat "${TMPDIR:-/tmp}/lora-null-tools.log"; exit 1; }

@@ -136,7 +136,7 @@ pub async fn select_device(pref: DevicePreference) -> DeviceChoice {
             description: format!("wgpu ({}, {}, {})", adapter.name, adapter.backend, adapter.device_type),
             warning: adapter.is_software.then(|| {
                 format!(
-                    "{} is a software adapter, much slower than --device cpu; use it only to test the GPU path",
+                    "{} is a software adapter, much slower than the CPU backend; use it only to test the GPU path",
                     adapter.name
                 )
             }),
@@ -150,45 +150,12 @@ pub async fn select_device(pref: DevicePreference) -> DeviceChoice {
             let mut choice = DeviceChoice::cpu();
             choice.warning = Some(match pref {
                 DevicePreference::Wgpu => format!("{why}; using the CPU backend (install a Vulkan/Metal/DX12 driver)"),
-                _ => format!("{why}; using the CPU backend (pass --device wgpu to force the software adapter)"),
+                _ => format!(
+                    "{why}; using the CPU backend (ask for the wgpu device explicitly to use the software adapter)"
+                ),
             });
             choice
         }
-    }
-}
-
-/// Whether this browser exposes WebGPU at all (`navigator.gpu`, in the page or a worker).
-#[cfg(target_arch = "wasm32")]
-pub fn has_webgpu() -> bool {
-    let get = |v: &wasm_bindgen::JsValue, k: &str| {
-        js_sys::Reflect::get(v, &k.into())
-            .ok()
-            .filter(|x| !x.is_undefined() && !x.is_null())
-    };
-    get(&js_sys::global(), "navigator")
-        .and_then(|n| get(&n, "gpu"))
-        .is_some()
-}
-
-/// Runs the module's static constructors, once.
-///
-/// wasm-ld wraps every export of a module that never calls `__wasm_call_ctors` itself in a call to
-/// it, so each call from JavaScript into the wasm (every promise callback, every externref table
-/// slot) re-ran all static constructors, and cubecl registers hundreds through `inventory`: a
-/// profile of the app showed them taking a large share of the main thread. Referencing the function
-/// here makes wasm-ld leave the exports alone; every entry point (the app's `start`, and
-/// [`init_webgpu`] for code that starts there) calls this first.
-#[cfg(target_arch = "wasm32")]
-pub fn run_static_constructors() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static DONE: AtomicBool = AtomicBool::new(false);
-    unsafe extern "C" {
-        fn __wasm_call_ctors();
-    }
-    if !DONE.swap(true, Ordering::SeqCst) {
-        // SAFETY: wasm-ld synthesises this function; it only runs the static constructors, and
-        // the flag above makes that happen once per instance, before any engine code.
-        unsafe { __wasm_call_ctors() }
     }
 }
 
@@ -204,7 +171,7 @@ thread_local! {
 /// successful call set up (burn cannot register a second runtime for the same device).
 #[cfg(target_arch = "wasm32")]
 pub async fn init_webgpu() -> Result<DeviceChoice, String> {
-    run_static_constructors();
+    crate::wasm::run_static_constructors();
     if let Some(choice) = WEBGPU.with(|c| c.borrow().clone()) {
         return Ok(choice);
     }
@@ -215,8 +182,8 @@ pub async fn init_webgpu() -> Result<DeviceChoice, String> {
 
 #[cfg(target_arch = "wasm32")]
 async fn init_webgpu_once() -> Result<DeviceChoice, String> {
-    if !has_webgpu() {
-        return Err(NO_WEBGPU.to_string());
+    if !crate::wasm::has_webgpu() {
+        return Err(crate::wasm::NO_WEBGPU.to_string());
     }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::BROWSER_WEBGPU,
@@ -226,10 +193,12 @@ async fn init_webgpu_once() -> Result<DeviceChoice, String> {
         power_preference: wgpu::PowerPreference::HighPerformance,
         ..Default::default()
     };
-    let adapter = instance
-        .request_adapter(&options)
-        .await
-        .map_err(|e| format!("the browser offers WebGPU but no adapter ({e}); {NO_WEBGPU_FIX}"))?;
+    let adapter = instance.request_adapter(&options).await.map_err(|e| {
+        format!(
+            "the browser offers WebGPU but no adapter ({e}); {}",
+            crate::wasm::NO_WEBGPU_FIX
+        )
+    })?;
     let mut summary = AdapterSummary::of(&adapter);
     if summary.name.is_empty() {
         summary.name = "WebGPU adapter".into();
@@ -264,16 +233,15 @@ pub async fn sleep_ms(ms: i32) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// Waits `ms` milliseconds (natively the thread sleeps: the CLI blocks on the same futures).
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn sleep_ms(ms: i32) {
+    std::thread::sleep(std::time::Duration::from_millis(ms.max(0) as u64));
+}
+
 /// Gives the event loop a turn between chunks of long work in the browser; nothing natively,
 /// where the CLI blocks on the same async functions.
 pub async fn yield_now() {
     #[cfg(target_arch = "wasm32")]
     sleep_ms(0).await;
 }
-
-/// The message shown when the browser has no WebGPU.
-pub const NO_WEBGPU: &str = "this browser does not expose WebGPU (navigator.gpu is missing)";
-
-/// What to do about it.
-pub const NO_WEBGPU_FIX: &str = "use a current Chrome, Edge or Safari 26 with hardware acceleration on; on Linux Chrome, \
-     enable chrome://flags/#enable-unsafe-webgpu and chrome://flags/#enable-vulkan; or run the CPU backend (slow) from this page";

@@ -1,5 +1,5 @@
-//! Browser plumbing, for the page and its workers alike: reading files and URLs into bytes (with
-//! progress), offering bytes as downloads, and yielding to the event loop between chunks of work.
+//! Browser plumbing, for the page and its workers alike: which worker this code runs in and
+//! starting one, reading files and URLs into bytes (with progress), offering bytes as downloads.
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -29,8 +29,6 @@ fn global() -> Option<Global> {
         g.dyn_ref::<web_sys::WorkerGlobalScope>().cloned().map(Global::Worker)
     }
 }
-
-pub use crate::device::{sleep_ms as sleep, yield_now};
 
 /// Reads a `File` in 8 MiB slices, reporting bytes read.
 pub async fn read_file(file: &web_sys::File, progress: &mut dyn FnMut(f64, f64)) -> Result<Vec<u8>, String> {
@@ -91,4 +89,43 @@ pub fn download(name: &str, bytes: &js_sys::Uint8Array, mime: &str) -> Result<()
     a.click();
     web_sys::Url::revoke_object_url(&url).map_err(js_err)?;
     Ok(())
+}
+
+/// What a dedicated worker running the engine's wasm is for (its `name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The engine: model, statistics, training (`engine_worker`).
+    Engine,
+    /// Eigendecompositions and SVDs for the engine (`worker`).
+    Maths,
+}
+
+impl Role {
+    /// The worker name that selects this role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Engine => "engine",
+            Role::Maths => "maths",
+        }
+    }
+}
+
+/// The role of this code when it runs in a dedicated worker; `None` on the page.
+pub fn role() -> Option<Role> {
+    let scope = js_sys::global()
+        .dyn_into::<web_sys::DedicatedWorkerGlobalScope>()
+        .ok()?;
+    Some(if scope.name() == Role::Engine.name() {
+        Role::Engine
+    } else {
+        Role::Maths
+    })
+}
+
+/// Starts a module worker running the engine's wasm (`worker.js`) in `role`.
+pub fn spawn(url: &str, role: Role) -> Result<web_sys::Worker, String> {
+    let opts = web_sys::WorkerOptions::new();
+    opts.set_type(web_sys::WorkerType::Module);
+    opts.set_name(role.name());
+    web_sys::Worker::new_with_options(url, &opts).map_err(js_err)
 }

@@ -11,10 +11,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use super::browser::{Role, spawn};
 use super::browser::{download, js_err};
 use super::protocol::{Command, Event, decode, encode};
 use super::state::Ui;
-use super::worker::{Role, spawn};
 
 type Pending = Rc<RefCell<HashMap<u32, js_sys::Function>>>;
 

@@ -8,8 +8,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use super::protocol::{Command, Event, decode, encode};
-use crate::linalg::decompose::DecomposeError;
-use crate::linalg::jobs::{Executor, Job, JobFuture};
+use crate::engine::jobs::{Executor, JobError, JobFuture};
+use crate::linalg::jobs::Job;
 
 thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
@@ -92,7 +92,7 @@ pub struct Cancellable<'a>(pub &'a dyn Executor);
 impl Executor for Cancellable<'_> {
     fn submit(&self, job: Job) -> JobFuture<'_> {
         if cancelled() {
-            return Box::pin(std::future::ready(Err(DecomposeError::Cancelled)));
+            return Box::pin(std::future::ready(Err(JobError::Cancelled)));
         }
         self.0.submit(job)
     }

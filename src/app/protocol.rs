@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
 use crate::calib::SpectraReport;
-use crate::engine::ModelSummary;
 use crate::eval::probe::ProbeScore;
 use crate::lora::InitMethod;
+use crate::model::ModelSummary;
 use crate::model::Target;
 use crate::train::StepMetrics;
 

@@ -5,12 +5,10 @@
 
 use std::cell::RefCell;
 
-use crate::calib::EighCache;
 use crate::device::DeviceChoice;
-use crate::engine::{Calibration, LoadedModel};
+use crate::engine::{Calibration, EighCache, Executor, Inline, LoadedModel};
 use crate::io::ModelFiles;
 use crate::io::dataset::Record;
-use crate::linalg::jobs::{Executor, Inline};
 
 use super::worker::WorkerExecutor;
 

@@ -3,8 +3,8 @@
 use leptos::prelude::*;
 
 use crate::calib::SpectraReport;
-use crate::engine::ModelSummary;
 use crate::eval::probe::ProbeScore;
+use crate::model::ModelSummary;
 use crate::train::StepMetrics;
 
 /// Every signal the views read and the flows write.

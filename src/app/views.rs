@@ -9,9 +9,10 @@ use super::client::{self, run_task, send};
 use super::protocol::{CalibrateOptions, Command, TrainOptions};
 use super::state::Ui;
 use crate::calib::SpectraReport;
-use crate::lora::InitMethod;
+use crate::lora::{InitMethod, METHODS};
+use crate::model::arch::SITES;
 use crate::model::{Site, Target};
-use crate::plot::{Series, heatmap_svg, line_svg, spectrum_svg};
+use crate::plot::{HeatmapMetric, heatmap, line_svg, spectrum_figure};
 
 /// The files of a file input's change event, as an array to send to the engine.
 fn files_of(ev: &leptos::ev::Event) -> JsValue {
@@ -85,14 +86,14 @@ fn StatusBar() -> impl IntoView {
 #[component]
 fn GpuPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
-    let has = crate::device::has_webgpu();
+    let has = crate::wasm::has_webgpu();
     view! {
         <section class="panel">
             <h2>"1 · GPU"</h2>
             {if has {
                 view! { <p>"WebGPU is available in this browser."</p> }.into_any()
             } else {
-                view! { <p class="warn">{crate::device::NO_WEBGPU}". "{crate::device::NO_WEBGPU_FIX}"."</p> }.into_any()
+                view! { <p class="warn">{crate::wasm::NO_WEBGPU}". "{crate::wasm::NO_WEBGPU_FIX}"."</p> }.into_any()
             }}
             <button data-testid="gpu-button" disabled=move || ui.busy.get() || !has
                 on:click=move |_| run_task(ui, "starting WebGPU", Command::InitDevice { cpu: false }, NONE)>"Start WebGPU"</button>
@@ -171,92 +172,33 @@ fn CalibratePanel() -> impl IntoView {
     }
 }
 
-/// Per-layer spectrum and layer × module heatmaps.
+/// Per-layer spectrum and layer × module heatmaps (the library's figures, as the CLI's files).
 #[component]
 fn SpectraView(report: SpectraReport) -> impl IntoView {
     let layer = RwSignal::new(0usize);
     let site = RwSignal::new(Site::AttnInput);
-    let metric = RwSignal::new(0usize);
+    let metric = RwSignal::new(HeatmapMetric::ALL[0]);
     let n_layers = report.layers.len();
     let report = StoredValue::new(report);
     let chart = move || {
         report.with_value(|r| {
-            let l = &r.layers[layer.get().min(r.layers.len() - 1)];
-            let s = site.get();
-            let Some(spec) = l.sites.get(&s) else {
-                return "<p>no statistic for this site</p>".to_string();
-            };
-            let mut series = vec![Series {
-                label: "activation eigenvalues λ",
-                values: &spec.eigenvalues,
-                color: "#1d3557",
-            }];
-            let labels: Vec<(String, &Vec<f64>)> = l
-                .modules
-                .iter()
-                .filter(|(_, m)| m.site == s)
-                .map(|(t, m)| (format!("{} singular values σ", t.module_name()), &m.singular_values))
-                .collect();
-            let colors = ["#e63946", "#2a9d8f", "#8338ec"];
-            for (k, (label, values)) in labels.iter().enumerate() {
-                series.push(Series {
-                    label,
-                    values,
-                    color: colors[k % 3],
-                });
-            }
-            spectrum_svg(
-                &format!("layer {} {:?}: null space = {} smallest", l.layer, s, r.rank),
-                &series,
-                r.rank,
-            )
+            let index = layer.get().min(r.layers.len().saturating_sub(1));
+            spectrum_figure(r, index, site.get())
+                .map_or_else(|| "<p>no statistic for this site</p>".to_string(), |f| f.svg())
         })
     };
-    let heat = move || {
-        report.with_value(|r| {
-            let rows: Vec<String> = r.layers.iter().map(|l| format!("layer {}", l.layer)).collect();
-            let cols: Vec<String> = r.targets.iter().map(|t| t.module_name().to_string()).collect();
-            let (title, unit, f): (&str, &str, fn(&crate::calib::spectra::LayerSpectra, Target) -> f64) =
-                match metric.get() {
-                    0 => ("effective rank of the input activations", "", |l, t| {
-                        l.sites[&t.site()].summary.effective_rank
-                    }),
-                    1 => ("effective rank of the weights", "", |l, t| {
-                        l.modules[&t].summary.effective_rank
-                    }),
-                    2 => ("activation energy in the null subspace", "share", |l, t| {
-                        l.modules[&t].activation_energy_null
-                    }),
-                    _ => ("activation energy in the top-r subspace", "share", |l, t| {
-                        l.modules[&t].activation_energy_top
-                    }),
-                };
-            let values: Vec<Vec<f64>> = r
-                .layers
-                .iter()
-                .map(|l| r.targets.iter().map(|&t| f(l, t)).collect())
-                .collect();
-            heatmap_svg(title, &rows, &cols, &values, unit)
-        })
-    };
+    let heat = move || report.with_value(|r| heatmap(r, metric.get()).svg());
     view! {
         <div class="spectra">
             <div class="form">
                 <label>"layer "<input type="range" min="0" max=n_layers.saturating_sub(1)
                     prop:value=move || layer.get().to_string()
                     on:input=move |ev| layer.set(event_target_value(&ev).parse().unwrap_or(0))/>{move || layer.get()}</label>
-                <select on:change=move |ev| site.set(match event_target_value(&ev).as_str() {
-                    "attn_output" => Site::AttnOutput, "mlp_input" => Site::MlpInput, "mlp_hidden" => Site::MlpHidden, _ => Site::AttnInput })>
-                    <option value="attn_input">"q/k/v input"</option>
-                    <option value="attn_output">"o_proj input"</option>
-                    <option value="mlp_input">"gate/up input"</option>
-                    <option value="mlp_hidden">"down_proj input"</option>
+                <select on:change=move |ev| site.set(Site::parse(&event_target_value(&ev)).unwrap_or(Site::AttnInput))>
+                    {SITES.iter().map(|s| view! { <option value=s.name>{s.label}</option> }).collect_view()}
                 </select>
-                <select on:change=move |ev| metric.set(event_target_value(&ev).parse().unwrap_or(0))>
-                    <option value="0">"heatmap: activation effective rank"</option>
-                    <option value="1">"heatmap: weight effective rank"</option>
-                    <option value="2">"heatmap: activation energy in the null subspace"</option>
-                    <option value="3">"heatmap: activation energy in the top-r subspace"</option>
+                <select on:change=move |ev| metric.set(HeatmapMetric::parse(&event_target_value(&ev)).unwrap_or(HeatmapMetric::ALL[0]))>
+                    {HeatmapMetric::ALL.iter().map(|m| view! { <option value=m.name()>{format!("heatmap: {}", m.title())}</option> }).collect_view()}
                 </select>
             </div>
             <div class="plots">
@@ -306,16 +248,10 @@ fn TrainPanel() -> impl IntoView {
         <section class="panel">
             <h2>"4 · Fine-tune"</h2>
             <div class="form">
-                <label>"method "<select on:change=move |ev| method.set(event_target_value(&ev))>
-                    <option value="null" selected>"LoRA-Null v1"</option>
-                    <option value="null-v2">"LoRA-Null v2 (down projection frozen)"</option>
-                    <option value="null-zero">"LoRA-Null zero-B"</option>
-                    <option value="lora">"LoRA (PEFT default)"</option>
-                    <option value="pissa">"PiSSA"</option>
-                    <option value="milora">"MiLoRA"</option>
-                    <option value="olora">"OLoRA"</option>
-                    <option value="corda-kpm">"CorDA KPM"</option>
-                    <option value="corda-ipm">"CorDA IPM"</option>
+                <label>"method "<select data-testid="method-select" on:change=move |ev| method.set(event_target_value(&ev))>
+                    {METHODS.iter().map(|m| view! {
+                        <option value=m.name title=m.help selected=m.method == InitMethod::Null>{m.label}</option>
+                    }).collect_view()}
                 </select></label>
                 <label>"rank "<input size="3" bind:value=rank/></label>
                 <label>"lr "<input size="6" bind:value=lr/></label>

@@ -1,10 +1,7 @@
 //! The Web Worker that runs the heavy maths (eigendecompositions, SVDs, initialisation
-//! formulas) off the page's thread, and the [`Executor`] that sends it jobs.
-//!
-//! The worker loads the same wasm module (`assets/worker.js` imports the app's glue); `main`
-//! reads the worker's name ([`role`]) and calls [`serve`] instead of mounting the page. The
-//! engine worker starts it, so the engine stays free to answer pause and cancel while the maths
-//! runs.
+//! formulas) for the engine worker, and the [`Executor`] that sends it jobs, so the engine stays
+//! free to answer pause and cancel while the maths runs. Both workers run the engine's wasm
+//! (`assets/worker.js`); the worker's name picks the role (`browser::role`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,47 +11,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::linalg::decompose::DecomposeError;
-use crate::linalg::jobs::{Executor, Job, JobFuture, JobOutput, run};
-
-/// What a dedicated worker running this wasm is for (its `name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The engine: model, statistics, training (see `engine_worker`).
-    Engine,
-    /// Eigendecompositions and SVDs for the engine (this module).
-    Maths,
-}
-
-impl Role {
-    /// The worker name that selects this role.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Engine => "engine",
-            Role::Maths => "maths",
-        }
-    }
-}
-
-/// The role of this code when it runs in a dedicated worker; `None` on the page.
-pub fn role() -> Option<Role> {
-    let scope = js_sys::global()
-        .dyn_into::<web_sys::DedicatedWorkerGlobalScope>()
-        .ok()?;
-    Some(if scope.name() == Role::Engine.name() {
-        Role::Engine
-    } else {
-        Role::Maths
-    })
-}
-
-/// Starts a module worker running this app's wasm (`assets/worker.js`) in `role`.
-pub fn spawn(url: &str, role: Role) -> Result<web_sys::Worker, String> {
-    let opts = web_sys::WorkerOptions::new();
-    opts.set_type(web_sys::WorkerType::Module);
-    opts.set_name(role.name());
-    web_sys::Worker::new_with_options(url, &opts).map_err(super::browser::js_err)
-}
+use super::browser::{Role, js_err, spawn};
+use crate::engine::jobs::{Executor, JobError, JobFuture};
+use crate::linalg::jobs::{Job, JobOutput, run};
 
 /// Worker side: answer `[id, bytes]` messages with `[id, ok, bytes | message]`.
 pub fn serve() {
@@ -134,12 +93,10 @@ impl Executor for WorkerExecutor {
             &js_sys::Array::of1(&bytes.buffer()),
         );
         Box::pin(async move {
-            posted.map_err(|e| DecomposeError::Worker(format!("cannot send a job: {}", super::browser::js_err(e))))?;
-            let reply = JsFuture::from(promise)
-                .await
-                .map_err(|e| DecomposeError::Worker(super::browser::js_err(e)))?;
+            posted.map_err(|e| JobError::Worker(format!("cannot send a job: {}", js_err(e))))?;
+            let reply = JsFuture::from(promise).await.map_err(|e| JobError::Worker(js_err(e)))?;
             let out = js_sys::Uint8Array::new(&reply).to_vec();
-            JobOutput::decode(&out).ok_or_else(|| DecomposeError::Worker("malformed reply".into()))
+            JobOutput::decode(&out).ok_or_else(|| JobError::Worker("malformed reply".into()))
         })
     }
 }

@@ -10,32 +10,10 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use super::report::Normalization;
 use crate::linalg::Matrix;
 use crate::model::weights::read_f32;
-use crate::model::{ActivationObserver, LlamaForCausalLM, Site};
-
-/// How each window's activations are scaled before `X̃ᵀX̃`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Normalization {
-    /// `X̃ = X / |max(X)|` with the *signed* maximum over the whole window, exactly as the
-    /// LoRA-Null and CorDA code do (the default).
-    #[default]
-    SignedMax,
-    /// `X̃ = X`: the plain uncentred second moment per window.
-    None,
-}
-
-impl std::str::FromStr for Normalization {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "signed-max" | "max" => Ok(Self::SignedMax),
-            "none" | "plain" => Ok(Self::None),
-            other => Err(format!("unknown normalisation `{other}`; use signed-max or none")),
-        }
-    }
-}
+use crate::model::{ActivationObserver, LlamaForCausalLM, Projection, Site};
 
 /// The statistic of one layer input.
 #[derive(Debug, Clone)]
@@ -85,7 +63,7 @@ impl CovarianceAccumulator {
     }
 
     /// Runs one window through the model (hidden states only; the output head is skipped).
-    pub fn run_window(&mut self, model: &LlamaForCausalLM, ids: &[u32]) {
+    pub fn run_window<L: Projection>(&mut self, model: &LlamaForCausalLM<L>, ids: &[u32]) {
         let device = model.device();
         let input = Tensor::<2, Int>::from_data(
             TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),

@@ -1,55 +1,20 @@
-//! The adaptation half of the facade: calibration statistics, spectra, adapter initialisation,
-//! attaching PEFT adapters, and the export files.
+//! Adapters on the loaded model: initialising them (one job per module, through the executor),
+//! attaching a PEFT adapter from files, and the metrics of what they do to the knowledge
+//! activations.
 
 use std::collections::BTreeMap;
 
+use super::analyze::Calibration;
+use super::jobs::{EighCache, Executor, factors};
 use super::{EngineError, LoadedModel};
-use crate::calib::{CovarianceAccumulator, Covariances, EighCache, Normalization, SpectraReport, draw_windows};
-use crate::io::dataset::Record;
-use crate::io::peft::{PeftAdapter, read_adapter, write_adapter};
-use crate::io::safetensors::{SaveDtype, to_safetensors_bytes};
-use crate::linalg::jobs::Executor;
-use crate::lora::export::{attach_adapter, init_adapter, model_tensors, peft_adapter};
-use crate::lora::{InitRecord, LoraConfig, initialize};
-use crate::model::{Site, Target};
-
-/// Calibration settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CalibOptions {
-    /// Windows to draw.
-    pub samples: usize,
-    /// Tokens per window.
-    pub seq_len: usize,
-    /// Sampler seed (the reference uses 233).
-    pub seed: u64,
-    /// Per-window normalisation.
-    pub normalization: Normalization,
-    /// Modules whose inputs to collect.
-    pub targets: Vec<Target>,
-}
-
-impl Default for CalibOptions {
-    fn default() -> Self {
-        Self {
-            samples: 128,
-            seq_len: 512,
-            seed: 233,
-            normalization: Normalization::SignedMax,
-            targets: Target::ALL.to_vec(),
-        }
-    }
-}
-
-/// The result of a calibration run.
-#[derive(Debug, Clone)]
-pub struct Calibration {
-    /// Covariances per (layer, site).
-    pub covariances: Covariances,
-    /// Set when the corpus was shorter than asked.
-    pub note: Option<String>,
-    /// Tokens in the corpus.
-    pub corpus_tokens: usize,
-}
+use crate::calib::CalibError;
+use crate::io::peft::{PeftAdapter, read_adapter};
+use crate::lora::export::attach_adapter;
+use crate::lora::init::{attach_factors, check_rank, factors_job};
+use crate::lora::metrics::{UpdateMetrics, input_energy, mean_metrics, update_and_original, update_metrics};
+use crate::lora::{InitError, InitRecord, LoraConfig};
+use crate::model::weights::read_matrix;
+use crate::model::{Projection, Target};
 
 /// Adapters attached by initialisation, with what the export conversion needs.
 #[derive(Debug, Clone)]
@@ -60,78 +25,9 @@ pub struct AdapterState {
     pub init: InitRecord,
 }
 
-/// Named files to write (the CLI writes them atomically; the app offers them as downloads).
-pub type ExportFiles = Vec<(String, Vec<u8>)>;
-
-fn sites_of(targets: &[Target]) -> Vec<Site> {
-    let mut sites: Vec<Site> = targets.iter().map(|t| t.site()).collect();
-    sites.sort();
-    sites.dedup();
-    sites
-}
-
 impl LoadedModel {
-    /// Runs calibration windows through the model and accumulates the covariances of the
-    /// inputs of `opts.targets`. `progress(done, total)` after each window.
-    pub async fn calibrate(
-        &self,
-        records: &[Record],
-        opts: &CalibOptions,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Calibration, EngineError> {
-        self.calibrate_until(records, opts, progress, &|| false).await
-    }
-
-    /// [`Self::calibrate`], stopping with [`CalibError::Cancelled`](crate::calib::CalibError)
-    /// between windows once `cancelled()` says so. In the browser each window ends with a turn
-    /// of the event loop, so a cancel message can arrive.
-    pub async fn calibrate_until(
-        &self,
-        records: &[Record],
-        opts: &CalibOptions,
-        progress: &mut dyn FnMut(usize, usize),
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<Calibration, EngineError> {
-        let windows = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
-        if windows.windows.is_empty() {
-            return Err(crate::calib::CalibError::Data(format!(
-                "the calibration text has {} tokens; give at least a few sentences",
-                windows.corpus_tokens
-            ))
-            .into());
-        }
-        let mut acc = CovarianceAccumulator::new(sites_of(&opts.targets), opts.normalization);
-        let total = windows.windows.len();
-        for (i, w) in windows.windows.iter().enumerate() {
-            acc.run_window(&self.model, w);
-            progress(i + 1, total);
-            crate::device::yield_now().await;
-            if cancelled() {
-                return Err(crate::calib::CalibError::Cancelled.into());
-            }
-        }
-        let covariances = acc.finish().await.map_err(crate::calib::CalibError::Device)?;
-        Ok(Calibration {
-            covariances,
-            note: windows.note,
-            corpus_tokens: windows.corpus_tokens,
-        })
-    }
-
-    /// Spectra of every layer (`spectra.json`); `progress(done, total)` after each layer.
-    pub async fn analyze(
-        &self,
-        calib: &Calibration,
-        eighs: &mut EighCache,
-        targets: &[Target],
-        rank: usize,
-        exec: &dyn Executor,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<SpectraReport, EngineError> {
-        Ok(crate::calib::analyze(&self.model, &calib.covariances, eighs, targets, rank, exec, progress).await?)
-    }
-
-    /// Initialises adapters on the model (changing its base weights for the methods that do).
+    /// Initialises adapters on every target of every layer, changing the base weights for the
+    /// methods that do. `progress(done, total)` after each module.
     pub async fn init_adapters(
         &mut self,
         config: LoraConfig,
@@ -141,21 +37,39 @@ impl LoadedModel {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<&AdapterState, EngineError> {
         if self.adapter.is_some() {
-            return Err(crate::lora::InitError::Calib(crate::calib::CalibError::Data(
-                "the model already has adapters; reload the base model to initialise again".into(),
-            ))
-            .into());
+            return Err(InitError::AlreadyAdapted.into());
         }
-        let init = initialize(
-            &mut self.model,
-            &config,
-            calib.map(|c| &c.covariances),
-            eighs,
-            exec,
-            progress,
-        )
-        .await?;
-        Ok(self.adapter.insert(AdapterState { config, init }))
+        config.check(calib.is_some())?;
+        let device = self.model.device();
+        let scale = config.scale();
+        let mut rng = crate::linalg::Rng::new(config.seed);
+        let layers = self.model.num_layers();
+        let total = layers * config.targets.len();
+        let mut record = InitRecord::default();
+        for layer in 0..layers {
+            for (k, &target) in config.targets.iter().enumerate() {
+                let w = read_matrix(self.model.linear(layer, target).base().weight_out_in())
+                    .await
+                    .map_err(CalibError::Device)?;
+                check_rank(config.rank, layer, target, w.rows, w.cols)?;
+                let site = target.site();
+                let stats = match calib {
+                    Some(c) if config.method.needs_calibration() => {
+                        let (stats, e) = eighs.site(&c.covariances, layer, site, exec).await?;
+                        Some((&stats.covariance, e))
+                    }
+                    _ => None,
+                };
+                let job = factors_job(config.method, w, config.rank, scale, stats, rng.next_u64());
+                let f = factors(exec, job)
+                    .await
+                    .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
+                let factors = attach_factors(self.model.linear_mut(layer, target), &f, scale, config.method, &device);
+                record.factors.insert((layer, target), factors);
+                progress(layer * config.targets.len() + k + 1, total);
+            }
+        }
+        Ok(self.adapter.insert(AdapterState { config, init: record }))
     }
 
     /// Attaches a PEFT adapter directory's files (ours or anyone's) to the base model.
@@ -166,59 +80,7 @@ impl LoadedModel {
         Ok(adapter)
     }
 
-    /// The PEFT adapter files for the ORIGINAL base model, and whether the rank was doubled.
-    pub async fn export_peft(&self, base_name: &str, dtype: SaveDtype) -> Result<(ExportFiles, bool), EngineError> {
-        let state = self.adapter_state()?;
-        let (adapter, doubled) = peft_adapter(&self.model, &state.config, &state.init, base_name).await?;
-        Ok((write_adapter(&adapter, dtype)?, doubled))
-    }
-
-    /// The untrained initialisation as a residual base model plus an init adapter (native rank,
-    /// `init_lora_weights: true`), for continuing with PEFT elsewhere. Files are prefixed with
-    /// `residual_model/` and `init_adapter/`. Must be called before training changes the factors.
-    pub async fn export_init(&self, base_name: &str, dtype: SaveDtype) -> Result<ExportFiles, EngineError> {
-        let state = self.adapter_state()?;
-        let mut files = Vec::new();
-        let adapter = init_adapter(&state.config, &state.init, base_name);
-        for (name, bytes) in write_adapter(&adapter, dtype)? {
-            files.push((format!("init_adapter/{name}"), bytes));
-        }
-        for (name, bytes) in self.hf_model_files(false, dtype).await? {
-            files.push((format!("residual_model/{name}"), bytes));
-        }
-        Ok(files)
-    }
-
-    /// A full Hugging Face model folder: `config.json`, `model.safetensors`, `tokenizer.json`,
-    /// `tokenizer_config.json`; with `merge`, every adapter is merged into its weight.
-    pub async fn hf_model_files(&self, merge: bool, dtype: SaveDtype) -> Result<ExportFiles, EngineError> {
-        let tensors = model_tensors(&self.model, merge).await?;
-        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        let weights = to_safetensors_bytes(&tensors, dtype, Some(meta))
-            .map_err(|e| crate::io::peft::PeftError::Weights(e.to_string()))?;
-        let mut config = self.config.to_hf_json();
-        config["torch_dtype"] = match dtype {
-            SaveDtype::F32 => "float32",
-            SaveDtype::F16 => "float16",
-            SaveDtype::Bf16 => "bfloat16",
-        }
-        .into();
-        Ok(vec![
-            ("config.json".into(), pretty(&config)),
-            ("model.safetensors".into(), weights),
-            ("tokenizer.json".into(), self.tokenizer.to_json()?.into_bytes()),
-            ("tokenizer_config.json".into(), pretty(&self.tokenizer.config_json())),
-        ])
-    }
-
-    fn adapter_state(&self) -> Result<&AdapterState, EngineError> {
-        self.adapter
-            .as_ref()
-            .ok_or(EngineError::Export(crate::lora::export::ExportError::NoAdapters))
-    }
-
-    /// Per-module numbers about the initialised adapters for the summary: the share of the
-    /// calibration activations' energy in span(Aᵀ) (how "silent" the adapter starts).
+    /// Numbers about the initialised adapters for a summary.
     pub fn adapter_summary(&self) -> BTreeMap<String, serde_json::Value> {
         let mut out = BTreeMap::new();
         if let Some(s) = &self.adapter {
@@ -229,8 +91,43 @@ impl LoadedModel {
         }
         out
     }
-}
 
-fn pretty(v: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec_pretty(v).expect("invariant: JSON values serialise")
+    /// Per adapted module: the share of the calibration activations' energy its initial down
+    /// projection reads (tiny for the null-space methods, large for PiSSA).
+    pub fn adapter_input_energy(&self, calib: &Calibration) -> BTreeMap<(usize, Target), f64> {
+        let Some(state) = &self.adapter else {
+            return BTreeMap::new();
+        };
+        let covs = &calib.covariances;
+        input_energy(&state.init, &|layer, target: Target| {
+            covs.sites.get(&(layer, target.site())).map(|s| s.covariance.clone())
+        })
+    }
+
+    /// How the trained updates disturb the calibration (knowledge) activations, averaged over
+    /// the adapted modules (see [`UpdateMetrics`]); `rank` sizes the top subspace.
+    pub async fn update_metrics(
+        &self,
+        calib: &Calibration,
+        eighs: &mut EighCache,
+        rank: usize,
+        exec: &dyn Executor,
+    ) -> Result<UpdateMetrics, EngineError> {
+        let state = self
+            .adapter
+            .as_ref()
+            .ok_or(EngineError::Export(crate::lora::export::ExportError::NoAdapters))?;
+        let covs = &calib.covariances;
+        let mut per_module = Vec::new();
+        for &(layer, target) in state.init.factors.keys() {
+            let changes_base = state.config.method.changes_base();
+            let Some((delta, w)) = update_and_original(&self.model, &state.init, layer, target, changes_base).await?
+            else {
+                continue;
+            };
+            let (stats, e) = eighs.site(covs, layer, target.site(), exec).await?;
+            per_module.push(update_metrics(&delta, &w, &stats.covariance, e, rank));
+        }
+        Ok(mean_metrics(&per_module))
+    }
 }

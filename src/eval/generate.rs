@@ -5,7 +5,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::EvalError;
 use crate::linalg::Rng;
 use crate::model::weights::read_f32;
-use crate::model::{KvCache, LlamaForCausalLM, NoObserver};
+use crate::model::{KvCache, LlamaForCausalLM, NoObserver, Projection};
 
 /// How to pick tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +36,8 @@ impl Default for GenerateOptions {
 
 /// Generates up to `max_new_tokens` after `prompt`; `on_token` sees each new id as it comes
 /// and may return `false` to stop. Returns the new ids (a stop id, if hit, is included).
-pub async fn generate(
-    model: &LlamaForCausalLM,
+pub async fn generate<L: Projection>(
+    model: &LlamaForCausalLM<L>,
     prompt: &[u32],
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> bool,

@@ -1,10 +1,15 @@
-//! Evaluation: perplexity and text generation.
+//! Evaluation: perplexity, text generation and the knowledge probe (`probe` is plain data and
+//! scoring, without burn).
 
+#[cfg(feature = "engine")]
 pub mod generate;
+#[cfg(feature = "engine")]
 pub mod perplexity;
 pub mod probe;
 
+#[cfg(feature = "engine")]
 pub use generate::{GenerateOptions, generate};
+#[cfg(feature = "engine")]
 pub use perplexity::{PerplexityReport, forward_sync_probe, logits, perplexity};
 
 /// Errors while evaluating.
@@ -21,4 +26,17 @@ pub enum EvalError {
     /// An invalid option.
     #[error("{0}")]
     Invalid(String),
+    /// A window of fewer than 2 tokens scores nothing.
+    #[error("the window length must be at least 2 tokens, got {0}")]
+    WindowTooShort(usize),
+}
+
+impl EvalError {
+    /// What the user can do about it.
+    pub fn hints(&self) -> Vec<crate::hint::Hint> {
+        match self {
+            EvalError::WindowTooShort(_) => vec![crate::hint::Hint::Fix(crate::hint::Setting::SeqLen)],
+            _ => Vec::new(),
+        }
+    }
 }

@@ -4,7 +4,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::EvalError;
-use crate::model::LlamaForCausalLM;
+use crate::model::{LlamaForCausalLM, Projection};
 
 /// Result of [`perplexity`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,16 +23,14 @@ pub struct PerplexityReport {
 /// is an independent forward pass; token t is predicted from tokens < t of its window, so the
 /// first token of each window is not scored. A final window shorter than 2 tokens is dropped.
 /// `progress(done, total)` is called after each window.
-pub async fn perplexity(
-    model: &LlamaForCausalLM,
+pub async fn perplexity<L: Projection>(
+    model: &LlamaForCausalLM<L>,
     ids: &[u32],
     seq_len: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PerplexityReport, EvalError> {
     if seq_len < 2 {
-        return Err(EvalError::Invalid(format!(
-            "--seq-len must be at least 2, got {seq_len}"
-        )));
+        return Err(EvalError::WindowTooShort(seq_len));
     }
     let windows: Vec<&[u32]> = ids.chunks(seq_len).filter(|w| w.len() >= 2).collect();
     if windows.is_empty() {
@@ -72,7 +70,7 @@ pub async fn perplexity(
 
 /// One forward pass over `ids` as a batch of one, waiting for the device to finish (reads one
 /// scalar back). Used by the forward benchmark.
-pub async fn forward_sync_probe(model: &LlamaForCausalLM, ids: &[u32]) -> Result<f32, EvalError> {
+pub async fn forward_sync_probe<L: Projection>(model: &LlamaForCausalLM<L>, ids: &[u32]) -> Result<f32, EvalError> {
     let device = model.device();
     let input = Tensor::<2, Int>::from_data(
         TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
@@ -87,7 +85,10 @@ pub async fn forward_sync_probe(model: &LlamaForCausalLM, ids: &[u32]) -> Result
 }
 
 /// Logits `[T, vocab]` of one sequence, on the host.
-pub async fn logits(model: &LlamaForCausalLM, ids: &[u32]) -> Result<crate::model::HostTensor, EvalError> {
+pub async fn logits<L: Projection>(
+    model: &LlamaForCausalLM<L>,
+    ids: &[u32],
+) -> Result<crate::io::HostTensor, EvalError> {
     let device = model.device();
     let input = Tensor::<2, Int>::from_data(
         TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
@@ -96,5 +97,5 @@ pub async fn logits(model: &LlamaForCausalLM, ids: &[u32]) -> Result<crate::mode
     let out = model.forward(input);
     let [_, t, v] = out.dims();
     let data = crate::model::weights::read_f32(out).await.map_err(EvalError::Device)?;
-    Ok(crate::model::HostTensor::new(data, vec![t, v]))
+    Ok(crate::io::HostTensor::new(data, vec![t, v]))
 }

@@ -4,20 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Device;
-
 use super::LoadError;
 use super::gguf::GgufFile;
 use super::gguf_model::{GgufSource, config_from_gguf};
 use super::safetensors::SafetensorsSource;
 use super::tokenizer::Tokenizer;
-use crate::model::weights::{TensorSource, VarBuilder};
-use crate::model::{LlamaForCausalLM, ModelBuilder, ModelConfig};
+pub use crate::model::Format;
+use crate::model::ModelConfig;
+use crate::model::weights::Weights;
 
 /// Model files by base name (e.g. `"config.json"`, `"model-00001-of-00002.safetensors"`).
 #[derive(Debug, Default, Clone)]
 pub struct ModelFiles {
     files: BTreeMap<String, Vec<u8>>,
+    origin: Option<String>,
 }
 
 impl ModelFiles {
@@ -30,6 +30,26 @@ impl ModelFiles {
     pub fn insert(&mut self, name: &str, bytes: Vec<u8>) {
         let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
         self.files.insert(base.to_string(), bytes);
+    }
+
+    /// Records where the files came from (the GGUF file or folder name the user gave), which
+    /// exports name as the base model.
+    pub fn set_origin(&mut self, name: &str) {
+        self.origin = Some(name.to_string());
+    }
+
+    /// What an adapter names as its base model (`base_model_name_or_path`): the origin given
+    /// by the caller, else the GGUF file's name, else config.json's `_name_or_path`, else
+    /// `"base-model"`. PEFT only records it; the user loads the base themselves.
+    pub fn base_name(&self) -> String {
+        self.origin
+            .clone()
+            .or_else(|| self.names().find(|n| n.ends_with(".gguf")).map(str::to_string))
+            .or_else(|| {
+                let config: serde_json::Value = serde_json::from_slice(self.get("config.json")?).ok()?;
+                config.get("_name_or_path")?.as_str().map(str::to_string)
+            })
+            .unwrap_or_else(|| "base-model".to_string())
     }
 
     /// File names present.
@@ -53,16 +73,6 @@ impl ModelFiles {
             hint: hint.to_string(),
         })
     }
-}
-
-/// Which on-disk format a checkpoint came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A llama.cpp GGUF file.
-    Gguf,
-    /// A Hugging Face folder with safetensors.
-    HuggingFace,
 }
 
 enum Parsed<'a> {
@@ -153,42 +163,64 @@ impl<'a> Checkpoint<'a> {
         })
     }
 
-    /// A view of the weights for building the model.
-    pub fn source(&self) -> Result<WeightsView<'_>, LoadError> {
+    /// The configuration, tokenizer and storage summary, without the weights.
+    pub fn into_parts(self) -> CheckpointParts {
+        CheckpointParts {
+            config: self.config,
+            tokenizer: self.tokenizer,
+            format: self.format,
+            storage: self.storage,
+        }
+    }
+
+    /// The weights, ready to build the model from.
+    pub fn weights(&self) -> Result<CheckpointWeights<'_>, LoadError> {
         Ok(match &self.parsed {
             Parsed::Gguf(file) => {
                 let source = GgufSource::new(file, &self.config);
                 let factors = source.rope_freq_factors()?;
-                WeightsView::Gguf(source, factors)
+                CheckpointWeights::Gguf(source, factors)
             }
-            Parsed::Safetensors(source) => WeightsView::Safetensors(source),
+            Parsed::Safetensors(source) => CheckpointWeights::Safetensors(source),
         })
-    }
-
-    /// Builds the burn model on `device` (weights dequantised to f32). For progress, build with
-    /// [`ModelBuilder`] over [`Checkpoint::source`] instead.
-    pub fn load_model(&self, device: &Device) -> Result<LlamaForCausalLM, LoadError> {
-        let view = self.source()?;
-        Ok(view.builder(&self.config, device).finish()?)
     }
 }
 
-/// The weights of a parsed checkpoint, ready to build a model from.
-pub enum WeightsView<'a> {
+/// What a checkpoint holds besides its weights.
+#[derive(Debug, Clone)]
+pub struct CheckpointParts {
+    /// Model hyper-parameters.
+    pub config: ModelConfig,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Which format.
+    pub format: Format,
+    /// Storage types and counts.
+    pub storage: BTreeMap<String, usize>,
+}
+
+/// The weights of a parsed checkpoint.
+pub enum CheckpointWeights<'a> {
     /// GGUF tensors (and llama.cpp's rope frequency factors, if present).
     Gguf(GgufSource<'a>, Option<Vec<f32>>),
     /// Safetensors shards.
     Safetensors(&'a SafetensorsSource<'a>),
 }
 
-impl WeightsView<'_> {
-    /// A model builder over these weights.
-    pub fn builder<'b>(&'b self, config: &'b ModelConfig, device: &Device) -> ModelBuilder<'b> {
-        let arch = config.model_type.model_type();
-        let (source, factors): (&dyn TensorSource, Option<&[f32]>) = match self {
-            WeightsView::Gguf(g, f) => (g, f.as_deref()),
-            WeightsView::Safetensors(s) => (*s, None),
-        };
-        ModelBuilder::new(VarBuilder::new(source, device, arch), config, factors)
+impl CheckpointWeights<'_> {
+    /// The tensors by Hugging Face key.
+    pub fn source(&self) -> &dyn Weights {
+        match self {
+            CheckpointWeights::Gguf(g, _) => g,
+            CheckpointWeights::Safetensors(s) => *s,
+        }
+    }
+
+    /// GGUF's `rope_freqs.weight` (per-frequency divisors for Llama 3.1 scaling), if present.
+    pub fn rope_freq_factors(&self) -> Option<&[f32]> {
+        match self {
+            CheckpointWeights::Gguf(_, f) => f.as_deref(),
+            CheckpointWeights::Safetensors(_) => None,
+        }
     }
 }

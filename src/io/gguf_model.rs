@@ -2,15 +2,18 @@
 //! Hugging Face names (with llama.cpp's q/k row permutation undone), and the tokenizer.
 
 use super::gguf::{GgufError, GgufFile};
-use crate::model::weights::{HostTensor, TensorSource, WeightError};
-use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling};
+use crate::model::weights::{WeightError, Weights};
+use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling, Target};
 
 /// Reads the model configuration from `{arch}.*` metadata.
 pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     let arch_name = file.get_str("general.architecture")?;
     let model_type = Architecture::parse(arch_name).map_err(|e| match e {
         ConfigError::UnsupportedArchitecture(a) => GgufError::MissingKey {
-            key: format!("general.architecture (`{a}` is not supported; supported: llama, mistral, qwen2)"),
+            key: format!(
+                "general.architecture (`{a}` is not supported; supported: {})",
+                crate::model::config::SUPPORTED_ARCHITECTURES
+            ),
             expected: "a supported architecture",
         },
         _ => GgufError::Truncated(e.to_string()),
@@ -105,20 +108,13 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let short = match module {
         "input_layernorm" => "attn_norm",
         "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
+        path => Target::ALL.into_iter().find(|t| t.path() == path)?.spec().gguf,
     };
     Some(format!("blk.{layer}.{short}.{param}"))
 }
 
-impl TensorSource for GgufSource<'_> {
-    fn tensor(&self, name: &str) -> Result<Option<HostTensor>, WeightError> {
+impl Weights for GgufSource<'_> {
+    fn tensor(&self, name: &str) -> Result<Option<burn::tensor::TensorData>, WeightError> {
         let Some(gname) = gguf_name(name) else {
             return Ok(None);
         };
@@ -146,7 +142,7 @@ impl TensorSource for GgufSource<'_> {
                 })?;
             }
         }
-        Ok(Some(HostTensor::new(data, shape)))
+        Ok(Some(burn::tensor::TensorData::new(data, shape)))
     }
 
     fn describe(&self, name: &str) -> String {

@@ -5,12 +5,14 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod gguf;
 pub mod gguf_model;
+pub mod host;
 pub mod peft;
 pub mod reader;
 pub mod safetensors;
 pub mod tokenizer;
 
-pub use checkpoint::{Checkpoint, Format, ModelFiles};
+pub use checkpoint::{Checkpoint, CheckpointWeights, Format, ModelFiles};
+pub use host::HostTensor;
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 use crate::model::{ConfigError, WeightError};

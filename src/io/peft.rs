@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::host::HostTensor;
 use super::safetensors::{SafetensorsSource, SaveDtype, to_safetensors_bytes};
-use crate::model::{HostTensor, Target};
+use crate::model::Target;
 
 /// The adapter of one module, ready to write (already converted for the original base).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +39,8 @@ pub struct PeftAdapter {
 pub struct AdapterConfig {
     /// Always "LORA".
     pub peft_type: String,
-    /// Always "CAUSAL_LM".
-    #[serde(default = "causal_lm")]
+    /// Always "CAUSAL_LM" in ours (PEFT may write null).
+    #[serde(default = "causal_lm", deserialize_with = "null_as_causal_lm")]
     pub task_type: String,
     /// Rank.
     pub r: usize,
@@ -81,6 +82,9 @@ pub struct AdapterConfig {
 
 fn causal_lm() -> String {
     "CAUSAL_LM".into()
+}
+fn null_as_causal_lm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(causal_lm))
 }
 fn json_true() -> serde_json::Value {
     serde_json::Value::Bool(true)

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::model::weights::{HostTensor, TensorSource, WeightError};
+use super::host::HostTensor;
+use crate::model::weights::{WeightError, Weights};
 
 /// Errors reading safetensors files.
 #[derive(Debug, thiserror::Error)]
@@ -117,9 +118,10 @@ impl<'a> SafetensorsSource<'a> {
     }
 }
 
-impl TensorSource for SafetensorsSource<'_> {
-    fn tensor(&self, name: &str) -> Result<Option<HostTensor>, WeightError> {
-        self.read(name).map_err(|e| WeightError::Source(e.to_string()))
+impl Weights for SafetensorsSource<'_> {
+    fn tensor(&self, key: &str) -> Result<Option<burn::tensor::TensorData>, WeightError> {
+        let t = self.read(key).map_err(|e| WeightError::Source(e.to_string()))?;
+        Ok(t.map(|t| burn::tensor::TensorData::new(t.data, t.shape)))
     }
 }
 

@@ -27,12 +27,22 @@ pub enum TokenizerError {
     Codec(String),
     /// The model has no chat template.
     #[error(
-        "this model has no chat template; use a plain prompt (drop --chat) or a model with `chat_template` in its tokenizer_config.json / GGUF metadata"
+        "this model has no chat template; ask with a plain prompt, or use a model with `chat_template` in its tokenizer_config.json / GGUF metadata"
     )]
     NoChatTemplate,
     /// The chat template did not render.
     #[error("chat template failed to render: {0}")]
     Template(String),
+}
+
+impl TokenizerError {
+    /// What the user can do about it.
+    pub fn hints(&self) -> Vec<crate::hint::Hint> {
+        match self {
+            TokenizerError::NoChatTemplate => vec![crate::hint::Hint::TurnOff(crate::hint::Setting::Chat)],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// One chat message.

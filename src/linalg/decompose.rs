@@ -15,12 +15,6 @@ pub enum DecomposeError {
     /// faer reported non-convergence.
     #[error("{0} did not converge")]
     NoConvergence(&'static str),
-    /// A job sent to a worker failed there.
-    #[error("the maths worker: {0}")]
-    Worker(String),
-    /// The user cancelled the work this job belonged to.
-    #[error("cancelled")]
-    Cancelled,
     /// The matrix is not positive definite where it must be.
     #[error("{0} is not positive definite even after damping")]
     NotPositiveDefinite(&'static str),

@@ -5,22 +5,23 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use super::ModelConfig;
-use super::linear::Linear;
-use super::observe::{ActivationObserver, Site};
+use super::arch::Site;
+use super::linear::{Linear, Projection};
+use super::observe::ActivationObserver;
 use super::rope::apply_rotary;
 use super::weights::{VarBuilder, WeightError};
 
-/// `self_attn.{q,k,v,o}_proj`.
+/// `self_attn.{q,k,v,o}_proj`, each a [`Projection`] (a plain [`Linear`] when loaded).
 #[derive(Module, Debug)]
-pub struct Attention {
+pub struct Attention<L: Projection> {
     /// `[heads·head_dim, hidden]`.
-    pub q_proj: Linear,
+    pub q_proj: L,
     /// `[kv_heads·head_dim, hidden]`.
-    pub k_proj: Linear,
+    pub k_proj: L,
     /// `[kv_heads·head_dim, hidden]`.
-    pub v_proj: Linear,
+    pub v_proj: L,
     /// `[hidden, heads·head_dim]`.
-    pub o_proj: Linear,
+    pub o_proj: L,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -46,7 +47,7 @@ pub struct AttentionContext<'a> {
     pub mask: &'a Tensor<2>,
 }
 
-impl Attention {
+impl Attention<Linear> {
     /// Loads the four projections under `vb` (`...self_attn`).
     pub fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self, WeightError> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
@@ -68,7 +69,9 @@ impl Attention {
             head_dim: hd,
         })
     }
+}
 
+impl<L: Projection> Attention<L> {
     /// # Shapes
     /// - x: `[B, T, H]` → `[B, T, H]`
     pub fn forward(

@@ -1,15 +1,32 @@
-//! Linear layers with an optional LoRA adapter. The checkpoint stores `weight` as
-//! `[out, in]`; we keep it transposed, `[in, out]`, because burn's CPU backend copies a
-//! transposed operand on every matmul with a batched input (a 5× slowdown of decoding).
+//! Linear layers. The checkpoint stores `weight` as `[out, in]`; we keep it transposed,
+//! `[in, out]`, because burn's CPU backend copies a transposed operand on every matmul with a
+//! batched input (a 5× slowdown of decoding).
+//!
+//! The model's blocks are generic over [`Projection`]: the plain [`Linear`] here, or any layer
+//! that wraps one (LoRA, in `lora::LoraLinear`), so this module knows nothing of adapters.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::weights::{HostTensor, VarBuilder, WeightError};
+use super::weights::{VarBuilder, WeightError};
 use crate::linalg::Matrix;
-use crate::lora::LoraAdapter;
 
-/// `y = x Wᵀ + b (+ s·B A x)`; the base weight and bias are frozen.
+/// What a block needs of a linear layer: apply it, and reach the frozen layer it is built on.
+pub trait Projection: Module + ModuleDisplay {
+    /// Applies the layer.
+    ///
+    /// # Shapes
+    /// - x: `[..., in]` → `[..., out]`
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+
+    /// The plain linear layer underneath (the frozen base weight and bias).
+    fn base(&self) -> &Linear;
+
+    /// The plain linear layer underneath, mutably (to replace the base weight).
+    fn base_mut(&mut self) -> &mut Linear;
+}
+
+/// `y = x Wᵀ + b`; weight and bias are frozen.
 #[derive(Module, Debug)]
 pub struct Linear {
     /// Checkpoint key `<prefix>.weight`, stored TRANSPOSED: `[in_features, out_features]`.
@@ -17,8 +34,6 @@ pub struct Linear {
     pub weight: Param<Tensor<2>>,
     /// Optional bias, `[out_features]`.
     pub bias: Option<Param<Tensor<1>>>,
-    /// Optional low-rank adapter.
-    pub lora: Option<LoraAdapter>,
 }
 
 /// Uploads `[rows, cols]` row-major values transposed, as a contiguous `[cols, rows]` tensor.
@@ -35,8 +50,11 @@ fn upload_transposed(data: &[f32], rows: usize, cols: usize, device: &Device) ->
 impl Linear {
     /// Loads `<prefix>.weight` (checkpoint shape `[out, in]`) and `<prefix>.bias` when `bias`.
     pub fn load(vb: &VarBuilder, in_features: usize, out_features: usize, bias: bool) -> Result<Self, WeightError> {
-        let w: HostTensor = vb.host("weight", &[out_features, in_features])?;
-        let weight = upload_transposed(&w.data, out_features, in_features, vb.device());
+        let w = vb.host("weight", &[out_features, in_features])?;
+        let values = w
+            .as_slice::<f32>()
+            .map_err(|e| WeightError::Source(format!("{}: {e:?}", vb.key("weight"))))?;
+        let weight = upload_transposed(values, out_features, in_features, vb.device());
         let bias = if bias {
             Some(frozen(vb.get("bias", [out_features])?))
         } else {
@@ -45,7 +63,6 @@ impl Linear {
         Ok(Self {
             weight: frozen(weight),
             bias,
-            lora: None,
         })
     }
 
@@ -65,16 +82,23 @@ impl Linear {
         self.weight = frozen(upload_transposed(&w.to_f32(), w.rows, w.cols, device));
     }
 
-    /// Applies the layer.
-    ///
-    /// # Shapes
-    /// - x: `[..., in]` → `[..., out]`
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = burn::tensor::module::linear(x.clone(), self.weight.val(), self.bias.as_ref().map(|b| b.val()));
-        match &self.lora {
-            Some(lora) => base + lora.forward(x),
-            None => base,
-        }
+    /// Adds `delta` (`[in, out]`, the stored layout) to the base weight (frozen).
+    pub fn add_to_weight(&mut self, delta: Tensor<2>) {
+        self.weight = frozen(self.weight.val() + delta);
+    }
+}
+
+impl Projection for Linear {
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    fn base(&self) -> &Linear {
+        self
+    }
+
+    fn base_mut(&mut self) -> &mut Linear {
+        self
     }
 }
 

@@ -6,28 +6,29 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::ModelConfig;
+use super::arch::Site;
 use super::attention::{Attention, AttentionContext, LayerCache};
-use super::linear::Linear;
+use super::linear::{Linear, Projection};
 use super::mlp::Mlp;
 use super::norm::{Embedding, RmsNorm};
-use super::observe::{ActivationObserver, NoObserver, Site};
+use super::observe::{ActivationObserver, NoObserver};
 use super::rope::RotaryEmbedding;
 use super::weights::{VarBuilder, WeightError};
 
 /// One block: pre-norm attention and pre-norm MLP, each with a residual connection.
 #[derive(Module, Debug)]
-pub struct DecoderLayer {
+pub struct DecoderLayer<L: Projection> {
     /// Attention.
-    pub self_attn: Attention,
+    pub self_attn: Attention<L>,
     /// Feed-forward.
-    pub mlp: Mlp,
+    pub mlp: Mlp<L>,
     /// Norm before attention.
     pub input_layernorm: RmsNorm,
     /// Norm before the MLP.
     pub post_attention_layernorm: RmsNorm,
 }
 
-impl DecoderLayer {
+impl DecoderLayer<Linear> {
     fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self, WeightError> {
         Ok(Self {
             self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
@@ -40,7 +41,9 @@ impl DecoderLayer {
             )?,
         })
     }
+}
 
+impl<L: Projection> DecoderLayer<L> {
     fn forward(
         &self,
         x: Tensor<3>,
@@ -59,11 +62,11 @@ impl DecoderLayer {
 
 /// `model.*`: embeddings, blocks, final norm.
 #[derive(Module, Debug)]
-pub struct LlamaModel {
+pub struct LlamaModel<L: Projection> {
     /// `model.embed_tokens`.
     pub embed_tokens: Embedding,
     /// `model.layers.{i}`.
-    pub layers: Vec<DecoderLayer>,
+    pub layers: Vec<DecoderLayer<L>>,
     /// `model.norm`.
     pub norm: RmsNorm,
     /// Rotary frequencies (not a parameter).
@@ -94,10 +97,11 @@ impl KvCache {
 }
 
 /// The causal language model: `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM`.
+/// Its adaptable layers are `L`: a plain [`Linear`] as loaded, or a wrapper around one.
 #[derive(Module, Debug)]
-pub struct LlamaForCausalLM {
+pub struct LlamaForCausalLM<L: Projection = Linear> {
     /// The decoder.
-    pub model: LlamaModel,
+    pub model: LlamaModel<L>,
     /// Output projection `[vocab, hidden]`; `None` when tied to `model.embed_tokens`.
     pub lm_head: Option<Linear>,
     /// With tied embeddings: `embed_tokens` transposed to `[hidden, vocab]`, a contiguous copy
@@ -112,7 +116,7 @@ pub struct ModelBuilder<'a> {
     vb: VarBuilder<'a>,
     cfg: &'a ModelConfig,
     rope_freq_factors: Option<&'a [f32]>,
-    layers: Vec<DecoderLayer>,
+    layers: Vec<DecoderLayer<Linear>>,
 }
 
 impl<'a> ModelBuilder<'a> {
@@ -176,7 +180,9 @@ impl LlamaForCausalLM {
     pub fn load(vb: &VarBuilder, cfg: &ModelConfig, rope_freq_factors: Option<&[f32]>) -> Result<Self, WeightError> {
         ModelBuilder::new(vb.clone(), cfg, rope_freq_factors).finish()
     }
+}
 
+impl<L: Projection> LlamaForCausalLM<L> {
     /// Logits for a batch of token ids (no cache, no hooks).
     ///
     /// # Shapes
@@ -224,7 +230,7 @@ impl LlamaForCausalLM {
     /// - hidden: `[B, T, H]` → `[B, T, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match (&self.lm_head, &self.tied_head) {
-            (Some(head), _) => head.forward(hidden),
+            (Some(head), _) => Projection::forward(head, hidden),
             (None, Some(tied)) => burn::tensor::module::linear(hidden, tied.clone(), None),
             (None, None) => {
                 burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None)

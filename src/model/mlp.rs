@@ -4,22 +4,23 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::linear::Linear;
-use super::observe::{ActivationObserver, Site};
+use super::arch::Site;
+use super::linear::{Linear, Projection};
+use super::observe::ActivationObserver;
 use super::weights::{VarBuilder, WeightError};
 
-/// `mlp.{gate,up,down}_proj`.
+/// `mlp.{gate,up,down}_proj`, each a [`Projection`] (a plain [`Linear`] when loaded).
 #[derive(Module, Debug)]
-pub struct Mlp {
+pub struct Mlp<L: Projection> {
     /// `[intermediate, hidden]`.
-    pub gate_proj: Linear,
+    pub gate_proj: L,
     /// `[intermediate, hidden]`.
-    pub up_proj: Linear,
+    pub up_proj: L,
     /// `[hidden, intermediate]`.
-    pub down_proj: Linear,
+    pub down_proj: L,
 }
 
-impl Mlp {
+impl Mlp<Linear> {
     /// Loads the three projections under `vb` (`...mlp`).
     pub fn load(vb: &VarBuilder, hidden: usize, intermediate: usize) -> Result<Self, WeightError> {
         Ok(Self {
@@ -28,7 +29,9 @@ impl Mlp {
             down_proj: Linear::load(&vb.pp("down_proj"), intermediate, hidden, false)?,
         })
     }
+}
 
+impl<L: Projection> Mlp<L> {
     /// # Shapes
     /// - x: `[B, T, H]` → `[B, T, H]`
     pub fn forward(&self, x: Tensor<3>, layer: usize, observer: &mut dyn ActivationObserver) -> Tensor<3> {

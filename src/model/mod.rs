@@ -1,19 +1,41 @@
-//! The LLaMA-family model in burn: configuration, weights, and modules named after the Hugging
-//! Face checkpoint keys.
+//! The LLaMA-family model in burn: configuration, the architecture tables, weights, and modules
+//! named after the Hugging Face checkpoint keys. Blocks are generic over their linear layers
+//! ([`Projection`]), so LoRA (in `lora`) wraps them without this module knowing.
+//!
+//! `arch`, `config` and `summary` are plain data and build without burn (the page uses them).
 
-pub mod attention;
+pub mod arch;
 pub mod config;
+pub mod summary;
+
+#[cfg(feature = "engine")]
+pub mod attention;
+#[cfg(feature = "engine")]
 pub mod linear;
+#[cfg(feature = "engine")]
 pub mod llama;
+#[cfg(feature = "engine")]
 pub mod mlp;
+#[cfg(feature = "engine")]
 pub mod norm;
+#[cfg(feature = "engine")]
 pub mod observe;
+#[cfg(feature = "engine")]
 pub mod rope;
+#[cfg(feature = "engine")]
 pub mod target;
+#[cfg(feature = "engine")]
 pub mod weights;
 
+pub use arch::{Site, Target};
 pub use config::{Architecture, ConfigError, ModelConfig, RopeScaling};
+pub use summary::{Format, ModelSummary};
+
+#[cfg(feature = "engine")]
+pub use linear::{Linear, Projection};
+#[cfg(feature = "engine")]
 pub use llama::{KvCache, LlamaForCausalLM, ModelBuilder};
-pub use observe::{ActivationObserver, NoObserver, Site};
-pub use target::Target;
-pub use weights::{HostTensor, TensorSource, VarBuilder, WeightError};
+#[cfg(feature = "engine")]
+pub use observe::{ActivationObserver, NoObserver};
+#[cfg(feature = "engine")]
+pub use weights::{VarBuilder, WeightError, Weights};

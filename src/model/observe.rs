@@ -2,25 +2,7 @@
 
 use burn::tensor::Tensor;
 
-/// Where in a block a linear layer reads its input. Layers that share an input share a site:
-/// q/k/v read [`Site::AttnInput`], gate/up read [`Site::MlpInput`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Site {
-    /// RMSNorm'd residual stream entering attention (input of q, k, v).
-    AttnInput,
-    /// Attention context entering `o_proj`.
-    AttnOutput,
-    /// RMSNorm'd residual stream entering the MLP (input of gate, up).
-    MlpInput,
-    /// `silu(gate)·up` entering `down_proj`.
-    MlpHidden,
-}
-
-impl Site {
-    /// All sites in block order.
-    pub const ALL: [Site; 4] = [Site::AttnInput, Site::AttnOutput, Site::MlpInput, Site::MlpHidden];
-}
+use super::arch::Site;
 
 /// Receives the input of every linear layer during a forward pass.
 pub trait ActivationObserver {

@@ -1,112 +1,15 @@
-//! The seven linear modules of a block, as an enum, and access to them.
+//! Reaching the adaptable linear layers of a loaded model by (layer, [`Target`]), and swapping
+//! their type (a plain [`Linear`] for a wrapper such as LoRA's, and back).
 
-use serde::{Deserialize, Serialize};
+use super::arch::Target;
+use super::attention::Attention;
+use super::linear::Projection;
+use super::llama::{DecoderLayer, LlamaForCausalLM, LlamaModel};
+use super::mlp::Mlp;
 
-use super::linear::Linear;
-use super::{LlamaForCausalLM, Site};
-
-/// A linear layer of a block (what LoRA can adapt), named after its Hugging Face module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Target {
-    /// `self_attn.q_proj`.
-    #[serde(rename = "q_proj")]
-    Q,
-    /// `self_attn.k_proj`.
-    #[serde(rename = "k_proj")]
-    K,
-    /// `self_attn.v_proj`.
-    #[serde(rename = "v_proj")]
-    V,
-    /// `self_attn.o_proj`.
-    #[serde(rename = "o_proj")]
-    O,
-    /// `mlp.gate_proj`.
-    #[serde(rename = "gate_proj")]
-    Gate,
-    /// `mlp.up_proj`.
-    #[serde(rename = "up_proj")]
-    Up,
-    /// `mlp.down_proj`.
-    #[serde(rename = "down_proj")]
-    Down,
-}
-
-impl Target {
-    /// All seven, in block order.
-    pub const ALL: [Target; 7] = [
-        Target::Q,
-        Target::K,
-        Target::V,
-        Target::O,
-        Target::Gate,
-        Target::Up,
-        Target::Down,
-    ];
-
-    /// PEFT's module name (`q_proj`, ...).
-    pub fn module_name(self) -> &'static str {
-        match self {
-            Target::Q => "q_proj",
-            Target::K => "k_proj",
-            Target::V => "v_proj",
-            Target::O => "o_proj",
-            Target::Gate => "gate_proj",
-            Target::Up => "up_proj",
-            Target::Down => "down_proj",
-        }
-    }
-
-    /// The path inside a decoder layer (`self_attn.q_proj`).
-    pub fn path(self) -> &'static str {
-        match self {
-            Target::Q => "self_attn.q_proj",
-            Target::K => "self_attn.k_proj",
-            Target::V => "self_attn.v_proj",
-            Target::O => "self_attn.o_proj",
-            Target::Gate => "mlp.gate_proj",
-            Target::Up => "mlp.up_proj",
-            Target::Down => "mlp.down_proj",
-        }
-    }
-
-    /// Which input statistic this layer reads.
-    pub fn site(self) -> Site {
-        match self {
-            Target::Q | Target::K | Target::V => Site::AttnInput,
-            Target::O => Site::AttnOutput,
-            Target::Gate | Target::Up => Site::MlpInput,
-            Target::Down => Site::MlpHidden,
-        }
-    }
-
-    /// Parses `q`, `q_proj`, `gate`, ...
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        Target::ALL
-            .into_iter()
-            .find(|t| t.module_name() == s || t.module_name().trim_end_matches("_proj") == s)
-            .ok_or_else(|| format!("unknown target `{s}`; use q, k, v, o, gate, up, down"))
-    }
-
-    /// Parses a comma-separated list (`q,k,v,o,gate,up,down`).
-    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
-        let mut out: Vec<Target> = s
-            .split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(Target::parse)
-            .collect::<Result<_, _>>()?;
-        out.sort();
-        out.dedup();
-        if out.is_empty() {
-            return Err("no targets given; use e.g. q,k,v,o,gate,up,down".into());
-        }
-        Ok(out)
-    }
-}
-
-impl LlamaForCausalLM {
+impl<L: Projection> LlamaForCausalLM<L> {
     /// The module `target` of block `layer`.
-    pub fn linear(&self, layer: usize, target: Target) -> &Linear {
+    pub fn linear(&self, layer: usize, target: Target) -> &L {
         let block = &self.model.layers[layer];
         match target {
             Target::Q => &block.self_attn.q_proj,
@@ -120,7 +23,7 @@ impl LlamaForCausalLM {
     }
 
     /// The module `target` of block `layer`, mutably.
-    pub fn linear_mut(&mut self, layer: usize, target: Target) -> &mut Linear {
+    pub fn linear_mut(&mut self, layer: usize, target: Target) -> &mut L {
         let block = &mut self.model.layers[layer];
         match target {
             Target::Q => &mut block.self_attn.q_proj,
@@ -130,6 +33,69 @@ impl LlamaForCausalLM {
             Target::Gate => &mut block.mlp.gate_proj,
             Target::Up => &mut block.mlp.up_proj,
             Target::Down => &mut block.mlp.down_proj,
+        }
+    }
+
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+
+    /// The same model with every adaptable layer passed through `f(layer, target, module)`:
+    /// how a wrapper (LoRA) is put around each plain layer, and taken off again.
+    pub fn map_projections<M: Projection>(self, f: &mut impl FnMut(usize, Target, L) -> M) -> LlamaForCausalLM<M> {
+        let LlamaForCausalLM {
+            model,
+            lm_head,
+            tied_head,
+        } = self;
+        let LlamaModel {
+            embed_tokens,
+            layers,
+            norm,
+            rope,
+            sliding_window,
+        } = model;
+        let layers = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let DecoderLayer {
+                    self_attn,
+                    mlp,
+                    input_layernorm,
+                    post_attention_layernorm,
+                } = block;
+                DecoderLayer {
+                    self_attn: Attention {
+                        q_proj: f(i, Target::Q, self_attn.q_proj),
+                        k_proj: f(i, Target::K, self_attn.k_proj),
+                        v_proj: f(i, Target::V, self_attn.v_proj),
+                        o_proj: f(i, Target::O, self_attn.o_proj),
+                        num_heads: self_attn.num_heads,
+                        num_kv_heads: self_attn.num_kv_heads,
+                        head_dim: self_attn.head_dim,
+                    },
+                    mlp: Mlp {
+                        gate_proj: f(i, Target::Gate, mlp.gate_proj),
+                        up_proj: f(i, Target::Up, mlp.up_proj),
+                        down_proj: f(i, Target::Down, mlp.down_proj),
+                    },
+                    input_layernorm,
+                    post_attention_layernorm,
+                }
+            })
+            .collect();
+        LlamaForCausalLM {
+            model: LlamaModel {
+                embed_tokens,
+                layers,
+                norm,
+                rope,
+                sliding_window,
+            },
+            lm_head,
+            tied_head,
         }
     }
 }

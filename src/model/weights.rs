@@ -1,32 +1,13 @@
-//! Where module weights come from: a [`TensorSource`] answers Hugging Face checkpoint keys, and a
-//! [`VarBuilder`] walks the module tree so that each module asks for its own key
-//! (`model.layers.3.self_attn.q_proj.weight`) and gets a shape-checked burn tensor.
+//! Where module weights come from: a [`Weights`] source answers Hugging Face checkpoint keys with
+//! host tensors, and a [`VarBuilder`] walks the module tree so that each module asks for its own
+//! key (`model.layers.3.self_attn.q_proj.weight`) and gets a shape-checked burn tensor.
+//!
+//! The model only states what it needs; the file formats that answer (GGUF, safetensors, an
+//! in-memory map) implement [`Weights`] in `io`.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::linalg::Matrix;
-
-/// A dense f32 tensor on the host, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    /// Values, row-major.
-    pub data: Vec<f32>,
-    /// Shape, outermost first.
-    pub shape: Vec<usize>,
-}
-
-impl HostTensor {
-    /// Wraps values and a shape; the caller guarantees `data.len()` equals the shape's product.
-    pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Self {
-        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        Self { data, shape }
-    }
-
-    /// Uploads to a device as a rank-`D` tensor (shape checked by the caller).
-    pub fn to_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device)
-    }
-}
 
 /// Errors while building modules from a checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -56,23 +37,28 @@ pub enum WeightError {
     Source(String),
 }
 
-/// Anything that can produce tensors by Hugging Face key (a GGUF file, safetensors shards,
-/// an in-memory map).
-pub trait TensorSource {
-    /// The tensor stored under `name`, dequantised to f32; `Ok(None)` if absent.
-    fn tensor(&self, name: &str) -> Result<Option<HostTensor>, WeightError>;
+/// Anything that produces tensors by Hugging Face key (a GGUF file, safetensors shards, an
+/// in-memory map), as f32 host data.
+pub trait Weights {
+    /// The tensor stored under `key`, dequantised to f32; `Ok(None)` if absent.
+    fn tensor(&self, key: &str) -> Result<Option<TensorData>, WeightError>;
 
     /// Where a Hugging Face key is stored, for error messages (e.g. the GGUF tensor name).
-    fn describe(&self, name: &str) -> String {
-        let _ = name;
+    fn describe(&self, key: &str) -> String {
+        let _ = key;
         String::new()
     }
+}
+
+/// The shape of host data.
+pub fn shape_of(data: &TensorData) -> Vec<usize> {
+    data.shape().iter().copied().collect()
 }
 
 /// Walks the module tree: `vb.pp("model").pp("layers").pp(3)` builds the key prefix.
 #[derive(Clone)]
 pub struct VarBuilder<'a> {
-    source: &'a dyn TensorSource,
+    source: &'a dyn Weights,
     prefix: String,
     device: Device,
     arch: &'static str,
@@ -80,7 +66,7 @@ pub struct VarBuilder<'a> {
 
 impl<'a> VarBuilder<'a> {
     /// A builder at the root of the key tree.
-    pub fn new(source: &'a dyn TensorSource, device: &Device, arch: &'static str) -> Self {
+    pub fn new(source: &'a dyn Weights, device: &Device, arch: &'static str) -> Self {
         Self {
             source,
             prefix: String::new(),
@@ -109,39 +95,28 @@ impl<'a> VarBuilder<'a> {
         self.pp(name).prefix
     }
 
-    /// Reads a host tensor and checks its shape.
-    pub fn host(&self, name: &str, expected: &[usize]) -> Result<HostTensor, WeightError> {
+    /// Reads host data and checks its shape.
+    pub fn host(&self, name: &str, expected: &[usize]) -> Result<TensorData, WeightError> {
         let key = self.key(name);
-        let t = self.try_host(name)?.ok_or_else(|| WeightError::Missing {
+        let t = self.source.tensor(&key)?.ok_or_else(|| WeightError::Missing {
             hint: self.source.describe(&key),
             name: key.clone(),
             arch: self.arch.to_string(),
         })?;
-        if t.shape != expected {
+        let got = shape_of(&t);
+        if got != expected {
             return Err(WeightError::Shape {
                 name: key,
                 expected: expected.to_vec(),
-                got: t.shape,
+                got,
             });
         }
         Ok(t)
     }
 
-    /// Reads a host tensor if present (no shape check).
-    pub fn try_host(&self, name: &str) -> Result<Option<HostTensor>, WeightError> {
-        self.source.tensor(&self.key(name))
-    }
-
     /// Reads a tensor of the expected shape onto the device.
     pub fn get<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<Tensor<D>, WeightError> {
-        Ok(self.host(name, &expected)?.to_tensor(&self.device))
-    }
-}
-
-/// An in-memory [`TensorSource`], used by tests and by exports that re-load what they wrote.
-impl TensorSource for std::collections::BTreeMap<String, HostTensor> {
-    fn tensor(&self, name: &str) -> Result<Option<HostTensor>, WeightError> {
-        Ok(self.get(name).cloned())
+        Ok(Tensor::from_data(self.host(name, &expected)?, &self.device))
     }
 }
 

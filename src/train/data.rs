@@ -30,9 +30,29 @@ pub enum DataError {
     /// Tokenisation failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// Every example's prompt fills the maximum length, so no response token is left to learn.
+    #[error(
+        "all {dropped} examples are longer than the maximum length ({max_len} tokens) before their response starts; shorten the prompts or allow longer examples"
+    )]
+    PromptsTooLong {
+        /// Examples dropped.
+        dropped: usize,
+        /// The maximum length.
+        max_len: usize,
+    },
     /// Nothing left to train on.
-    #[error("{0}")]
-    Empty(String),
+    #[error("the dataset produced no training tokens; give longer texts")]
+    Empty,
+}
+
+impl DataError {
+    /// What the user can do about it.
+    pub fn hints(&self) -> Vec<crate::hint::Hint> {
+        match self {
+            DataError::PromptsTooLong { .. } => vec![crate::hint::Hint::Raise(crate::hint::Setting::MaxLen)],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Train and validation examples with counts for the user.
@@ -127,13 +147,11 @@ pub fn build_examples(
         }
     }
     if examples.is_empty() {
-        return Err(DataError::Empty(if dropped > 0 {
-            format!(
-                "all {dropped} examples are longer than --max-len {max_len} before their response starts; raise --max-len or shorten the prompts"
-            )
+        return Err(if dropped > 0 {
+            DataError::PromptsTooLong { dropped, max_len }
         } else {
-            "the dataset produced no training tokens; give longer texts".to_string()
-        }));
+            DataError::Empty
+        });
     }
     Ok((examples, dropped, truncated))
 }
@@ -151,16 +169,10 @@ pub fn split(mut examples: Vec<Example>, val_fraction: f64, seed: u64) -> (Vec<E
     (examples, val)
 }
 
-/// Tokenises, splits and counts.
-pub fn prepare(
-    records: &[Record],
-    tok: &Tokenizer,
-    max_len: usize,
-    val_fraction: f64,
-    seed: u64,
-) -> Result<TrainData, DataError> {
-    let (examples, dropped, truncated) = build_examples(records, tok, max_len)?;
-    let (train, val) = split(examples, val_fraction, seed);
+/// Tokenises (cut to `cfg.max_len`), splits off `cfg.val_fraction` with `cfg.seed`, and counts.
+pub fn prepare(records: &[Record], tok: &Tokenizer, cfg: &super::TrainConfig) -> Result<TrainData, DataError> {
+    let (examples, dropped, truncated) = build_examples(records, tok, cfg.max_len)?;
+    let (train, val) = split(examples, cfg.val_fraction, cfg.seed);
     Ok(TrainData {
         train,
         val,

@@ -1,172 +1,95 @@
-//! The training loop: masked next-token loss, gradient accumulation, global-norm clipping,
-//! AdamW with warmup + cosine, validation, NaN/Inf guard, and checkpoint state. Only the adapter
-//! factors train; the base stays frozen. One optimiser step per [`Trainer::step`] call, so the
-//! app can interleave steps with rendering, pause, and cancel.
+//! The trainer: masked next-token loss, gradient accumulation, global-norm clipping, AdamW with
+//! warmup + cosine, validation, and the NaN/Inf guard. It trains every parameter that requires
+//! gradients (for LoRA: the adapter factors; the base is frozen) and knows nothing else about
+//! them: parameters are named by their module path (`model.layers.0.self_attn.q_proj.…`), which
+//! is also how checkpoints store them. One optimiser step per [`Trainer::step`] call; the loop
+//! around it (pause, cancel, checkpoints) is `engine::train`.
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 use web_time::Instant;
 
 use super::TrainError;
+use super::checkpoint::TrainState;
+use super::config::TrainConfig;
 use super::data::{Batch, Example, TrainData, collate};
-use super::optimizer::{AdamWConfig, Moments, adamw_update, grad_sq_norm};
+use super::metrics::StepMetrics;
+use super::optimizer::{Moments, adamw_update, clip_factor};
 use super::schedule::cosine_with_warmup;
+use crate::hint::Setting;
 use crate::model::weights::read_f32;
-use crate::model::{LlamaForCausalLM, Target};
+use crate::model::{LlamaForCausalLM, Projection};
 
-/// Optimisation settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TrainConfig {
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Optimiser steps; `None` derives them from `epochs`.
-    pub steps: Option<usize>,
-    /// Passes over the training set when `steps` is `None`.
-    pub epochs: f64,
-    /// Examples per micro-batch.
-    pub batch: usize,
-    /// Micro-batches per optimiser step.
-    pub grad_accum: usize,
-    /// Warmup as a fraction of the steps (0.03 in the reference scripts).
-    pub warmup_ratio: f64,
-    /// Clip the global gradient norm to this (`None`: no clipping).
-    pub max_grad_norm: Option<f64>,
-    /// AdamW moments and decay.
-    pub adamw: AdamWConfig,
-    /// Seed for the data order.
-    pub seed: u64,
-    /// Validate every N steps (0: only at the end).
-    pub eval_every: usize,
-    /// Checkpoint every N steps (0: never).
-    pub checkpoint_every: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            lr: 2e-4,
-            steps: None,
-            epochs: 1.0,
-            batch: 4,
-            grad_accum: 1,
-            warmup_ratio: 0.03,
-            max_grad_norm: Some(1.0),
-            adamw: AdamWConfig::default(),
-            seed: 42,
-            eval_every: 0,
-            checkpoint_every: 0,
-        }
-    }
-}
-
-/// What one optimiser step reports.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StepMetrics {
-    /// Steps done (1-based).
-    pub step: usize,
-    /// Steps planned.
-    pub total_steps: usize,
-    /// Mean loss per scored token over the step's micro-batches.
-    pub loss: f64,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Tokens (incl. prompts, excl. padding) per second over this step.
-    pub tokens_per_second: f64,
-    /// Seconds since the trainer started.
-    pub elapsed_seconds: f64,
-    /// Estimated seconds left.
-    pub eta_seconds: f64,
-    /// Validation loss, when this step validated.
-    pub val_loss: Option<f64>,
-}
-
-/// Which factor of which module.
-pub type ParamKey = (usize, Target, Factor);
-
-/// The down (A) or up (B) projection of an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Factor {
-    /// `lora_A`.
-    A,
-    /// `lora_B`.
-    B,
-}
-
-/// Drives training of an adapted model.
-pub struct Trainer {
-    model: LlamaForCausalLM,
+/// Drives training of a model whose trainable parameters require gradients.
+pub struct Trainer<L: Projection> {
+    model: LlamaForCausalLM<L>,
     cfg: TrainConfig,
     data: TrainData,
     pad: u32,
-    moments: BTreeMap<ParamKey, Moments>,
-    trainable: Vec<ParamKey>,
+    moments: BTreeMap<String, Moments>,
     step: usize,
     total_steps: usize,
     started: Instant,
     resumed_at: usize,
 }
 
-fn param_of(model: &LlamaForCausalLM, key: ParamKey) -> Option<&Param<Tensor<2>>> {
-    let lora = model.linear(key.0, key.1).lora.as_ref()?;
-    Some(match key.2 {
-        Factor::A => &lora.lora_a,
-        Factor::B => &lora.lora_b,
-    })
+fn invalid(setting: Setting, what: &'static str, problem: String) -> TrainError {
+    TrainError::Setting { setting, what, problem }
 }
 
-impl Trainer {
-    /// Prepares training. `model` must carry adapters; `trains_down` is false for LoRA-Null-v2
-    /// (its down projections stay frozen). `pad` is the padding id.
-    pub fn new(
-        model: LlamaForCausalLM,
-        cfg: TrainConfig,
-        data: TrainData,
-        pad: u32,
-        trains_down: bool,
-    ) -> Result<Self, TrainError> {
-        if cfg.batch == 0 || cfg.grad_accum == 0 {
-            return Err(TrainError::Config("--batch and --grad-accum must be at least 1".into()));
-        }
-        if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-            return Err(TrainError::Config(format!(
-                "--lr must be a positive number, got {}",
-                cfg.lr
-            )));
-        }
-        let mut trainable = Vec::new();
-        for layer in 0..model.model.layers.len() {
-            for target in Target::ALL {
-                if model.linear(layer, target).lora.is_some() {
-                    if trains_down {
-                        trainable.push((layer, target, Factor::A));
-                    }
-                    trainable.push((layer, target, Factor::B));
-                }
-            }
-        }
-        if trainable.is_empty() {
-            return Err(TrainError::Config("the model has no LoRA adapters to train".into()));
+/// Checks the settings a run cannot start with.
+pub fn check_config(cfg: &TrainConfig) -> Result<(), TrainError> {
+    if cfg.batch == 0 {
+        return Err(invalid(Setting::Batch, "the batch size", "must be at least 1".into()));
+    }
+    if cfg.grad_accum == 0 {
+        return Err(invalid(
+            Setting::GradAccum,
+            "the gradient accumulation",
+            "must be at least 1".into(),
+        ));
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(invalid(
+            Setting::LearningRate,
+            "the learning rate",
+            format!("must be a positive number, got {}", cfg.lr),
+        ));
+    }
+    if cfg.steps == Some(0) {
+        return Err(invalid(
+            Setting::Steps,
+            "the number of steps",
+            "must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl<L: Projection> Trainer<L> {
+    /// Prepares training of `model`'s parameters that require gradients. `pad` is the padding id.
+    pub fn new(model: LlamaForCausalLM<L>, cfg: TrainConfig, data: TrainData, pad: u32) -> Result<Self, TrainError> {
+        check_config(&cfg)?;
+        let model = model.train();
+        if trainable_paths(&model).is_empty() {
+            return Err(TrainError::NothingToTrain);
         }
         let per_step = cfg.batch * cfg.grad_accum;
         let total_steps = match cfg.steps {
-            Some(s) if s > 0 => s,
-            Some(_) => return Err(TrainError::Config("--steps must be at least 1".into())),
+            Some(s) => s,
             None => ((data.train.len() as f64 * cfg.epochs) / per_step as f64)
                 .ceil()
                 .max(1.0) as usize,
         };
         Ok(Self {
-            model: model.train(),
+            model,
             cfg,
             data,
             pad,
             moments: BTreeMap::new(),
-            trainable,
             step: 0,
             total_steps,
             started: Instant::now(),
@@ -189,19 +112,14 @@ impl Trainer {
         self.step >= self.total_steps
     }
 
-    /// The model (autodiff-enabled) as trained so far.
-    pub fn model(&self) -> &LlamaForCausalLM {
-        &self.model
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
     }
 
     /// Ends training, returning the model for inference (autodiff off).
-    pub fn into_model(self) -> LlamaForCausalLM {
+    pub fn into_model(self) -> LlamaForCausalLM<L> {
         self.model.valid()
-    }
-
-    /// The trainable parameters (for checkpoints).
-    pub fn trainable(&self) -> &[ParamKey] {
-        &self.trainable
     }
 
     /// The examples of micro-batch `micro` of optimiser step `step`: an endless sequence of
@@ -234,30 +152,24 @@ impl Trainer {
             .collect();
         let scored: usize = batches.iter().map(|b| b.scored).sum();
         let tokens: usize = batches.iter().map(|b| b.tokens).sum();
-        let mut grads: BTreeMap<ParamKey, Tensor<2>> = BTreeMap::new();
+        let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
         let mut loss_sum = 0.0;
         for batch in batches {
             let nll = masked_nll_sum(&self.model, &batch);
-            let loss = nll.clone().div_scalar(scored.max(1) as f64);
-            let g = loss.backward();
-            for &key in &self.trainable {
-                let p = param_of(&self.model, key).expect("invariant: trainable keys have adapters");
-                if let Some(grad) = p.val().grad(&g) {
-                    let acc = match grads.remove(&key) {
-                        Some(prev) => prev + grad,
-                        None => grad,
-                    };
-                    grads.insert(key, acc);
-                }
-            }
+            let g = nll.clone().div_scalar(scored.max(1) as f64).backward();
+            self.model.visit(&mut Collector {
+                path: Vec::new(),
+                grads: Some(&g),
+                out: &mut grads,
+            });
             loss_sum += read_f32(nll.inner()).await.map_err(TrainError::Device)?[0] as f64;
         }
         let loss = loss_sum / scored.max(1) as f64;
         let norm_sq: Tensor<1> = grads
             .values()
-            .map(grad_sq_norm)
+            .map(|g| g.clone().square().sum())
             .reduce(|a, b| a + b)
-            .ok_or_else(|| TrainError::Config("no gradients reached the adapters".into()))?;
+            .ok_or(TrainError::NothingToTrain)?;
         let grad_norm = (read_f32(norm_sq).await.map_err(TrainError::Device)?[0] as f64).sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(TrainError::NonFinite {
@@ -266,25 +178,25 @@ impl Trainer {
                 grad_norm,
             });
         }
-        let clip = match self.cfg.max_grad_norm {
-            Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
-            _ => 1.0,
-        };
+        let clip = clip_factor(grad_norm, self.cfg.max_grad_norm);
         let warmup = (self.cfg.warmup_ratio * self.total_steps as f64).ceil() as usize;
         let lr = cosine_with_warmup(self.cfg.lr, self.step, warmup, self.total_steps);
-        for (key, grad) in grads {
-            let p = param_of(&self.model, key).expect("invariant: trainable keys have adapters");
+        let mut updates = BTreeMap::new();
+        let current = self.trainable_values();
+        for (path, grad) in grads {
+            let Some(p) = current.get(&path) else { continue };
             let (new, m) = adamw_update(
                 &self.cfg.adamw,
-                p.val().inner(),
+                p.clone(),
                 grad.mul_scalar(clip),
-                self.moments.remove(&key),
+                self.moments.remove(&path),
                 lr,
                 self.step + 1,
             );
-            self.moments.insert(key, m);
-            set_param(&mut self.model, key, new, true);
+            self.moments.insert(path.clone(), m);
+            updates.insert(path, new);
         }
+        self.set_values(updates);
         self.step += 1;
         let elapsed = self.started.elapsed().as_secs_f64();
         let step_seconds = t0.elapsed().as_secs_f64();
@@ -296,6 +208,7 @@ impl Trainer {
             lr,
             grad_norm,
             tokens_per_second: tokens as f64 / step_seconds.max(1e-9),
+            step_seconds,
             elapsed_seconds: elapsed,
             eta_seconds: per_step * (self.total_steps - self.step.min(self.total_steps)) as f64,
             val_loss: None,
@@ -307,7 +220,7 @@ impl Trainer {
         if self.data.val.is_empty() {
             return Ok(None);
         }
-        let model = self.model.valid();
+        let model = self.model.clone().valid();
         let device = model.device();
         let (mut nll, mut scored) = (0.0, 0usize);
         for chunk in self.data.val.chunks(self.cfg.batch) {
@@ -321,85 +234,143 @@ impl Trainer {
         Ok(Some(nll / scored.max(1) as f64))
     }
 
-    /// Current factors and optimiser moments, for a checkpoint.
-    pub async fn checkpoint(&self) -> Result<super::checkpoint::TrainState, TrainError> {
-        super::checkpoint::TrainState::capture(self).await
+    /// The trainable parameters (flattened, without autodiff) by module path.
+    fn trainable_values(&self) -> BTreeMap<String, Tensor<1>> {
+        let mut out = BTreeMap::new();
+        self.model.visit(&mut Collector {
+            path: Vec::new(),
+            grads: None,
+            out: &mut out,
+        });
+        out
     }
 
-    /// Restores factors, moments and the step counter from a checkpoint.
-    pub fn restore(&mut self, state: &super::checkpoint::TrainState) -> Result<(), TrainError> {
+    /// Replaces trainable parameters by path (flattened values; shapes are kept).
+    fn set_values(&mut self, mut values: BTreeMap<String, Tensor<1>>) {
+        let model = self.model.clone();
+        self.model = model.map(&mut ValueSetter {
+            path: Vec::new(),
+            values: &mut values,
+        });
+    }
+
+    /// Current parameters, optimiser moments and step, for a checkpoint.
+    pub async fn checkpoint(&self) -> Result<TrainState, TrainError> {
+        TrainState::capture(self.step, self.trainable_values(), &self.moments).await
+    }
+
+    /// Restores parameters, moments and the step counter from a checkpoint of the same run.
+    pub fn restore(&mut self, state: &TrainState) -> Result<(), TrainError> {
         let device = self.model.device();
-        for (&key, t) in &state.factors {
-            if param_of(&self.model, key).is_none() {
-                return Err(TrainError::Checkpoint(format!(
-                    "the checkpoint has an adapter on layer {} {} that this model does not; use the same --targets",
-                    key.0,
-                    key.1.module_name()
+        let current = self.trainable_values();
+        for (path, value) in &current {
+            let saved = state
+                .params
+                .get(path)
+                .ok_or_else(|| TrainError::CheckpointMismatch(format!("it has no `{path}`")))?;
+            if saved.data.len() != value.dims()[0] {
+                return Err(TrainError::CheckpointMismatch(format!(
+                    "`{path}` has {} values there and {} here",
+                    saved.data.len(),
+                    value.dims()[0]
                 )));
             }
-            let trainable = self.trainable.contains(&key);
-            set_param(&mut self.model, key, t.to_tensor(&device), trainable);
         }
+        if let Some(extra) = state.params.keys().find(|k| !current.contains_key(*k)) {
+            return Err(TrainError::CheckpointMismatch(format!(
+                "it trains `{extra}`, which this model does not"
+            )));
+        }
+        let flat = |t: &crate::io::HostTensor| -> Tensor<1> {
+            Tensor::from_data(burn::tensor::TensorData::new(t.data.clone(), [t.data.len()]), &device)
+        };
+        self.set_values(state.params.iter().map(|(k, t)| (k.clone(), flat(t))).collect());
         self.moments = state
             .moments
             .iter()
-            .map(|(k, (m, v))| {
-                (
-                    *k,
-                    Moments {
-                        m: m.to_tensor(&device),
-                        v: v.to_tensor(&device),
-                    },
-                )
-            })
+            .map(|(k, (m, v))| (k.clone(), Moments { m: flat(m), v: flat(v) }))
             .collect();
         self.step = state.step;
         self.resumed_at = state.step;
         self.started = Instant::now();
         Ok(())
     }
+}
 
-    pub(super) fn moments(&self) -> &BTreeMap<ParamKey, Moments> {
-        &self.moments
+/// The module paths of the parameters that require gradients.
+pub fn trainable_paths<L: Projection>(model: &LlamaForCausalLM<L>) -> Vec<String> {
+    let mut out = BTreeMap::new();
+    model.clone().train().visit(&mut Collector {
+        path: Vec::new(),
+        grads: None,
+        out: &mut out,
+    });
+    out.into_keys().collect()
+}
+
+/// Collects, for each trainable parameter by module path, its gradient in `grads` (summed into
+/// what `out` holds, over micro-batches) or, without `grads`, its value; flattened, no autodiff.
+struct Collector<'a> {
+    path: Vec<String>,
+    grads: Option<&'a burn::tensor::Gradients>,
+    out: &'a mut BTreeMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Collector<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
     }
-
-    pub(super) fn all_factor_keys(&self) -> Vec<ParamKey> {
-        let mut keys = Vec::new();
-        for layer in 0..self.model.model.layers.len() {
-            for target in Target::ALL {
-                if self.model.linear(layer, target).lora.is_some() {
-                    keys.push((layer, target, Factor::A));
-                    keys.push((layer, target, Factor::B));
-                }
-            }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        if !value.is_require_grad() {
+            return;
         }
-        keys
-    }
-
-    pub(super) fn factor(&self, key: ParamKey) -> Option<Tensor<2>> {
-        param_of(&self.model, key).map(|p| p.val().inner())
-    }
-
-    pub(super) fn step_index(&self) -> usize {
-        self.step
+        let Some(t) = (match self.grads {
+            Some(grads) => value.grad(grads),
+            None => Some(value.inner()),
+        }) else {
+            return;
+        };
+        let n = t.shape().num_elements();
+        let t: Tensor<1> = t.reshape([n]);
+        let key = self.path.join(".");
+        let sum = match self.out.remove(&key) {
+            Some(prev) if self.grads.is_some() => prev + t,
+            _ => t,
+        };
+        self.out.insert(key, sum);
     }
 }
 
-fn set_param(model: &mut LlamaForCausalLM, key: ParamKey, value: Tensor<2>, trainable: bool) {
-    let lora = model
-        .linear_mut(key.0, key.1)
-        .lora
-        .as_mut()
-        .expect("invariant: trainable keys have adapters");
-    let param = Param::from_tensor(value.autodiff()).set_require_grad(trainable);
-    match key.2 {
-        Factor::A => lora.lora_a = param,
-        Factor::B => lora.lora_b = param,
+/// Puts new values into trainable parameters (same id, same shape, gradients on).
+struct ValueSetter<'a> {
+    path: Vec<String>,
+    values: &'a mut BTreeMap<String, Tensor<1>>,
+}
+
+impl ModuleMapper for ValueSetter<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.values.remove(&self.path.join(".")) {
+            Some(new) => param.map(|old| {
+                let dims: [usize; D] = old.dims();
+                new.reshape(dims).autodiff().require_grad()
+            }),
+            None => param,
+        }
     }
 }
 
 /// Sum of −log p(label) over the scored positions of a batch.
-pub fn masked_nll_sum(model: &LlamaForCausalLM, batch: &Batch) -> Tensor<1> {
+pub fn masked_nll_sum<L: Projection>(model: &LlamaForCausalLM<L>, batch: &Batch) -> Tensor<1> {
     let [_, t] = batch.ids.dims();
     let logits = model.forward(batch.ids.clone()).narrow(1, 0, t - 1);
     let logp = log_softmax(logits, 2)

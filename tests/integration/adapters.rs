@@ -3,14 +3,15 @@
 //! on the original base.
 
 use burn::tensor::Device;
-use lora_null::calib::EighCache;
-use lora_null::engine::{CalibOptions, Calibration, LoadedModel};
+use lora_null::engine::{
+    CalibOptions, Calibration, CheckpointKind, EighCache, EngineError, Inline, LoadedModel, TrainHooks, TrainReport,
+};
+use lora_null::hint::{Hint, Setting};
 use lora_null::io::dataset::Record;
 use lora_null::io::safetensors::SaveDtype;
-use lora_null::linalg::jobs::Inline;
 use lora_null::lora::{InitMethod, LoraConfig};
 use lora_null::model::Target;
-use lora_null::train::{TrainConfig, TrainError, Trainer, prepare};
+use lora_null::train::{StepMetrics, TrainConfig, TrainError, TrainState};
 
 use crate::common::*;
 
@@ -89,11 +90,26 @@ pub fn init(method: InitMethod, alpha: f64) -> LoadedModel {
 }
 
 fn max_rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "the same number of positions");
     let scale = b.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
     a.iter().zip(b).map(|(x, y)| max_abs_diff(x, y)).fold(0.0, f32::max) / scale
 }
 
 const IDS: [u32; 9] = [5, 77, 120, 33, 250, 9, 64, 180, 2];
+
+/// f32 residual + f32 factors reproduce the base to rounding (~1e-7 relative on the logits);
+/// 1e-4 relative is the bound the initialisation issue set.
+const INIT_LOGIT_TOL: f32 = 1e-4;
+/// An exported adapter applied to the original base (or merged into it) recomputes the trained
+/// model in another order of f32 operations: ~1e-6 relative seen; 1e-4 leaves headroom.
+const EXPORT_LOGIT_TOL: f32 = 1e-4;
+/// Training must move the logits by more than rounding for the export checks to mean anything.
+const TRAINING_MOVED_MIN: f32 = 1e-5;
+/// LoRA-Null's residual W − W·P·Pᵀ removes only the null directions, which calibration text
+/// barely excites: the logits move little, but by more than rounding (~1e-7).
+const RESIDUAL_MOVED_MIN: f32 = 1e-6;
+/// A resumed run replays the same f32 operations: parameters agree to a few ulps.
+const RESUME_TOL: f32 = 1e-6;
 
 #[test]
 fn every_method_leaves_the_logits_unchanged_at_initialisation() {
@@ -102,9 +118,8 @@ fn every_method_leaves_the_logits_unchanged_at_initialisation() {
         for alpha in [4.0, 8.0] {
             let m = init(method, alpha);
             let d = max_rel_diff(&logits_rows(&m, &IDS), &base);
-            // f32 residual + f32 factors: rounding only, ~1e-7 relative; 1e-4 as the issue states.
             assert!(
-                d < 1e-4,
+                d < INIT_LOGIT_TOL,
                 "{} with scale {}: relative logit change {d}",
                 method.name(),
                 alpha / 4.0
@@ -126,42 +141,66 @@ fn instruction_data() -> Vec<Record> {
         .collect()
 }
 
-fn trainer(m: &LoadedModel, method: InitMethod, steps: usize, lr: f64) -> Trainer {
-    let data = prepare(&instruction_data(), &m.tokenizer, 256, 0.1, 1).unwrap();
-    let cfg = TrainConfig {
+/// Everything a run tells its hooks.
+#[derive(Default)]
+struct Recorder {
+    steps: Vec<StepMetrics>,
+    checkpoints: Vec<(CheckpointKind, TrainState)>,
+}
+
+impl TrainHooks for Recorder {
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.steps.push(m.clone());
+    }
+    fn on_checkpoint(&mut self, kind: CheckpointKind, bytes: Vec<u8>) -> Result<(), String> {
+        let state = TrainState::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        self.checkpoints.push((kind, state));
+        Ok(())
+    }
+}
+
+fn train_config(steps: usize, lr: f64) -> TrainConfig {
+    TrainConfig {
         lr,
         steps: Some(steps),
         batch: 4,
+        max_len: 256,
+        val_fraction: 0.1,
         warmup_ratio: 0.0,
+        checkpoint_every: 1,
         ..TrainConfig::default()
-    };
-    Trainer::new(
-        m.model.clone(),
-        cfg,
-        data,
-        m.tokenizer.pad_or_eos(),
-        method.trains_down(),
-    )
-    .unwrap()
+    }
+}
+
+/// Trains the adapters of `m` through the engine, recording what the hooks see.
+fn train(
+    m: &mut LoadedModel,
+    cfg: &TrainConfig,
+    resume: Option<&TrainState>,
+) -> (Result<TrainReport, EngineError>, Recorder) {
+    let data = m.training_data(&instruction_data(), cfg).unwrap();
+    let mut rec = Recorder::default();
+    let r = pollster::block_on(m.train(data, cfg, resume, &mut rec));
+    (r, rec)
 }
 
 #[test]
 fn training_lowers_the_loss_and_keeps_the_base_frozen() {
-    let m = init(InitMethod::Lora, 8.0);
-    let base_w = read(m.model.linear(0, Target::Q).weight_out_in());
-    let mut t = trainer(&m, InitMethod::Lora, 40, 1e-2);
-    let first = pollster::block_on(t.step()).unwrap();
-    let mut last = first.clone();
-    while !t.finished() {
-        last = pollster::block_on(t.step()).unwrap();
-    }
+    let mut m = init(InitMethod::Lora, 8.0);
+    let base_w = read(m.model.linear(0, Target::Q).base.weight_out_in());
+    let (report, rec) = train(&mut m, &train_config(40, 1e-2), None);
+    let report = report.unwrap();
+    assert_eq!((report.steps, report.stopped), (40, false));
+    let (first, last) = (&rec.steps[0], rec.steps.last().unwrap());
     assert!(last.loss < 0.5 * first.loss, "loss {} → {}", first.loss, last.loss);
     assert!(last.tokens_per_second > 0.0 && first.grad_norm > 0.0);
-    let val = pollster::block_on(t.validate()).unwrap().unwrap();
-    assert!(val.is_finite());
-    let trained = t.into_model();
+    assert!(last.val_loss.is_some_and(f64::is_finite), "the last step validates");
+    assert!(
+        rec.steps[..39].iter().all(|s| s.val_loss.is_none()),
+        "eval_every 0: only the last"
+    );
     assert_eq!(
-        read(trained.linear(0, Target::Q).weight_out_in()),
+        read(m.model.linear(0, Target::Q).base.weight_out_in()),
         base_w,
         "the base weight moved"
     );
@@ -173,68 +212,89 @@ fn read(t: burn::tensor::Tensor<2>) -> Vec<f32> {
 
 #[test]
 fn null_v2_trains_only_the_up_projection() {
-    let m = init(InitMethod::NullV2, 4.0);
-    let a0 = read(m.model.linear(1, Target::Down).lora.as_ref().unwrap().lora_a.val());
-    let b0 = read(m.model.linear(1, Target::Down).lora.as_ref().unwrap().lora_b.val());
-    let mut t = trainer(&m, InitMethod::NullV2, 3, 1e-2);
-    for _ in 0..3 {
-        pollster::block_on(t.step()).unwrap();
-    }
-    let trained = t.into_model();
-    let lora = trained.linear(1, Target::Down).lora.as_ref().unwrap();
-    assert_eq!(read(lora.lora_a.val()), a0, "A (down projection) must stay frozen");
-    assert_ne!(read(lora.lora_b.val()), b0, "B (up projection) must train");
+    let mut m = init(InitMethod::NullV2, 4.0);
+    let factors = |m: &LoadedModel| {
+        let lora = m.model.linear(1, Target::Down).adapter.as_ref().unwrap();
+        (read(lora.lora_a.val()), read(lora.lora_b.val()))
+    };
+    let (a0, b0) = factors(&m);
+    train(&mut m, &train_config(3, 1e-2), None).0.unwrap();
+    let (a, b) = factors(&m);
+    assert_eq!(a, a0, "A (down projection) must stay frozen");
+    assert_ne!(b, b0, "B (up projection) must train");
 }
 
 #[test]
 fn a_diverging_run_stops_with_an_error_and_keeps_the_last_good_state() {
-    let m = init(InitMethod::Lora, 8.0);
-    let mut t = trainer(&m, InitMethod::Lora, 50, 1e30);
-    let mut failed = None;
-    for _ in 0..50 {
-        let before = pollster::block_on(t.checkpoint()).unwrap();
-        match pollster::block_on(t.step()) {
-            Ok(_) => {}
-            Err(e @ TrainError::NonFinite { .. }) => {
-                failed = Some((e, before));
-                break;
-            }
-            Err(e) => panic!("unexpected error {e}"),
-        }
+    let mut m = init(InitMethod::Lora, 8.0);
+    let (r, rec) = train(&mut m, &train_config(50, 1e30), None);
+    let err = r.expect_err("lr 1e30 must diverge");
+    let EngineError::Train(TrainError::NonFinite { step, .. }) = &err else {
+        panic!("unexpected error {err}");
+    };
+    assert!(
+        err.hints().contains(&Hint::Lower(Setting::LearningRate)),
+        "{err}: {:?}",
+        err.hints()
+    );
+    assert!(
+        !err.to_string().contains("--"),
+        "library errors name no CLI flag: {err}"
+    );
+    let (kind, last_good) = rec.checkpoints.last().expect("the last good state is handed over");
+    assert_eq!(*kind, CheckpointKind::LastGood);
+    assert_eq!(last_good.step, step - 1);
+    assert!(last_good.params.values().all(|f| f.data.iter().all(|v| v.is_finite())));
+    if *step > 1 {
+        let (_, before) = &rec.checkpoints[rec.checkpoints.len() - 2];
+        assert_eq!(last_good, before, "a failed step must not change the adapter");
     }
-    let (err, before) = failed.expect("lr 1e30 must diverge");
-    assert!(err.to_string().contains("Lower --lr"), "{err}");
-    let after = pollster::block_on(t.checkpoint()).unwrap();
-    assert_eq!(after, before, "a failed step must not change the adapter");
-    assert!(after.factors.values().all(|f| f.data.iter().all(|v| v.is_finite())));
 }
 
 #[test]
 fn a_resumed_run_continues_exactly() {
-    let m = init(InitMethod::Pissa, 4.0);
-    let mut straight = trainer(&m, InitMethod::Pissa, 4, 5e-3);
-    for _ in 0..4 {
-        pollster::block_on(straight.step()).unwrap();
+    let cfg = train_config(4, 5e-3);
+    let mut straight = init(InitMethod::Pissa, 4.0);
+    let (_, all) = train(&mut straight, &cfg, None);
+    let mut first = init(InitMethod::Pissa, 4.0);
+    let half = TrainConfig {
+        steps: Some(4),
+        ..cfg.clone()
+    };
+    let mut partial = Recorder::default();
+    {
+        let data = first.training_data(&instruction_data(), &half).unwrap();
+        // Stop after two steps, as a user interrupting the run would.
+        struct StopAfter<'a>(&'a mut Recorder, usize);
+        impl TrainHooks for StopAfter<'_> {
+            fn on_step(&mut self, m: &StepMetrics) {
+                self.0.on_step(m)
+            }
+            fn on_checkpoint(&mut self, kind: CheckpointKind, bytes: Vec<u8>) -> Result<(), String> {
+                self.0.on_checkpoint(kind, bytes)
+            }
+            fn control(&mut self) -> lora_null::engine::Control {
+                if self.0.steps.len() >= self.1 {
+                    lora_null::engine::Control::Stop
+                } else {
+                    lora_null::engine::Control::Run
+                }
+            }
+        }
+        let report = pollster::block_on(first.train(data, &half, None, &mut StopAfter(&mut partial, 2))).unwrap();
+        assert!(report.stopped && report.steps == 2);
     }
-    let mut first = trainer(&m, InitMethod::Pissa, 4, 5e-3);
-    for _ in 0..2 {
-        pollster::block_on(first.step()).unwrap();
-    }
-    let bytes = pollster::block_on(first.checkpoint()).unwrap().to_bytes().unwrap();
-    let mut resumed = trainer(&m, InitMethod::Pissa, 4, 5e-3);
-    resumed
-        .restore(&lora_null::train::TrainState::from_bytes(&bytes).unwrap())
-        .unwrap();
-    for _ in 0..2 {
-        pollster::block_on(resumed.step()).unwrap();
-    }
-    let a = pollster::block_on(straight.checkpoint()).unwrap();
-    let b = pollster::block_on(resumed.checkpoint()).unwrap();
-    assert_eq!(a.step, b.step);
-    for (k, fa) in &a.factors {
+    let (_, at_two) = partial.checkpoints.last().unwrap();
+    let mut resumed = init(InitMethod::Pissa, 4.0);
+    let (_, rest) = train(&mut resumed, &cfg, Some(at_two));
+    assert_eq!(rest.steps.first().map(|s| s.step), Some(3), "resumes at step 3");
+    let (a, b) = (&all.checkpoints.last().unwrap().1, &rest.checkpoints.last().unwrap().1);
+    assert_eq!((a.step, b.step), (4, 4));
+    assert_eq!(a.params.keys().collect::<Vec<_>>(), b.params.keys().collect::<Vec<_>>());
+    for (k, fa) in &a.params {
         assert!(
-            max_abs_diff(&fa.data, &b.factors[k].data) < 1e-6,
-            "{k:?} differs after resume"
+            max_abs_diff(&fa.data, &b.params[k].data) < RESUME_TOL,
+            "{k} differs after resume"
         );
     }
 }
@@ -242,13 +302,9 @@ fn a_resumed_run_continues_exactly() {
 /// Trains a few steps, exports, and loads the export onto the ORIGINAL base.
 fn export_round_trip(method: InitMethod) {
     let mut m = init(method, 8.0);
-    let mut t = trainer(&m, method, 3, 5e-3);
-    for _ in 0..3 {
-        pollster::block_on(t.step()).unwrap();
-    }
-    m.model = t.into_model();
+    train(&mut m, &train_config(3, 5e-3), None).0.unwrap();
     let trained = logits_rows(&m, &IDS);
-    let (files, doubled) = pollster::block_on(m.export_peft("tiny-llama", SaveDtype::F32)).unwrap();
+    let (files, doubled) = pollster::block_on(m.export_peft(SaveDtype::F32)).unwrap();
     assert_eq!(
         doubled,
         method.changes_base() && method != InitMethod::NullV2,
@@ -265,12 +321,12 @@ fn export_round_trip(method: InitMethod) {
         .unwrap();
     let d = max_rel_diff(&logits_rows(&fresh, &IDS), &trained);
     assert!(
-        d < 1e-4,
+        d < EXPORT_LOGIT_TOL,
         "{}: exported adapter on the original base differs by {d}",
         method.name()
     );
     assert!(
-        max_rel_diff(&trained, &logits_rows(&tiny(), &IDS)) > 1e-5,
+        max_rel_diff(&trained, &logits_rows(&tiny(), &IDS)) > TRAINING_MOVED_MIN,
         "{}: training changed nothing",
         method.name()
     );
@@ -283,7 +339,7 @@ fn export_round_trip(method: InitMethod) {
     }
     let reloaded = load(&files, &Device::flex());
     let d = max_rel_diff(&logits_rows(&reloaded, &IDS), &trained);
-    assert!(d < 1e-4, "{}: merged model differs by {d}", method.name());
+    assert!(d < EXPORT_LOGIT_TOL, "{}: merged model differs by {d}", method.name());
 }
 
 #[test]
@@ -304,7 +360,7 @@ fn exported_adapters_reproduce_the_trained_model_on_the_original_base() {
 #[test]
 fn the_init_export_is_a_residual_base_plus_an_adapter_that_rebuild_the_base() {
     let m = init(InitMethod::Null, 4.0);
-    let files = pollster::block_on(m.export_init("tiny-llama", SaveDtype::F32)).unwrap();
+    let files = pollster::block_on(m.export_init(SaveDtype::F32)).unwrap();
     let mut residual = lora_null::io::ModelFiles::new();
     for (n, b) in files.iter().filter(|(n, _)| n.starts_with("residual_model/")) {
         residual.insert(n, b.clone());
@@ -318,9 +374,9 @@ fn the_init_export_is_a_residual_base_plus_an_adapter_that_rebuild_the_base() {
     )
     .unwrap();
     let base = logits_rows(&tiny(), &IDS);
-    assert!(max_rel_diff(&logits_rows(&r, &IDS), &base) < 1e-4);
+    assert!(max_rel_diff(&logits_rows(&r, &IDS), &base) < EXPORT_LOGIT_TOL);
     assert!(
-        max_rel_diff(&without, &base) > 1e-6,
+        max_rel_diff(&without, &base) > RESIDUAL_MOVED_MIN,
         "the residual alone must differ from the base"
     );
 }

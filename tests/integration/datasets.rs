@@ -1,7 +1,8 @@
 //! Dataset files: every supported format parses; bad input names the file and line.
 
+use lora_null::hint::{Hint, Setting};
 use lora_null::io::dataset::{Record, parse_dataset};
-use lora_null::train::prepare;
+use lora_null::train::TrainConfig;
 
 use crate::adapters::tiny;
 
@@ -66,10 +67,18 @@ fn examples_longer_than_max_len_before_their_response_are_reported() {
         input: String::new(),
         output: "answer".into(),
     };
-    let e = prepare(&[long.clone(), long], &m.tokenizer, 32, 0.0, 1)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("all 2 examples are longer than --max-len 32"), "{e}");
+    let cfg = TrainConfig {
+        max_len: 32,
+        val_fraction: 0.0,
+        ..TrainConfig::default()
+    };
+    let e = m.training_data(&[long.clone(), long], &cfg).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("all 2 examples are longer than the maximum length (32 tokens)"),
+        "{e}"
+    );
+    assert_eq!(e.hints(), vec![Hint::Raise(Setting::MaxLen)]);
 }
 
 #[test]
@@ -80,7 +89,11 @@ fn instruction_examples_score_only_the_response_plus_eos() {
         input: String::new(),
         output: " Nile".into(),
     };
-    let data = prepare(&[rec], &m.tokenizer, 512, 0.0, 1).unwrap();
+    let cfg = TrainConfig {
+        val_fraction: 0.0,
+        ..TrainConfig::default()
+    };
+    let data = m.training_data(&[rec], &cfg).unwrap();
     let ex = &data.train[0];
     let response = m.tokenizer.encode_raw(" Nile").unwrap().len() + 1;
     assert_eq!(ex.target.iter().filter(|&&t| t).count(), response);

@@ -19,7 +19,7 @@ fn load_err(files: &ModelFiles) -> String {
 }
 
 /// The tiny llama's tensors, to edit and re-serialise.
-fn tiny_tensors() -> BTreeMap<String, lora_null::model::HostTensor> {
+fn tiny_tensors() -> BTreeMap<String, lora_null::io::HostTensor> {
     let bytes = std::fs::read(fixture("tiny/llama/model.safetensors")).unwrap();
     let src = SafetensorsSource::new(&[("model.safetensors", &bytes)], None).unwrap();
     src.names()
@@ -27,7 +27,7 @@ fn tiny_tensors() -> BTreeMap<String, lora_null::model::HostTensor> {
         .collect()
 }
 
-fn with_tensors(t: &BTreeMap<String, lora_null::model::HostTensor>) -> ModelFiles {
+fn with_tensors(t: &BTreeMap<String, lora_null::io::HostTensor>) -> ModelFiles {
     let mut files = hf_files("tiny/llama");
     files.insert(
         "model.safetensors",
@@ -164,7 +164,9 @@ fn sharded_safetensors_load_like_a_single_file() {
     let sharded = load(&files_without_single, &device);
     let single = load(&hf_files("tiny/llama"), &device);
     let ids = [3u32, 50, 120, 7];
-    for (x, y) in logits_rows(&sharded, &ids).iter().zip(logits_rows(&single, &ids)) {
+    let (a, b) = (logits_rows(&sharded, &ids), logits_rows(&single, &ids));
+    assert_eq!((a.len(), b.len()), (ids.len(), ids.len()));
+    for (x, y) in a.iter().zip(b) {
         assert_eq!(max_abs_diff(x, &y), 0.0);
     }
 }

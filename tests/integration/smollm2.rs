@@ -71,7 +71,9 @@ fn smollm2_logits_match_transformers() {
     for case in reference()["logits"].as_array().unwrap() {
         let ids = ids(&case["ids"]);
         let rows = logits_rows(m, &ids);
-        for (pos, (row, want)) in rows.iter().zip(case["positions"].as_array().unwrap()).enumerate() {
+        let positions = case["positions"].as_array().unwrap();
+        assert_eq!(rows.len(), positions.len(), "one row of logits per reference position");
+        for (pos, (row, want)) in rows.iter().zip(positions).enumerate() {
             let at =
                 |list: &serde_json::Value| -> Vec<f32> { self::ids(list).iter().map(|&i| row[i as usize]).collect() };
             let top = max_abs_diff(&at(&want["top_ids"]), &floats(&want["top_values"]));

@@ -4,16 +4,21 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lora_null::calib::{EighCache, draw_windows};
-use lora_null::engine::{CalibOptions, LoadedModel};
+use lora_null::calib::draw_windows;
+use lora_null::engine::{CalibOptions, EighCache, Inline, LoadedModel};
 use lora_null::io::dataset::Record;
 use lora_null::linalg::Matrix;
 use lora_null::linalg::init::{null_basis, top_basis};
-use lora_null::linalg::jobs::Inline;
 use lora_null::lora::{InitMethod, LoraConfig};
 use lora_null::model::{ActivationObserver, Site, Target};
 
 use crate::common::*;
+
+/// Initialisation moves W·P·Pᵀ between the f32 residual and the f32 factors: only rounding
+/// changes the logits (~1e-7 relative); 1e-4 relative is the bound the issue set.
+const INIT_LOGIT_TOL: f32 = 1e-4;
+/// f64 eigenvectors of a 1536-wide covariance are orthonormal to ~1e-13; 1e-8 flags a wrong basis.
+const ORTHONORMAL_TOL: f64 = 1e-8;
 
 /// The calibration questions built by scripts/fetch-data.sh (the test command runs it first).
 fn questions() -> (Vec<Record>, Vec<Record>) {
@@ -73,10 +78,12 @@ fn null_directions_are_at_least_10x_quieter_than_top_directions_on_held_out_ques
     let mut eighs = EighCache::default();
     let mut bases = BTreeMap::new();
     for &(layer, site) in calib.covariances.sites.keys() {
-        let e = pollster::block_on(eighs.get(&calib.covariances, layer, site, &Inline)).unwrap();
+        let e = pollster::block_on(eighs.get(&calib.covariances, layer, site, &Inline))
+            .unwrap()
+            .expect("a statistic for every calibrated site");
         let (null, top) = (null_basis(e, rank), top_basis(e, rank));
         assert!(
-            null.t().matmul(&null).sub(&Matrix::eye(rank)).max_abs() < 1e-8,
+            null.t().matmul(&null).sub(&Matrix::eye(rank)).max_abs() < ORTHONORMAL_TOL,
             "P must be orthonormal"
         );
         bases.insert((layer, site), (upload(&null, &device), upload(&top, &device)));
@@ -139,6 +146,7 @@ fn null_initialisation_of_smollm2_leaves_its_logits_unchanged() {
     pollster::block_on(m.init_adapters(config, Some(&calib), &mut EighCache::default(), &Inline, &mut |_, _| {}))
         .unwrap();
     let after = logits_rows(&m, &ids);
+    assert_eq!(after.len(), base.len(), "one row of logits per token");
     let scale = base.iter().flatten().fold(0f32, |a, v| a.max(v.abs()));
     let d = after
         .iter()
@@ -146,5 +154,5 @@ fn null_initialisation_of_smollm2_leaves_its_logits_unchanged() {
         .map(|(a, b)| max_abs_diff(a, b))
         .fold(0.0, f32::max)
         / scale;
-    assert!(d < 1e-4, "relative logit change {d}");
+    assert!(d < INIT_LOGIT_TOL, "relative logit change {d}");
 }

@@ -1,14 +1,13 @@
-//! Statistics and spectra; initialisation and training.
+//! Statistics and spectra; initialisation and training (both through the engine).
 
 use super::load::build_model;
-use crate::app::browser::{sleep, yield_now};
 use crate::app::engine_worker::{Cancellable, cancelled, emit, paused, progress, status};
 use crate::app::protocol::{CalibrateOptions, Event, TrainOptions};
 use crate::app::session::{self, executor, put_worker, take_worker};
-use crate::calib::EighCache;
-use crate::engine::CalibOptions;
+use crate::app::words::page_error;
+use crate::engine::{CalibOptions, Control, EighCache, TrainHooks};
 use crate::lora::LoraConfig;
-use crate::train::{TrainConfig, Trainer, prepare};
+use crate::train::{StepMetrics, TrainConfig};
 
 /// Collects activation statistics, then the spectra (decompositions in the maths worker).
 /// Cancel stops the windows at the next window (nothing is kept), or the decompositions at the
@@ -34,7 +33,7 @@ pub async fn calibrate(o: CalibrateOptions) -> Result<(), String> {
                 &cancelled,
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| page_error(&e))?;
         let mut eighs = EighCache::default();
         status("decomposing (in a worker)…");
         let exec = Cancellable(executor(&worker));
@@ -65,102 +64,90 @@ pub async fn calibrate(o: CalibrateOptions) -> Result<(), String> {
             status("spectra cancelled; the statistics are kept (training can use them)");
             return Ok(());
         }
-        r => r.map_err(|e| e.to_string())?,
+        r => r.map_err(|e| page_error(&e))?,
     };
     emit(&Event::Spectra(Some(Box::new(report))));
     status(note.unwrap_or_else(|| "statistics collected".into()));
     Ok(())
 }
 
+/// The page's side of a training run: events for the loss curve, pause and cancel.
+struct PageHooks {
+    started: bool,
+}
+
+impl TrainHooks for PageHooks {
+    fn on_init(&mut self, done: usize, total: usize) {
+        progress("initialising adapters", done as f64 / total.max(1) as f64);
+    }
+
+    fn on_step(&mut self, m: &StepMetrics) {
+        status(format!(
+            "step {}/{} · loss {:.3} · {:.0} tokens/s · ETA {:.0} s",
+            m.step, m.total_steps, m.loss, m.tokens_per_second, m.eta_seconds
+        ));
+        emit(&Event::Step(m.clone()));
+    }
+
+    fn control(&mut self) -> Control {
+        if !self.started {
+            self.started = true;
+            emit(&Event::TrainStarted);
+        }
+        if cancelled() {
+            Control::Stop
+        } else if paused() {
+            status("paused");
+            Control::Pause
+        } else {
+            Control::Run
+        }
+    }
+}
+
 /// Initialises the chosen method on a fresh copy of the base and trains it step by step,
-/// honouring pause and cancel between steps.
+/// honouring pause and cancel between steps. The session's model becomes the trained one.
 pub async fn train(opts: TrainOptions) -> Result<(), String> {
     let files = session::with(|s| s.files.clone()).ok_or("load a model first")?;
     let records = session::with(|s| s.data.clone())
         .map(|d| d.1)
         .ok_or("load a fine-tuning dataset first")?;
     let calib = session::with(|s| s.calibration.clone());
-    if opts.method.needs_calibration() && calib.is_none() {
-        return Err(format!(
-            "{} initialises from activation statistics: press “Collect statistics” first",
-            opts.method.name()
-        ));
-    }
-    let mut model = build_model(&files).await?;
-    let config = LoraConfig {
-        method: opts.method,
-        rank: opts.rank,
-        alpha: opts.rank as f64,
-        use_rslora: false,
-        targets: opts.targets.clone(),
-        seed: 42,
-    };
-    let worker = take_worker();
-    let mut eighs = session::with(|s| std::mem::take(&mut s.eighs));
-    let exec = Cancellable(executor(&worker));
-    let init = model
-        .init_adapters(config, calib.as_ref(), &mut eighs, &exec, &mut |d, t| {
-            progress("initialising adapters", d as f64 / t as f64)
-        })
-        .await
-        .map(|_| ());
-    put_worker(worker);
-    session::with(|s| s.eighs = eighs);
-    if init.is_err() && cancelled() {
-        status("cancelled before training; the loaded model is unchanged");
-        return Ok(());
-    }
-    init.map_err(|e| e.to_string())?;
-    let data = prepare(&records, &model.tokenizer, opts.max_len, 0.1, 42).map_err(|e| e.to_string())?;
+    let mut lora = LoraConfig::new(opts.method, opts.rank);
+    lora.targets = opts.targets.clone();
     let cfg = TrainConfig {
         lr: opts.lr,
         steps: Some(opts.steps),
         batch: opts.batch,
+        max_len: opts.max_len,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(
-        model.model.clone(),
-        cfg,
-        data,
-        model.tokenizer.pad_or_eos(),
-        opts.method.trains_down(),
-    )
-    .map_err(|e| e.to_string())?;
-    emit(&Event::TrainStarted);
-    let mut failure = None;
-    while !trainer.finished() {
-        if cancelled() {
-            status("training cancelled; the adapter keeps the steps done");
-            break;
+    lora.check(calib.is_some()).map_err(|e| page_error(&e.into()))?;
+    let mut model = build_model(&files).await?;
+    let worker = take_worker();
+    let mut eighs = session::with(|s| std::mem::take(&mut s.eighs));
+    let exec = Cancellable(executor(&worker));
+    let mut hooks = PageHooks { started: false };
+    let result = model
+        .fine_tune(&records, lora, &cfg, calib.as_ref(), &mut eighs, &exec, &mut hooks)
+        .await;
+    put_worker(worker);
+    session::with(|s| s.eighs = eighs);
+    match result {
+        Err(e) if !hooks.started && (e.is_cancelled() || cancelled()) => {
+            status("cancelled before training; the loaded model is unchanged");
+            Ok(())
         }
-        if paused() {
-            status("paused");
-            sleep(100).await;
-            continue;
-        }
-        match trainer.step().await {
-            Ok(m) => {
-                status(format!(
-                    "step {}/{} · loss {:.3} · {:.0} tokens/s · ETA {:.0} s",
-                    m.step, m.total_steps, m.loss, m.tokens_per_second, m.eta_seconds
-                ));
-                emit(&Event::Step(m));
-            }
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
-            }
-        }
-        yield_now().await;
-    }
-    model.model = trainer.into_model();
-    session::with(|s| s.model = Some(model));
-    match failure {
-        Some(e) => Err(e),
-        None => {
-            if !cancelled() {
-                status("training finished");
-            }
+        Err(e) if !hooks.started => Err(page_error(&e)),
+        other => {
+            // Trained (or stopped, or diverged: the model keeps its last good state).
+            session::with(|s| s.model = Some(model));
+            let report = other.map_err(|e| page_error(&e))?;
+            status(if report.stopped {
+                "training cancelled; the adapter keeps the steps done"
+            } else {
+                "training finished"
+            });
             Ok(())
         }
     }

@@ -5,6 +5,7 @@ use crate::app::browser::fetch_bytes;
 use crate::app::engine_worker::{emit, emit_with, progress, status};
 use crate::app::protocol::Event;
 use crate::app::session;
+use crate::app::words::page_error;
 use crate::eval::GenerateOptions;
 use crate::io::safetensors::SaveDtype;
 
@@ -24,7 +25,7 @@ pub async fn generate(prompt: String, after: bool) -> Result<(), String> {
     };
     let r = model.generate_text(&prompt, chat, &opts, &mut |t| show(t)).await;
     session::with(|s| s.model = Some(model));
-    show(&r.map_err(|e| e.to_string())?);
+    show(&r.map_err(|e| page_error(&e))?);
     status("generated");
     Ok(())
 }
@@ -35,37 +36,17 @@ fn offer(name: &str, bytes: &[u8]) {
     emit_with(&Event::Download(name.to_string()), &array, Some(&array.buffer()));
 }
 
-/// What adapter_config.json names as the base: the GGUF file's name, else config.json's
-/// `_name_or_path` (PEFT only records it; the user loads the base themselves).
-fn base_name() -> String {
-    session::with(|s| {
-        let files = s.files.as_ref()?;
-        files
-            .names()
-            .find(|n| n.ends_with(".gguf"))
-            .map(str::to_string)
-            .or_else(|| {
-                let config: serde_json::Value = serde_json::from_slice(files.get("config.json")?).ok()?;
-                config.get("_name_or_path")?.as_str().map(str::to_string)
-            })
-    })
-    .unwrap_or_else(|| "base-model".to_string())
-}
-
 /// Downloads the PEFT adapter (and, if asked, the merged model).
 pub async fn export(merged: bool) -> Result<(), String> {
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let result = async {
-        let (files, doubled) = model
-            .export_peft(&base_name(), SaveDtype::F32)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (files, doubled) = model.export_peft(SaveDtype::F32).await.map_err(|e| page_error(&e))?;
         let mut all = files;
         if merged {
             for (name, bytes) in model
                 .hf_model_files(true, SaveDtype::F16)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| page_error(&e))?
             {
                 all.push((format!("merged-{name}"), bytes));
             }
@@ -110,11 +91,11 @@ pub async fn forgetting(after: bool, questions: usize) -> Result<(), String> {
                 progress("knowledge probe", d as f64 / t as f64)
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| page_error(&e))?;
         let ppl = model
             .perplexity_text(&prose, Some(1024), 256, &mut |_, _| {})
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| page_error(&e))?;
         Ok::<_, String>((score, ppl.perplexity))
     }
     .await;

@@ -1,15 +1,16 @@
 //! Starting the device, loading the model and the datasets.
 
 use super::{DEFAULT_CALIB, DEFAULT_MODEL, DEFAULT_TRAIN};
-use crate::app::browser::{fetch_bytes, read_file, yield_now};
+use crate::app::browser::{fetch_bytes, read_file};
 use crate::app::engine_worker::{emit, progress, status};
 use crate::app::protocol::Event;
 use crate::app::session;
+use crate::app::words::page_error;
 use crate::app::worker::WorkerExecutor;
-use crate::calib::EighCache;
-use crate::engine::LoadedModel;
+use crate::device::yield_now;
+use crate::engine::{EighCache, LoadProgress, LoadedModel};
+use crate::io::ModelFiles;
 use crate::io::dataset::parse_dataset;
-use crate::io::{Checkpoint, ModelFiles};
 
 /// Starts WebGPU (or the CPU backend) and the maths worker.
 pub async fn init_device(cpu: bool) -> Result<(), String> {
@@ -42,59 +43,18 @@ pub async fn init_device(cpu: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn device() -> Result<burn::tensor::Device, String> {
-    session::with(|s| s.device.as_ref().map(|d| d.device.clone()))
-        .ok_or_else(|| "start the GPU first (WebGPU, or the CPU backend)".to_string())
-}
-
-/// Builds the model from files block by block, reporting progress between blocks, after
-/// checking the largest tensor against the adapter's limits.
+/// Loads a model from files through the engine (which checks the device's limits first),
+/// reporting its progress.
 pub(super) async fn build_model(files: &ModelFiles) -> Result<LoadedModel, String> {
-    let device = device()?;
+    let choice = session::with(|s| s.device.clone()).ok_or("start the GPU first (WebGPU, or the CPU backend)")?;
     status("parsing the model…");
     yield_now().await;
-    let ckpt = Checkpoint::parse(files).map_err(|e| e.to_string())?;
-    let c = &ckpt.config;
-    let biggest = (c.vocab_size * c.hidden_size).max(c.intermediate_size * c.hidden_size) as u64 * 4;
-    let limit = session::with(|s| {
-        s.device
-            .as_ref()
-            .and_then(|d| d.adapter.as_ref())
-            .map(|a| a.max_storage_buffer_binding_size)
-    });
-    if let Some(limit) = limit.filter(|&l| biggest > l) {
-        return Err(format!(
-            "this model's largest tensor needs {} MiB in f32, above this GPU's storage-binding limit of {} MiB; use a smaller model or the CPU backend",
-            biggest >> 20,
-            limit >> 20
-        ));
-    }
-    let total = c.num_parameters() as u64 * 4;
-    if total > 2 << 30 {
-        status(format!(
-            "note: this model needs {:.1} GiB of GPU memory in f32 (plus activations); loading may fail on smaller GPUs",
-            total as f64 / (1u64 << 30) as f64
-        ));
-    }
-    let view = ckpt.source().map_err(|e| e.to_string())?;
-    let mut builder = view.builder(&ckpt.config, &device);
-    loop {
-        let (done, total) = builder.progress();
-        progress("uploading weights", done as f64 / total.max(1) as f64);
-        yield_now().await;
-        if !builder.next_layer().map_err(|e| e.to_string())? {
-            break;
-        }
-    }
-    let model = builder.finish().map_err(|e| e.to_string())?;
-    Ok(LoadedModel {
-        config: ckpt.config.clone(),
-        tokenizer: ckpt.tokenizer.clone(),
-        model,
-        format: ckpt.format,
-        storage: ckpt.storage.clone(),
-        adapter: None,
+    LoadedModel::load_with_progress(files, &choice, &mut |p| match p {
+        LoadProgress::Note(note) => status(format!("note: {note}")),
+        LoadProgress::Blocks(done, total) => progress("uploading weights", done as f64 / total.max(1) as f64),
     })
+    .await
+    .map_err(|e| page_error(&e))
 }
 
 /// Loads a model from files and makes it the session's model.

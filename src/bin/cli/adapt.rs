@@ -1,18 +1,18 @@
 //! `analyze` and `init`: calibration statistics, spectra and plots, adapter initialisation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use indicatif::{ProgressBar, ProgressStyle};
-use lora_null::calib::{EighCache, Normalization, SpectraReport};
-use lora_null::engine::{CalibOptions, Calibration, LoadedModel};
+use lora_null::calib::{Normalization, SpectraReport};
+use lora_null::engine::{CalibOptions, Calibration, EighCache, Inline, LoadedModel};
 use lora_null::io::safetensors::SaveDtype;
-use lora_null::linalg::jobs::Inline;
-use lora_null::lora::{InitMethod, LoraConfig};
-use lora_null::model::Target;
-use lora_null::plot::{Series, heatmap_svg, spectrum_svg};
+use lora_null::lora::{InitMethod, LoraConfig, METHODS};
+use lora_null::model::{Site, Target};
+use lora_null::plot::{HeatmapMetric, heatmap, spectrum_figure};
 
 use super::ModelArgs;
 use super::files::{read_dataset, write_files_atomically};
@@ -25,24 +25,37 @@ pub struct CalibArgs {
     #[arg(long)]
     pub calib: Option<PathBuf>,
     /// Calibration windows to draw (seeded, random offsets).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = CalibOptions::default().samples)]
     pub samples: usize,
     /// Tokens per calibration window.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = CalibOptions::default().seq_len)]
     pub seq_len: usize,
     /// Seed of the window sampler (the reference uses 233).
-    #[arg(long, default_value_t = 233)]
+    #[arg(long, default_value_t = CalibOptions::default().seed)]
     pub calib_seed: u64,
     /// Per-window normalisation of activations: signed-max (X/|max X|, as the reference) or none.
     #[arg(long, default_value = "signed-max")]
     pub normalize: Normalization,
 }
 
+/// `--method`: the names and help lines of the method table.
+fn method_parser() -> impl TypedValueParser<Value = InitMethod> {
+    PossibleValuesParser::new(METHODS.iter().map(|m| {
+        PossibleValue::new(m.name)
+            .aliases(m.aliases.iter().copied())
+            .help(m.help)
+    }))
+    .map(|name| {
+        name.parse::<InitMethod>()
+            .expect("invariant: a name from the method table")
+    })
+}
+
 /// Adapter options shared by `init` and `train`.
 #[derive(Args, Clone)]
 pub struct LoraArgs {
-    /// Initialisation: lora, gaussian, pissa, milora, olora, corda-kpm, corda-ipm, null, null-v2, null-zero.
-    #[arg(long)]
+    /// Initialisation method (`--help` lists them with what each does).
+    #[arg(long, value_parser = method_parser())]
     pub method: InitMethod,
     /// LoRA rank r.
     #[arg(long, default_value_t = 16)]
@@ -57,21 +70,21 @@ pub struct LoraArgs {
     #[arg(long, default_value = "q,k,v,o,gate,up,down", value_delimiter = ',', value_parser = Target::parse)]
     pub targets: Vec<Target>,
     /// Seed of the random initialisations (lora, gaussian).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = LoraConfig::new(InitMethod::Lora, 1).seed)]
     pub init_seed: u64,
 }
 
 impl LoraArgs {
-    /// The library's config.
+    /// The library's config: its defaults, with what was given.
     pub fn config(&self) -> LoraConfig {
-        LoraConfig {
-            method: self.method,
-            rank: self.rank,
-            alpha: self.alpha.unwrap_or(self.rank as f64),
-            use_rslora: self.rslora,
-            targets: self.targets.clone(),
-            seed: self.init_seed,
+        let mut cfg = LoraConfig::new(self.method, self.rank);
+        if let Some(alpha) = self.alpha {
+            cfg.alpha = alpha;
         }
+        cfg.use_rslora = self.rslora;
+        cfg.targets = self.targets.clone();
+        cfg.seed = self.init_seed;
+        cfg
     }
 }
 
@@ -150,7 +163,7 @@ pub fn calibrate(m: &LoadedModel, args: &CalibArgs, targets: &[Target]) -> anyho
 /// `lora-null analyze`.
 pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
     if a.calib.calib.is_none() {
-        anyhow::bail!("analyze needs --calib FILE (calibration text)");
+        anyhow::bail!("analyze needs calibration text: pass --calib FILE");
     }
     let start = Instant::now();
     let (m, _) = load(&a.model)?;
@@ -175,85 +188,31 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Per-layer, per-site spectrum charts and layer × module heatmaps.
+/// Per-layer, per-site spectrum charts and layer × module heatmaps (built by the library's
+/// `plot::figures`, as the page's).
 pub fn plots(report: &SpectraReport) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for layer in &report.layers {
-        for (site, spec) in &layer.sites {
-            let site_name = serde_json::to_value(site)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let mut series = vec![Series {
-                label: "activation eigenvalues λ",
-                values: &spec.eigenvalues,
-                color: "#1d3557",
-            }];
-            let colors = ["#e63946", "#2a9d8f", "#8338ec"];
-            let modules: Vec<_> = layer.modules.iter().filter(|(_, ms)| ms.site == *site).collect();
-            let labels: Vec<String> = modules
-                .iter()
-                .map(|(t, _)| format!("{} singular values σ", t.module_name()))
-                .collect();
-            for (k, ((_, ms), label)) in modules.iter().zip(&labels).enumerate() {
-                series.push(Series {
-                    label,
-                    values: &ms.singular_values,
-                    color: colors[k % colors.len()],
-                });
+    for (i, layer) in report.layers.iter().enumerate() {
+        for site in Site::ALL {
+            if let Some(fig) = spectrum_figure(report, i, site) {
+                files.push((
+                    format!("plots/spectra/layer{:02}_{}.svg", layer.layer, site.name()),
+                    fig.svg().into_bytes(),
+                ));
             }
-            let title = format!(
-                "layer {} {site_name}: null space = {} smallest",
-                layer.layer, report.rank
-            );
-            let svg = spectrum_svg(&title, &series, report.rank);
-            files.push((
-                format!("plots/spectra/layer{:02}_{site_name}.svg", layer.layer),
-                svg.into_bytes(),
-            ));
         }
     }
-    let rows: Vec<String> = report.layers.iter().map(|l| format!("layer {}", l.layer)).collect();
-    let cols: Vec<String> = report.targets.iter().map(|t| t.module_name().to_string()).collect();
-    let grid = |f: &dyn Fn(&lora_null::calib::spectra::LayerSpectra, Target) -> f64| -> Vec<Vec<f64>> {
-        report
-            .layers
-            .iter()
-            .map(|l| report.targets.iter().map(|&t| f(l, t)).collect())
-            .collect()
-    };
-    let act_erank = grid(&|l, t| l.sites[&t.site()].summary.effective_rank);
-    let w_erank = grid(&|l, t| l.modules[&t].summary.effective_rank);
-    let null_e = grid(&|l, t| l.modules[&t].activation_energy_null);
-    let w_null = grid(&|l, t| l.modules[&t].weight_energy_null);
-    files.push((
-        "plots/heatmap_activation_effective_rank.svg".into(),
-        heatmap_svg("effective rank of the input activations", &rows, &cols, &act_erank, "").into_bytes(),
-    ));
-    files.push((
-        "plots/heatmap_weight_effective_rank.svg".into(),
-        heatmap_svg("effective rank of the weights", &rows, &cols, &w_erank, "").into_bytes(),
-    ));
-    files.push((
-        "plots/heatmap_null_activation_energy.svg".into(),
-        heatmap_svg("activation energy in the null subspace", &rows, &cols, &null_e, "share").into_bytes(),
-    ));
-    files.push((
-        "plots/heatmap_null_weight_energy.svg".into(),
-        heatmap_svg(
-            "weight energy on the null subspace ‖WP‖²/‖W‖²",
-            &rows,
-            &cols,
-            &w_null,
-            "share",
-        )
-        .into_bytes(),
-    ));
+    for metric in HeatmapMetric::ALL {
+        files.push((
+            format!("plots/heatmap_{}.svg", metric.name()),
+            heatmap(report, metric).svg().into_bytes(),
+        ));
+    }
     files
 }
 
 fn print_overview(report: &SpectraReport) {
-    let mean = |f: &dyn Fn(&lora_null::calib::spectra::LayerSpectra) -> Vec<f64>| {
+    let mean = |f: &dyn Fn(&lora_null::calib::report::LayerSpectra) -> Vec<f64>| {
         let v: Vec<f64> = report.layers.iter().flat_map(f).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
@@ -277,12 +236,8 @@ fn print_overview(report: &SpectraReport) {
 pub fn init(a: InitArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let cfg = a.lora.config();
-    if cfg.method.needs_calibration() && a.calib.calib.is_none() {
-        anyhow::bail!(
-            "method {} needs activation statistics: pass --calib FILE",
-            cfg.method.name()
-        );
-    }
+    cfg.check(a.calib.calib.is_some())
+        .map_err(lora_null::engine::EngineError::from)?;
     let (mut m, _) = load(&a.model)?;
     let calib = calibrate(&m, &a.calib, &cfg.targets)?;
     let pb = bar("initialising");
@@ -294,8 +249,7 @@ pub fn init(a: InitArgs) -> anyhow::Result<()> {
         }),
     )?;
     pb.finish_and_clear();
-    let base = base_name(&a.model.model);
-    let files = pollster::block_on(m.export_init(&base, a.dtype))?;
+    let files = pollster::block_on(m.export_init(a.dtype))?;
     write_files_atomically(&a.out, &files)?;
     let summary = init_summary(&m, calib.as_ref(), start.elapsed().as_secs_f64());
     write_files_atomically(&a.out, &[("summary.json".into(), serde_json::to_vec_pretty(&summary)?)])?;
@@ -318,8 +272,8 @@ pub fn init(a: InitArgs) -> anyhow::Result<()> {
 pub fn init_summary(m: &LoadedModel, calib: Option<&Calibration>, seconds: f64) -> serde_json::Value {
     let mut v = serde_json::to_value(m.adapter_summary()).unwrap_or_default();
     v["seconds"] = seconds.into();
-    if let (Some(c), Some(state)) = (calib, &m.adapter) {
-        let energies = lora_null::lora::apply::adapter_input_energy(&state.init, &c.covariances);
+    if let Some(c) = calib {
+        let energies = m.adapter_input_energy(c);
         let mean = energies.values().sum::<f64>() / energies.len().max(1) as f64;
         v["mean_activation_energy_seen_by_A"] = mean.into();
         v["activation_energy_seen_by_A"] = energies
@@ -329,10 +283,4 @@ pub fn init_summary(m: &LoadedModel, calib: Option<&Calibration>, seconds: f64) 
             .into();
     }
     v
-}
-
-/// The name recorded as `base_model_name_or_path`: the model file or folder name.
-pub fn base_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().to_string())
 }

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use lora_null::calib::{CovarianceAccumulator, EighCache, Normalization, draw_windows};
+use lora_null::calib::{CovarianceAccumulator, Normalization, draw_windows};
+use lora_null::engine::{EighCache, Inline, TrainHooks};
 use lora_null::io::dataset::Record;
-use lora_null::linalg::jobs::Inline;
 use lora_null::lora::{InitMethod, LoraConfig};
-use lora_null::model::{Site, Target};
-use lora_null::train::data::Example;
-use lora_null::train::{TrainConfig, TrainData, Trainer};
+use lora_null::model::Site;
+use lora_null::train::{StepMetrics, TrainConfig};
 
 use super::ModelArgs;
 use super::files::read_text;
@@ -118,7 +117,7 @@ fn peak_rss() -> Option<u64> {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn forward(a: BenchForwardArgs) -> anyhow::Result<()> {
@@ -153,57 +152,48 @@ fn forward(a: BenchForwardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Collects each step's duration.
+struct StepTimes(Vec<f64>);
+
+impl TrainHooks for StepTimes {
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.0.push(m.step_seconds);
+    }
+}
+
 fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let text = read_text(&a.text)?;
     let (mut m, choice) = load(&a.model)?;
-    let ids = m.tokenizer.encode(&text)?;
     let need = a.batch * a.tokens;
-    if ids.len() < need {
+    let have = m.tokenizer.encode(&text)?.len();
+    if have < need {
         anyhow::bail!(
-            "{} has {} tokens; batch × tokens = {need} needs more text",
-            a.text.display(),
-            ids.len()
+            "{} has {have} tokens; batch × tokens = {need} needs more text",
+            a.text.display()
         );
     }
-    let examples: Vec<Example> = ids[..need]
-        .chunks(a.tokens)
-        .map(|c| Example {
-            ids: c.to_vec(),
-            target: vec![true; c.len()],
-        })
-        .collect();
-    let config = LoraConfig {
-        method: InitMethod::Lora,
-        rank: a.rank,
-        alpha: a.rank as f64,
-        use_rslora: false,
-        targets: Target::ALL.to_vec(),
-        seed: 0,
-    };
-    pollster::block_on(m.init_adapters(config, None, &mut EighCache::default(), &Inline, &mut |_, _| {}))?;
-    let data = TrainData {
-        train: examples,
-        val: Vec::new(),
-        dropped: 0,
-        truncated: 0,
-    };
+    // Plain text packs into windows of exactly --tokens tokens (every token scored).
     let cfg = TrainConfig {
         lr: 1e-4,
         steps: Some(a.steps + 1),
         batch: a.batch,
+        max_len: a.tokens,
+        val_fraction: 0.0,
         warmup_ratio: 0.0,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(m.model.clone(), cfg, data, m.tokenizer.pad_or_eos(), true)?;
-    let t0 = Instant::now();
-    pollster::block_on(trainer.step())?;
-    let warmup = t0.elapsed().as_secs_f64();
-    let mut times = Vec::new();
-    for _ in 0..a.steps.max(1) {
-        let t = Instant::now();
-        pollster::block_on(trainer.step())?;
-        times.push(t.elapsed().as_secs_f64());
-    }
+    let lora = LoraConfig::new(InitMethod::Lora, a.rank);
+    let mut times = StepTimes(Vec::new());
+    pollster::block_on(m.fine_tune(
+        &[Record::Text(text)],
+        lora,
+        &cfg,
+        None,
+        &mut EighCache::default(),
+        &Inline,
+        &mut times,
+    ))?;
+    let (warmup, times) = times.0.split_first().map(|(w, t)| (*w, t.to_vec())).unwrap_or_default();
     let med = median(times.clone());
     println!(
         "{}",

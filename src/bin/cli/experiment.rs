@@ -11,19 +11,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use lora_null::calib::EighCache;
-use lora_null::engine::{CalibOptions, Calibration, LoadedModel};
+use indicatif::ProgressBar;
+use lora_null::engine::{CalibOptions, Calibration, Control, EighCache, Inline, LoadedModel, TrainHooks};
 use lora_null::eval::GenerateOptions;
 use lora_null::eval::probe::{ProbeItem, parse_probe};
 use lora_null::io::dataset::{Record, alpaca_prompt};
-use lora_null::linalg::init::top_basis;
-use lora_null::linalg::jobs::Inline;
-use lora_null::linalg::spectra::{output_disturbance, weight_energy};
-use lora_null::lora::export::weight_updates;
 use lora_null::lora::{InitMethod, LoraConfig};
 use lora_null::model::Target;
-use lora_null::model::weights::read_matrix;
-use lora_null::train::{TrainConfig, Trainer, prepare};
+use lora_null::train::{StepMetrics, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use super::adapt::bar;
@@ -86,8 +81,15 @@ pub struct ExperimentConfig {
     pub lr: f64,
     /// Truncation length.
     pub max_len: usize,
+    /// Share of the training examples held out for validation (the training default when absent).
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
     /// Output folder.
     pub out: PathBuf,
+}
+
+fn default_val_fraction() -> f64 {
+    TrainConfig::default().val_fraction
 }
 
 /// Scores of one model state.
@@ -268,6 +270,25 @@ fn read_results(path: &Path) -> Vec<RunResult> {
         .unwrap_or_default()
 }
 
+/// A progress bar over the steps, and when the first step started.
+struct RunHooks {
+    bar: ProgressBar,
+    started: Option<Instant>,
+}
+
+impl TrainHooks for RunHooks {
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.bar.set_length(m.total_steps as u64);
+        self.bar.set_position(m.step as u64);
+        self.bar.set_message(format!("loss {:.3}", m.loss));
+    }
+
+    fn control(&mut self) -> Control {
+        self.started.get_or_insert_with(Instant::now);
+        Control::Run
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     bench: &Bench,
@@ -282,75 +303,37 @@ fn run(
     let cfg = &bench.cfg;
     let start = Instant::now();
     let mut m = LoadedModel::load(files, device)?;
-    let lora = LoraConfig {
-        method,
-        rank: cfg.rank,
-        alpha: cfg.alpha,
-        use_rslora: false,
-        targets: cfg.targets.clone(),
-        seed,
-    };
-    pollster::block_on(m.init_adapters(lora, Some(calib), eighs, &Inline, &mut |_, _| {}))?;
-    let data = prepare(records, &m.tokenizer, cfg.max_len, 0.0, seed)?;
+    let mut lora = LoraConfig::new(method, cfg.rank);
+    lora.alpha = cfg.alpha;
+    lora.targets = cfg.targets.clone();
+    lora.seed = seed;
     let tc = TrainConfig {
         lr: cfg.lr,
         steps: Some(cfg.steps),
         batch: cfg.batch,
+        max_len: cfg.max_len,
+        val_fraction: cfg.val_fraction,
         seed,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(
-        m.model.clone(),
-        tc,
-        data,
-        m.tokenizer.pad_or_eos(),
-        method.trains_down(),
-    )?;
-    let t0 = Instant::now();
-    let pb = bar("training");
-    pb.set_length(cfg.steps as u64);
-    let mut loss = f64::NAN;
-    while !trainer.finished() {
-        let s = pollster::block_on(trainer.step())?;
-        loss = s.loss;
-        pb.set_position(s.step as u64);
-        pb.set_message(format!("loss {loss:.3}"));
-    }
-    pb.finish_and_clear();
-    let train_seconds = t0.elapsed().as_secs_f64();
-    m.model = trainer.into_model();
+    let mut hooks = RunHooks {
+        bar: bar("training"),
+        started: None,
+    };
+    let report = pollster::block_on(m.fine_tune(records, lora, &tc, Some(calib), eighs, &Inline, &mut hooks))?;
+    hooks.bar.finish_and_clear();
+    let train_seconds = hooks.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let after = bench.score(&m)?;
-    let init = &m.adapter.as_ref().expect("invariant: initialised above").init;
-    let deltas = pollster::block_on(weight_updates(&m.model, init))?;
-    let (mut disturbance, mut top_share) = (0.0, 0.0);
-    for (&(layer, target), delta) in &deltas {
-        let c = &calib.covariances.sites[&(layer, target.site())].covariance;
-        let e = pollster::block_on(eighs.get(&calib.covariances, layer, target.site(), &Inline))?;
-        // The original W: the residual plus the initial factors, i.e. current base + s·B₀A₀.
-        let w = pollster::block_on(read_matrix(m.model.linear(layer, target).weight_out_in()))
-            .map_err(anyhow::Error::msg)?;
-        let w = match init.factors.get(&(layer, target)) {
-            Some((a0, b0)) if method.changes_base() => {
-                let s = m.model.linear(layer, target).lora.as_ref().map_or(1.0, |l| l.scale);
-                let mm = |t: &lora_null::model::HostTensor| {
-                    lora_null::linalg::Matrix::from_f32(t.shape[0], t.shape[1], &t.data).expect("invariant: 2-D")
-                };
-                w.add(&mm(b0).matmul(&mm(a0)).scale(s))
-            }
-            _ => w,
-        };
-        disturbance += output_disturbance(delta, &w, c) / deltas.len() as f64;
-        top_share += weight_energy(delta, &top_basis(e, cfg.rank)) / deltas.len() as f64;
-    }
+    let update = pollster::block_on(m.update_metrics(calib, eighs, cfg.rank, &Inline))?;
     Ok(RunResult {
         method: method.name().to_string(),
         seed,
         after,
-        final_loss: loss,
+        final_loss: report.last.map_or(f64::NAN, |s| s.loss),
         train_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
-        disturbance,
-        top_share,
+        disturbance: update.disturbance,
+        top_share: update.top_share,
     })
 }
 

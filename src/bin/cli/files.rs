@@ -14,9 +14,13 @@ const HF_FILES: [&str; 5] = [
     "generation_config.json",
 ];
 
-/// Reads a .gguf file, or the model files of a Hugging Face folder.
+/// Reads a .gguf file, or the model files of a Hugging Face folder; exports name the file or
+/// folder as the base model.
 pub fn read_model_files(path: &Path) -> anyhow::Result<ModelFiles> {
     let mut files = ModelFiles::new();
+    if let Some(name) = path.file_name() {
+        files.set_origin(&name.to_string_lossy());
+    }
     if path.is_dir() {
         let mut any = false;
         for entry in std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))? {

@@ -6,6 +6,7 @@ mod experiment;
 mod files;
 mod run;
 mod train;
+mod words;
 
 use std::process::ExitCode;
 
@@ -81,7 +82,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", words::error_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -98,9 +99,4 @@ fn quiet_headless_vulkan() {
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
-}
-
-/// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
 }

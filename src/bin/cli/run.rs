@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lora_null::device::{DeviceChoice, list_adapters, select_device};
-use lora_null::engine::LoadedModel;
+use lora_null::engine::{LoadProgress, LoadedModel};
 use lora_null::eval::GenerateOptions;
 
 use super::ModelArgs;
@@ -98,16 +98,23 @@ pub fn load_with_adapter(args: &ModelArgs, adapter: &AdapterArg) -> anyhow::Resu
     Ok((m, choice))
 }
 
-/// Loads the model named by the arguments on the chosen device.
+/// Loads the model named by the arguments on the chosen device, with a bar over its blocks.
 pub fn load(args: &ModelArgs) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
     let choice = device(args.device);
     let files = read_model_files(&args.model)?;
-    let spinner =
-        ProgressBar::new_spinner().with_message(format!("loading {} on {}", args.model.display(), choice.description));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let loaded =
-        LoadedModel::load(&files, &choice.device).with_context(|| format!("cannot load {}", args.model.display()));
-    spinner.finish_and_clear();
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} blocks").expect("invariant: static template"),
+    );
+    bar.set_message(format!("loading {} on {}", args.model.display(), choice.description));
+    let loaded = pollster::block_on(LoadedModel::load_with_progress(&files, &choice, &mut |p| match p {
+        LoadProgress::Note(note) => bar.println(format!("note: {note}")),
+        LoadProgress::Blocks(done, total) => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }))
+    .with_context(|| format!("cannot load {}", args.model.display()));
+    bar.finish_and_clear();
     Ok((loaded?, choice))
 }
 

@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use lora_null::calib::EighCache;
+use indicatif::ProgressBar;
+use lora_null::engine::{CheckpointKind, EighCache, Inline, TrainHooks};
 use lora_null::io::safetensors::SaveDtype;
-use lora_null::linalg::jobs::Inline;
-use lora_null::train::optimizer::AdamWConfig;
-use lora_null::train::{TrainConfig, TrainError, TrainState, Trainer, prepare};
+use lora_null::train::{AdamWConfig, StepMetrics, TrainConfig, TrainData, TrainState};
 
 use super::ModelArgs;
-use super::adapt::{CalibArgs, LoraArgs, bar, base_name, calibrate, init_summary};
+use super::adapt::{CalibArgs, LoraArgs, bar, calibrate, init_summary};
 use super::files::{read, read_dataset, write_files_atomically};
 use super::run::load;
 
@@ -34,40 +33,40 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
     /// Passes over the training set.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: f64,
     /// Peak learning rate (warmup, then cosine to zero).
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
     /// Examples per micro-batch.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = TrainConfig::default().batch)]
     batch: usize,
     /// Micro-batches per optimiser step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = TrainConfig::default().grad_accum)]
     grad_accum: usize,
     /// Truncate examples to this many tokens.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = TrainConfig::default().max_len)]
     max_len: usize,
     /// Seed for the data order and the validation split.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
     /// Fraction of examples held out for validation.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = TrainConfig::default().val_fraction)]
     val_fraction: f64,
     /// Validate every N steps (0: only at the end).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::default().eval_every)]
     eval_every: usize,
     /// Warmup steps as a fraction of all steps.
-    #[arg(long, default_value_t = 0.03)]
+    #[arg(long, default_value_t = TrainConfig::default().warmup_ratio)]
     warmup_ratio: f64,
     /// AdamW decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = AdamWConfig::default().weight_decay)]
     weight_decay: f64,
     /// Clip the global gradient norm (0 disables).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainConfig::default().max_grad_norm.unwrap_or(0.0))]
     max_grad_norm: f64,
     /// Write a checkpoint every N steps to OUT/checkpoints (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: usize,
     /// Resume from a checkpoint written by --checkpoint-every (same model, data and settings).
     #[arg(long)]
@@ -86,28 +85,80 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-/// `lora-null train`.
-pub fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let lora_cfg = a.lora.config();
-    if lora_cfg.method.needs_calibration() && a.calib.calib.is_none() {
-        anyhow::bail!(
-            "method {} initialises from activation statistics: pass --calib FILE (text of the kind whose knowledge you want to keep)",
-            lora_cfg.method.name()
-        );
+impl TrainArgs {
+    /// The library's config: its defaults, with what was given.
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            lr: self.lr,
+            steps: self.steps,
+            epochs: self.epochs,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            max_len: self.max_len,
+            val_fraction: self.val_fraction,
+            warmup_ratio: self.warmup_ratio,
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..AdamWConfig::default()
+            },
+            seed: self.seed,
+            eval_every: self.eval_every,
+            checkpoint_every: self.checkpoint_every,
+        }
     }
-    let records = read_dataset(&a.data)?;
-    let (mut m, choice) = load(&a.model)?;
-    let data = prepare(&records, &m.tokenizer, a.max_len, a.val_fraction, a.seed)
-        .with_context(|| format!("training data {}", a.data.display()))?;
+}
+
+/// The CLI's side of the training loop: a progress bar, train_log.jsonl, checkpoint files.
+struct CliHooks {
+    bar: ProgressBar,
+    log: std::fs::File,
+    out: PathBuf,
+}
+
+impl TrainHooks for CliHooks {
+    fn on_step(&mut self, m: &StepMetrics) {
+        // The log is a record, not a result: a full disk must not stop training.
+        let _ = writeln!(self.log, "{}", serde_json::to_string(m).unwrap_or_default());
+        self.bar.set_length(m.total_steps as u64);
+        self.bar.set_position(m.step as u64);
+        self.bar.set_message(format!("loss {:.3}", m.loss));
+    }
+
+    fn on_checkpoint(&mut self, kind: CheckpointKind, bytes: Vec<u8>) -> Result<(), String> {
+        if kind == CheckpointKind::LastGood {
+            self.bar.abandon();
+        }
+        write_files_atomically(&self.out.join("checkpoints"), &[(kind.file_name(), bytes)])
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn describe_data(data: &TrainData, max_len: usize) {
     eprintln!(
         "data: {} training and {} validation examples ({} truncated to --max-len {}, {} dropped)",
         data.train.len(),
         data.val.len(),
         data.truncated,
-        a.max_len,
+        max_len,
         data.dropped
     );
+}
+
+/// `lora-null train`.
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let lora_cfg = a.lora.config();
+    let cfg = a.config();
+    lora_cfg
+        .check(a.calib.calib.is_some())
+        .map_err(lora_null::engine::EngineError::from)?;
+    let records = read_dataset(&a.data)?;
+    let (mut m, choice) = load(&a.model)?;
+    let data = m
+        .training_data(&records, &cfg)
+        .with_context(|| format!("training data {}", a.data.display()))?;
+    describe_data(&data, a.max_len);
     let calib = calibrate(&m, &a.calib, &lora_cfg.targets)?;
     let pb = bar("initialising");
     pollster::block_on(m.init_adapters(
@@ -126,81 +177,49 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         map.remove("activation_energy_seen_by_A");
     }
     eprintln!("init: {summary}");
-    let base = base_name(&a.model.model);
     if a.export_init {
-        let files = pollster::block_on(m.export_init(&base, a.dtype))?;
+        let files = pollster::block_on(m.export_init(a.dtype))?;
         write_files_atomically(&a.out.join("init"), &files)?;
     }
-    let cfg = TrainConfig {
-        lr: a.lr,
-        steps: a.steps,
-        epochs: a.epochs,
-        batch: a.batch,
-        grad_accum: a.grad_accum,
-        warmup_ratio: a.warmup_ratio,
-        max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
-        adamw: AdamWConfig {
-            weight_decay: a.weight_decay,
-            ..AdamWConfig::default()
-        },
-        seed: a.seed,
-        eval_every: a.eval_every,
-        checkpoint_every: a.checkpoint_every,
+    let resume = match &a.resume {
+        Some(path) => {
+            Some(TrainState::from_bytes(&read(path)?).with_context(|| format!("resume from {}", path.display()))?)
+        }
+        None => None,
     };
-    let pad = m.tokenizer.pad_or_eos();
-    let mut trainer = Trainer::new(m.model.clone(), cfg.clone(), data, pad, lora_cfg.method.trains_down())?;
-    if let Some(path) = &a.resume {
-        let state = TrainState::from_bytes(&read(path)?).with_context(|| format!("resume from {}", path.display()))?;
-        trainer.restore(&state)?;
-        eprintln!("resumed at step {} of {}", state.step, trainer.total_steps());
+    if let Some(state) = &resume {
+        eprintln!("resuming at step {}", state.step);
     }
-    eprintln!("training {} steps on {}", trainer.total_steps(), choice.description);
+    eprintln!("training on {}", choice.description);
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let mut log = std::fs::OpenOptions::new()
+    let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(a.out.join("train_log.jsonl"))
         .context("cannot open train_log.jsonl")?;
-    let pb = bar("training");
-    pb.set_length(trainer.total_steps() as u64);
-    pb.set_position(trainer.steps_done() as u64);
-    let mut last = None;
-    while !trainer.finished() {
-        let mut metrics = match pollster::block_on(trainer.step()) {
-            Ok(mt) => mt,
-            Err(e @ TrainError::NonFinite { .. }) => {
-                pb.abandon();
-                let state = pollster::block_on(trainer.checkpoint())?;
-                write_files_atomically(
-                    &a.out.join("checkpoints"),
-                    &[("last-good.safetensors".into(), state.to_bytes()?)],
-                )?;
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the last good state is in {}/checkpoints/last-good.safetensors (resume with --resume)",
-                    a.out.display()
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let step = metrics.step;
-        if (cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every)) || trainer.finished() {
-            metrics.val_loss = pollster::block_on(trainer.validate())?;
+    let mut hooks = CliHooks {
+        bar: bar("training"),
+        log,
+        out: a.out.clone(),
+    };
+    let report = pollster::block_on(m.train(data, &cfg, resume.as_ref(), &mut hooks)).map_err(|e| {
+        let diverged = matches!(
+            e,
+            lora_null::engine::EngineError::Train(lora_null::train::TrainError::NonFinite { .. })
+        );
+        let e = anyhow::Error::new(e);
+        if diverged {
+            e.context(format!(
+                "the last good state is in {}/checkpoints/{} (resume with --resume)",
+                a.out.display(),
+                CheckpointKind::LastGood.file_name()
+            ))
+        } else {
+            e
         }
-        writeln!(log, "{}", serde_json::to_string(&metrics)?)?;
-        pb.set_position(step as u64);
-        pb.set_message(format!("loss {:.3}", metrics.loss));
-        if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) {
-            let bytes = pollster::block_on(trainer.checkpoint())?.to_bytes()?;
-            write_files_atomically(
-                &a.out.join("checkpoints"),
-                &[(format!("step-{step:06}.safetensors"), bytes)],
-            )?;
-        }
-        last = Some(metrics);
-    }
-    pb.finish_and_clear();
-    m.model = trainer.into_model();
-    let (files, doubled) = pollster::block_on(m.export_peft(&base, a.dtype))?;
+    })?;
+    hooks.bar.finish_and_clear();
+    let (files, doubled) = pollster::block_on(m.export_peft(a.dtype))?;
     write_files_atomically(&a.out, &files)?;
     if a.merged {
         let files = pollster::block_on(m.hf_model_files(true, a.dtype))?;
@@ -222,12 +241,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             a.out.display()
         );
     }
+    let last = report.last.as_ref();
     let summary = serde_json::json!({
         "out": a.out.display().to_string(),
         "method": lora_cfg.method.name(),
-        "steps": last.as_ref().map(|x| x.step),
-        "loss": last.as_ref().map(|x| x.loss),
-        "val_loss": last.as_ref().and_then(|x| x.val_loss),
+        "steps": last.map(|x| x.step),
+        "loss": last.map(|x| x.loss),
+        "val_loss": last.and_then(|x| x.val_loss),
         "adapter_rank": if doubled { 2 * lora_cfg.rank } else { lora_cfg.rank },
         "seconds": start.elapsed().as_secs_f64(),
     });

@@ -1,6 +1,5 @@
-//! SVG charts of the spectra, shared by the CLI (written to files) and the app (inlined in the
-//! page): a log-scale spectrum with the null subspace shaded, and a layer × module heatmap.
-//! Every mark carries a `<title>` so hovering shows its value.
+//! Drawing: a log-scale spectrum with the null subspace shaded, a layer × module heatmap, and a
+//! line chart, as SVG text. Every mark carries a `<title>` so hovering shows its value.
 
 use std::fmt::Write;
 

@@ -1,0 +1,161 @@
+//! Statistics and spectra: calibration windows through the model (covariances accumulated on
+//! the device), then the eigendecompositions and SVDs through the executor, assembled into the
+//! spectra report.
+
+use super::jobs::{EighCache, Executor, singular_values};
+use super::{EngineError, LoadedModel};
+use crate::calib::report::{LayerSpectra, SCHEMA, module_spectrum, site_spectrum};
+use crate::calib::{CalibError, CovarianceAccumulator, Covariances, Normalization, SpectraReport, draw_windows};
+use crate::io::dataset::Record;
+use crate::model::arch::sites_of;
+use crate::model::weights::read_matrix;
+use crate::model::{Projection, Target};
+
+/// Calibration settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CalibOptions {
+    /// Windows to draw (default 128).
+    pub samples: usize,
+    /// Tokens per window (default 512).
+    pub seq_len: usize,
+    /// Sampler seed (default 233, as the reference).
+    pub seed: u64,
+    /// Per-window normalisation (default signed-max, as the reference).
+    pub normalization: Normalization,
+    /// Modules whose inputs to collect (default all seven).
+    pub targets: Vec<Target>,
+}
+
+impl Default for CalibOptions {
+    fn default() -> Self {
+        Self {
+            samples: 128,
+            seq_len: 512,
+            seed: 233,
+            normalization: Normalization::SignedMax,
+            targets: Target::ALL.to_vec(),
+        }
+    }
+}
+
+/// The result of a calibration run.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// Covariances per (layer, site).
+    pub covariances: Covariances,
+    /// Set when the corpus was shorter than asked.
+    pub note: Option<String>,
+    /// Tokens in the corpus.
+    pub corpus_tokens: usize,
+}
+
+impl LoadedModel {
+    /// Runs calibration windows through the model and accumulates the covariances of the
+    /// inputs of `opts.targets`. `progress(done, total)` after each window.
+    pub async fn calibrate(
+        &self,
+        records: &[Record],
+        opts: &CalibOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Calibration, EngineError> {
+        self.calibrate_until(records, opts, progress, &|| false).await
+    }
+
+    /// [`Self::calibrate`], stopping with [`CalibError::Cancelled`] between windows once
+    /// `cancelled()` says so. In the browser each window ends with a turn of the event loop, so a
+    /// cancel message can arrive.
+    pub async fn calibrate_until(
+        &self,
+        records: &[Record],
+        opts: &CalibOptions,
+        progress: &mut dyn FnMut(usize, usize),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Calibration, EngineError> {
+        let windows = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
+        if windows.windows.is_empty() {
+            return Err(CalibError::Data(format!(
+                "the calibration text has {} tokens; give at least a few sentences",
+                windows.corpus_tokens
+            ))
+            .into());
+        }
+        let mut acc = CovarianceAccumulator::new(sites_of(&opts.targets), opts.normalization);
+        let total = windows.windows.len();
+        for (i, w) in windows.windows.iter().enumerate() {
+            acc.run_window(&self.model, w);
+            progress(i + 1, total);
+            crate::device::yield_now().await;
+            if cancelled() {
+                return Err(CalibError::Cancelled.into());
+            }
+        }
+        let covariances = acc.finish().await.map_err(CalibError::Device)?;
+        Ok(Calibration {
+            covariances,
+            note: windows.note,
+            corpus_tokens: windows.corpus_tokens,
+        })
+    }
+
+    /// Spectra of every layer (`spectra.json`); `progress(done, total)` after each layer.
+    pub async fn analyze(
+        &self,
+        calib: &Calibration,
+        eighs: &mut EighCache,
+        targets: &[Target],
+        rank: usize,
+        exec: &dyn Executor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<SpectraReport, EngineError> {
+        let n = self.model.num_layers();
+        let mut layers = Vec::with_capacity(n);
+        for layer in 0..n {
+            layers.push(self.analyze_layer(calib, eighs, layer, targets, rank, exec).await?);
+            progress(layer + 1, n);
+        }
+        let covs = &calib.covariances;
+        Ok(SpectraReport {
+            schema: SCHEMA,
+            rank,
+            normalization: covs.normalization,
+            windows: covs.windows,
+            tokens: covs.tokens,
+            targets: targets.to_vec(),
+            layers,
+        })
+    }
+
+    async fn analyze_layer(
+        &self,
+        calib: &Calibration,
+        eighs: &mut EighCache,
+        layer: usize,
+        targets: &[Target],
+        rank: usize,
+        exec: &dyn Executor,
+    ) -> Result<LayerSpectra, EngineError> {
+        let covs = &calib.covariances;
+        let mut out = LayerSpectra {
+            layer,
+            sites: Default::default(),
+            modules: Default::default(),
+        };
+        for site in sites_of(targets) {
+            let (stats, e) = eighs.site(covs, layer, site, exec).await?;
+            out.sites.insert(site, site_spectrum(e, stats.trace, rank));
+        }
+        for &target in targets {
+            let w = read_matrix(self.model.linear(layer, target).base().weight_out_in())
+                .await
+                .map_err(CalibError::Device)?;
+            let sv = singular_values(exec, w.clone())
+                .await
+                .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
+            let site = target.site();
+            let (stats, e) = eighs.site(covs, layer, site, exec).await?;
+            out.modules
+                .insert(target, module_spectrum(site, &w, sv, &stats.covariance, e, rank));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,69 @@
+//! The export files: the PEFT adapter for the ORIGINAL base, the untrained initialisation
+//! (residual base + init adapter), and a full Hugging Face model folder (optionally merged).
+//! Everything is built in memory first: the CLI writes the files atomically, the page offers
+//! them as downloads only once all are built.
+
+use super::{EngineError, LoadedModel};
+use crate::io::peft::write_adapter;
+use crate::io::safetensors::{SaveDtype, to_safetensors_bytes};
+use crate::lora::export::{ExportError, init_adapter, model_tensors, peft_adapter};
+
+/// Named files to write (relative paths).
+pub type ExportFiles = Vec<(String, Vec<u8>)>;
+
+impl LoadedModel {
+    fn adapter_state(&self) -> Result<&super::AdapterState, EngineError> {
+        self.adapter
+            .as_ref()
+            .ok_or(EngineError::Export(ExportError::NoAdapters))
+    }
+
+    /// The PEFT adapter files for the ORIGINAL base model, and whether the rank was doubled
+    /// (methods that changed the base are exported at rank 2r).
+    pub async fn export_peft(&self, dtype: SaveDtype) -> Result<(ExportFiles, bool), EngineError> {
+        let state = self.adapter_state()?;
+        let (adapter, doubled) = peft_adapter(&self.model, &state.config, &state.init, &self.base_name).await?;
+        Ok((write_adapter(&adapter, dtype)?, doubled))
+    }
+
+    /// The untrained initialisation as a residual base model plus an init adapter (native rank,
+    /// `init_lora_weights: true`), for continuing with PEFT elsewhere. Files are prefixed with
+    /// `residual_model/` and `init_adapter/`. Must be called before training changes the factors.
+    pub async fn export_init(&self, dtype: SaveDtype) -> Result<ExportFiles, EngineError> {
+        let state = self.adapter_state()?;
+        let mut files = Vec::new();
+        let adapter = init_adapter(&state.config, &state.init, &self.base_name);
+        for (name, bytes) in write_adapter(&adapter, dtype)? {
+            files.push((format!("init_adapter/{name}"), bytes));
+        }
+        for (name, bytes) in self.hf_model_files(false, dtype).await? {
+            files.push((format!("residual_model/{name}"), bytes));
+        }
+        Ok(files)
+    }
+
+    /// A full Hugging Face model folder: `config.json`, `model.safetensors`, `tokenizer.json`,
+    /// `tokenizer_config.json`; with `merge`, every adapter is merged into its weight.
+    pub async fn hf_model_files(&self, merge: bool, dtype: SaveDtype) -> Result<ExportFiles, EngineError> {
+        let tensors = model_tensors(&self.model, merge).await?;
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        let weights = to_safetensors_bytes(&tensors, dtype, Some(meta)).map_err(crate::io::peft::PeftError::Weights)?;
+        let mut config = self.config.to_hf_json();
+        config["torch_dtype"] = match dtype {
+            SaveDtype::F32 => "float32",
+            SaveDtype::F16 => "float16",
+            SaveDtype::Bf16 => "bfloat16",
+        }
+        .into();
+        Ok(vec![
+            ("config.json".into(), pretty(&config)),
+            ("model.safetensors".into(), weights),
+            ("tokenizer.json".into(), self.tokenizer.to_json()?.into_bytes()),
+            ("tokenizer_config.json".into(), pretty(&self.tokenizer.config_json())),
+        ])
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("invariant: JSON values serialise")
+}

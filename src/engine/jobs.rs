@@ -1,0 +1,378 @@
+//! Where the heavy maths runs. A [`Job`] (an eigendecomposition, an SVD, one module's
+//! initialisation) is plain data; an [`Executor`] runs it: [`Inline`] on the calling thread
+//! (natively, with faer on every core), or the browser's maths worker (`app::worker`), which
+//! receives jobs in the byte encoding below so the engine stays free to answer pause and cancel.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use super::EngineError;
+use crate::calib::{CalibError, Covariances, SiteStats};
+use crate::linalg::Matrix;
+use crate::linalg::decompose::{DecomposeError, Eigh};
+use crate::linalg::init::{InitFactors, Pick};
+use crate::linalg::jobs::{Formula, Job, JobOutput, run};
+use crate::model::Site;
+
+/// Why a job did not produce its output.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The maths failed (non-finite input, no convergence).
+    #[error(transparent)]
+    Maths(#[from] DecomposeError),
+    /// The worker that ran the job failed or sent something unreadable.
+    #[error("the maths worker: {0}")]
+    Worker(String),
+    /// The user cancelled the work this job belonged to.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A boxed job future.
+pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<JobOutput, JobError>> + 'a>>;
+
+/// Where jobs run.
+pub trait Executor {
+    /// Submits a job and resolves with its output.
+    fn submit(&self, job: Job) -> JobFuture<'_>;
+}
+
+/// Runs every job immediately on the calling thread.
+pub struct Inline;
+
+impl Executor for Inline {
+    fn submit(&self, job: Job) -> JobFuture<'_> {
+        Box::pin(std::future::ready(run(job).map_err(JobError::from)))
+    }
+}
+
+fn wrong_kind() -> JobError {
+    JobError::Worker("a reply of the wrong kind".into())
+}
+
+/// Runs an eigendecomposition.
+pub async fn eigh(exec: &dyn Executor, c: Matrix) -> Result<Eigh, JobError> {
+    match exec.submit(Job::Eigh(c)).await? {
+        JobOutput::Eigh(e) => Ok(e),
+        _ => Err(wrong_kind()),
+    }
+}
+
+/// Runs a singular-value computation.
+pub async fn singular_values(exec: &dyn Executor, w: Matrix) -> Result<Vec<f64>, JobError> {
+    match exec.submit(Job::SingularValues(w)).await? {
+        JobOutput::Values(v) => Ok(v),
+        _ => Err(wrong_kind()),
+    }
+}
+
+/// Runs one module's initialisation.
+pub async fn factors(exec: &dyn Executor, job: Job) -> Result<InitFactors, JobError> {
+    match exec.submit(job).await? {
+        JobOutput::Factors(f) => Ok(f),
+        _ => Err(wrong_kind()),
+    }
+}
+
+/// Eigendecompositions of the covariances, computed once per (layer, site) and shared by the
+/// analysis and the initialisations (q/k/v share one, gate/up share one).
+#[derive(Default)]
+pub struct EighCache {
+    cache: BTreeMap<(usize, Site), Eigh>,
+}
+
+impl EighCache {
+    /// The decomposition of (layer, site), computing it through `exec` on first use; `None` when
+    /// the covariances have no statistic for that site.
+    pub async fn get(
+        &mut self,
+        covs: &Covariances,
+        layer: usize,
+        site: Site,
+        exec: &dyn Executor,
+    ) -> Result<Option<&Eigh>, JobError> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.cache.entry((layer, site)) {
+            let Some(stats) = covs.sites.get(&(layer, site)) else {
+                return Ok(None);
+            };
+            slot.insert(eigh(exec, stats.covariance.clone()).await?);
+        }
+        Ok(self.cache.get(&(layer, site)))
+    }
+
+    /// The statistic of (layer, site) and its decomposition; a missing statistic or a failed
+    /// decomposition is an engine error naming the site.
+    pub async fn site<'a>(
+        &'a mut self,
+        covs: &'a Covariances,
+        layer: usize,
+        site: Site,
+        exec: &dyn Executor,
+    ) -> Result<(&'a SiteStats, &'a Eigh), EngineError> {
+        let stats = covs
+            .sites
+            .get(&(layer, site))
+            .ok_or(CalibError::MissingStats(layer, site))?;
+        let e = self
+            .get(covs, layer, site, exec)
+            .await
+            .map_err(EngineError::job(format!("layer {layer} {}", site.name())))?
+            .ok_or(CalibError::MissingStats(layer, site))?;
+        Ok((stats, e))
+    }
+}
+
+// ---- binary encoding (little-endian), for postMessage ------------------------------------
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend(v.to_le_bytes());
+}
+
+fn put_matrix(out: &mut Vec<u8>, m: &Matrix) {
+    put_u64(out, m.rows as u64);
+    put_u64(out, m.cols as u64);
+    for v in &m.data {
+        out.extend(v.to_le_bytes());
+    }
+}
+
+fn put_vec(out: &mut Vec<u8>, v: &[f64]) {
+    put_u64(out, v.len() as u64);
+    for x in v {
+        out.extend(x.to_le_bytes());
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn u64(&mut self) -> Option<u64> {
+        let (head, rest) = self.0.split_at_checked(8)?;
+        self.0 = rest;
+        Some(u64::from_le_bytes(head.try_into().ok()?))
+    }
+    fn f64(&mut self) -> Option<f64> {
+        self.u64().map(f64::from_bits)
+    }
+    fn len(&mut self) -> Option<usize> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        (n <= self.0.len() / 8 + 1).then_some(n)
+    }
+    fn vec(&mut self) -> Option<Vec<f64>> {
+        let n = self.len()?;
+        (0..n).map(|_| self.f64()).collect()
+    }
+    fn matrix(&mut self) -> Option<Matrix> {
+        let rows = self.len()?;
+        let cols = self.len()?;
+        let n = rows.checked_mul(cols)?;
+        if n > self.0.len() / 8 {
+            return None;
+        }
+        Matrix::from_vec(rows, cols, (0..n).map(|_| self.f64()).collect::<Option<_>>()?)
+    }
+}
+
+fn formula_code(f: Formula) -> u64 {
+    match f {
+        Formula::Kaiming => 0,
+        Formula::Gaussian => 1,
+        Formula::Svd(Pick::Top) => 2,
+        Formula::Svd(Pick::Bottom) => 3,
+        Formula::Olora => 4,
+        Formula::Corda(Pick::Top) => 5,
+        Formula::Corda(Pick::Bottom) => 6,
+        Formula::Null => 7,
+        Formula::NullZero => 8,
+    }
+}
+
+fn formula_from(code: u64) -> Option<Formula> {
+    Some(match code {
+        0 => Formula::Kaiming,
+        1 => Formula::Gaussian,
+        2 => Formula::Svd(Pick::Top),
+        3 => Formula::Svd(Pick::Bottom),
+        4 => Formula::Olora,
+        5 => Formula::Corda(Pick::Top),
+        6 => Formula::Corda(Pick::Bottom),
+        7 => Formula::Null,
+        8 => Formula::NullZero,
+        _ => return None,
+    })
+}
+
+impl Job {
+    /// Encodes the job for transfer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Job::Eigh(c) => {
+                put_u64(&mut out, 0);
+                put_matrix(&mut out, c);
+            }
+            Job::SingularValues(w) => {
+                put_u64(&mut out, 1);
+                put_matrix(&mut out, w);
+            }
+            Job::Factors {
+                formula,
+                w,
+                aux,
+                rank,
+                scale,
+                seed,
+            } => {
+                put_u64(&mut out, 2);
+                put_u64(&mut out, formula_code(*formula));
+                put_matrix(&mut out, w);
+                put_matrix(&mut out, aux);
+                put_u64(&mut out, *rank as u64);
+                out.extend(scale.to_le_bytes());
+                put_u64(&mut out, *seed);
+            }
+        }
+        out
+    }
+
+    /// Decodes bytes from [`Job::encode`]; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Job> {
+        let mut c = Cursor(bytes);
+        Some(match c.u64()? {
+            0 => Job::Eigh(c.matrix()?),
+            1 => Job::SingularValues(c.matrix()?),
+            2 => Job::Factors {
+                formula: formula_from(c.u64()?)?,
+                w: c.matrix()?,
+                aux: c.matrix()?,
+                rank: usize::try_from(c.u64()?).ok()?,
+                scale: c.f64()?,
+                seed: c.u64()?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl JobOutput {
+    /// Encodes the output for transfer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            JobOutput::Eigh(e) => {
+                put_u64(&mut out, 0);
+                put_vec(&mut out, &e.values);
+                put_matrix(&mut out, &e.vectors);
+            }
+            JobOutput::Values(v) => {
+                put_u64(&mut out, 1);
+                put_vec(&mut out, v);
+            }
+            JobOutput::Factors(f) => {
+                put_u64(&mut out, 2);
+                put_matrix(&mut out, &f.a);
+                put_matrix(&mut out, &f.b);
+                match &f.residual {
+                    Some(r) => {
+                        put_u64(&mut out, 1);
+                        put_matrix(&mut out, r);
+                    }
+                    None => put_u64(&mut out, 0),
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes bytes from [`JobOutput::encode`]; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<JobOutput> {
+        let mut c = Cursor(bytes);
+        Some(match c.u64()? {
+            0 => JobOutput::Eigh(Eigh {
+                values: c.vec()?,
+                vectors: c.matrix()?,
+            }),
+            1 => JobOutput::Values(c.vec()?),
+            2 => JobOutput::Factors(InitFactors {
+                a: c.matrix()?,
+                b: c.matrix()?,
+                residual: match c.u64()? {
+                    1 => Some(c.matrix()?),
+                    _ => None,
+                },
+            }),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::linalg::Rng;
+    use crate::linalg::decompose::eigh as full_eigh;
+    use crate::linalg::init;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
+        let mut rng = Rng::new(seed);
+        Matrix::from_fn(rows, cols, |_, _| rng.normal())
+    }
+
+    #[test]
+    fn jobs_and_their_outputs_survive_the_worker_encoding_and_match_inline_runs() {
+        let w = random(12, 9, 3);
+        let x = random(20, 9, 4);
+        let c = x.t().matmul(&x);
+        let p = init::null_basis(&full_eigh(&c).unwrap(), 3);
+        let jobs = [
+            Job::Eigh(c.clone()),
+            Job::SingularValues(w.clone()),
+            Job::Factors {
+                formula: Formula::Null,
+                w: w.clone(),
+                aux: p,
+                rank: 3,
+                scale: 2.0,
+                seed: 1,
+            },
+            Job::Factors {
+                formula: Formula::Corda(Pick::Bottom),
+                w: w.clone(),
+                aux: c,
+                rank: 3,
+                scale: 1.0,
+                seed: 1,
+            },
+            Job::Factors {
+                formula: Formula::Kaiming,
+                w: w.clone(),
+                aux: Matrix::zeros(0, 0),
+                rank: 3,
+                scale: 1.0,
+                seed: 9,
+            },
+            // A rank larger than the bytes that follow it: no element-count check may apply to it.
+            Job::Factors {
+                formula: Formula::Svd(Pick::Top),
+                w,
+                aux: Matrix::zeros(0, 0),
+                rank: 8,
+                scale: 1.0,
+                seed: 9,
+            },
+        ];
+        for job in jobs {
+            let bytes = job.encode();
+            let decoded = Job::decode(&bytes).expect("decodes");
+            assert_eq!(decoded.encode(), bytes);
+            let out = run(decoded).unwrap();
+            let round = JobOutput::decode(&out.encode()).expect("output decodes");
+            assert_eq!(round.encode(), out.encode());
+            // Truncated messages are rejected, never panic.
+            for cut in [0, 1, 7, bytes.len() / 2, bytes.len() - 1] {
+                assert!(Job::decode(&bytes[..cut]).is_none());
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Loading a model: parse the files (`io`), check the model against the device's limits, then
+//! build it block by block (`model`), reporting progress, and wrap its layers so adapters can
+//! attach (`lora`). The CLI, the page's worker and the tests all load through here.
+
+use burn::tensor::Device;
+
+use super::{EngineError, LoadedModel};
+use crate::device::DeviceChoice;
+use crate::io::{Checkpoint, ModelFiles};
+use crate::model::{ModelBuilder, ModelConfig, ModelSummary, VarBuilder};
+
+/// What a load reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadProgress {
+    /// Something the user should know before the upload (e.g. the memory it will take).
+    Note(String),
+    /// Blocks uploaded so far, and in all.
+    Blocks(usize, usize),
+}
+
+/// Above this many bytes of f32 weights the load warns that smaller GPUs may not hold the model.
+const LARGE_MODEL_BYTES: u64 = 2 << 30;
+
+/// Refuses a model whose largest tensor exceeds the adapter's storage-binding limit (before
+/// anything is uploaded), and notes a large total.
+fn check_fits(
+    c: &ModelConfig,
+    choice: &DeviceChoice,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<(), EngineError> {
+    let biggest = (c.vocab_size * c.hidden_size).max(c.intermediate_size * c.hidden_size) as u64 * 4;
+    if let Some(limit) = choice
+        .adapter
+        .as_ref()
+        .map(|a| a.max_storage_buffer_binding_size)
+        .filter(|&l| biggest > l)
+    {
+        return Err(EngineError::TooLarge {
+            needed_mib: biggest >> 20,
+            limit_mib: limit >> 20,
+        });
+    }
+    let total = c.num_parameters() as u64 * 4;
+    if choice.adapter.is_some() && total > LARGE_MODEL_BYTES {
+        progress(LoadProgress::Note(format!(
+            "this model needs {:.1} GiB of GPU memory in f32 (plus activations); loading may fail on smaller GPUs",
+            total as f64 / (1u64 << 30) as f64
+        )));
+    }
+    Ok(())
+}
+
+impl LoadedModel {
+    /// Parses the files and builds the model on `device` in one go.
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, EngineError> {
+        let ckpt = Checkpoint::parse(files)?;
+        let weights = ckpt.weights()?;
+        let vb = VarBuilder::new(weights.source(), device, ckpt.config.model_type.model_type());
+        let model = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors())
+            .finish()
+            .map_err(crate::io::LoadError::from)?;
+        drop(weights);
+        Ok(Self::assemble(ckpt.into_parts(), files, model))
+    }
+
+    /// [`Self::load`] for the chosen device: refuses models over its limits before uploading,
+    /// reports progress between blocks and, in the browser, gives the event loop a turn there.
+    pub async fn load_with_progress(
+        files: &ModelFiles,
+        choice: &DeviceChoice,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self, EngineError> {
+        let ckpt = Checkpoint::parse(files)?;
+        check_fits(&ckpt.config, choice, progress)?;
+        let weights = ckpt.weights()?;
+        let vb = VarBuilder::new(weights.source(), &choice.device, ckpt.config.model_type.model_type());
+        let mut builder = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors());
+        loop {
+            let (done, total) = builder.progress();
+            progress(LoadProgress::Blocks(done, total));
+            crate::device::yield_now().await;
+            if !builder.next_layer().map_err(crate::io::LoadError::from)? {
+                break;
+            }
+        }
+        let model = builder.finish().map_err(crate::io::LoadError::from)?;
+        drop(weights);
+        Ok(Self::assemble(ckpt.into_parts(), files, model))
+    }
+
+    fn assemble(
+        parts: crate::io::checkpoint::CheckpointParts,
+        files: &ModelFiles,
+        model: crate::model::LlamaForCausalLM,
+    ) -> Self {
+        Self {
+            config: parts.config,
+            tokenizer: parts.tokenizer,
+            model: crate::lora::linear::wrap(model),
+            format: parts.format,
+            storage: parts.storage,
+            base_name: files.base_name(),
+            adapter: None,
+        }
+    }
+
+    /// A summary for display.
+    pub fn summary(&self) -> ModelSummary {
+        let c = &self.config;
+        let parameters = c.num_parameters();
+        ModelSummary {
+            architecture: c.model_type.model_type().to_string(),
+            parameters,
+            layers: c.num_hidden_layers,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            heads: (c.num_attention_heads, c.num_key_value_heads),
+            vocab_size: c.vocab_size,
+            f32_bytes: parameters * 4,
+            format: self.format,
+            storage: self.storage.clone(),
+            has_chat_template: self.tokenizer.chat_template.is_some(),
+        }
+    }
+}

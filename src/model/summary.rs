@@ -1,0 +1,42 @@
+//! What the page and `lora-null info` show about a loaded model (plain data).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Which on-disk format a checkpoint came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A llama.cpp GGUF file.
+    Gguf,
+    /// A Hugging Face folder with safetensors.
+    HuggingFace,
+}
+
+/// A model's shape, size and source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// model_type.
+    pub architecture: String,
+    /// Parameter count.
+    pub parameters: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Query / key-value heads.
+    pub heads: (usize, usize),
+    /// Vocabulary.
+    pub vocab_size: usize,
+    /// f32 weight memory on the device, bytes.
+    pub f32_bytes: usize,
+    /// Source format.
+    pub format: Format,
+    /// Storage types of the source file.
+    pub storage: BTreeMap<String, usize>,
+    /// Whether a chat template is present.
+    pub has_chat_template: bool,
+}
