@@ -5,6 +5,7 @@
 #   scripts/bench.sh analysis  covariances over 16 windows x 512 tokens + every eigendecomposition: cpu, torch 1 and 2 threads
 #   scripts/bench.sh matmul    raw matmul GFLOP/s at the model shapes: burn flex vs torch 1 and 2 threads
 #   scripts/bench.sh browser   tiny model forward + train step: browser WebGPU (SwiftShader) vs native cpu and wgpu
+#   scripts/bench.sh dequant   GGUF block dequantisation MB/s per type: ours vs gguf-py (numpy)
 # Needs the reference venv (scripts/requirements-reference.txt) at $VENV (default
 # ~/.cache/lora-null/venv). Prints JSON lines, then a markdown table with ratios.
 set -euo pipefail
@@ -63,7 +64,11 @@ case "$what" in
       "$bin" bench train --model "$tiny" --text "$text" --rank 4 --batch 2 --tokens 96 --device "$dev" --steps 5 | tee -a "$out"
     done
     ;;
-  *) echo "unknown benchmark ${what}; use forward, train, analysis or browser" >&2; exit 2 ;;
+  dequant)
+    OMP_NUM_THREADS=1 "$py" scripts/bench/gguf_dequant.py --mib 64 | tee -a "$out"
+    RAYON_NUM_THREADS=1 "$bin" bench dequant --mib 64 | tee -a "$out"
+    ;;
+  *) echo "unknown benchmark ${what}; use forward, train, analysis, matmul, browser or dequant" >&2; exit 2 ;;
 esac
 python3 - "$out" "$what" <<'PY'
 import json, sys
@@ -71,7 +76,15 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 ref = next((r for r in rows if r["device"].startswith("pytorch") and "1 thread" in r["device"]),
            next((r for r in rows if r["device"].startswith("cpu")), rows[0]))
 mib = lambda r: f"{r['peak_rss_bytes'] / 2**20:.0f}" if r.get("peak_rss_bytes") else "–"
-if sys.argv[2] == "matmul":
+if sys.argv[2] == "dequant":
+    ref = {r["type"]: r for r in rows if r["device"].startswith("gguf-py")}
+    print("\n| type | ours MB/s in | ours M values/s | gguf-py MB/s in | ours vs gguf-py |\n|---|---|---|---|---|")
+    for r in rows:
+        if not r["device"].startswith("gguf-py"):
+            g = ref[r["type"]]
+            print(f"| {r['type']} | {r['input_mb_per_second']:.0f} | {r['elements_per_second'] / 1e6:.0f} | "
+                  f"{g['input_mb_per_second']:.0f} | {r['input_mb_per_second'] / g['input_mb_per_second']:.1f}x |")
+elif sys.argv[2] == "matmul":
     print("\n| run | k × n | GFLOP/s |\n|---|---|---|")
     for r in rows:
         print(f"| {r['device']} | {r['k']} × {r['n']} | {r['gflops']:.1f} |")

@@ -8,7 +8,8 @@ How to run (from the repository root):
     scripts/fetch-model.sh                      # SmolLM2-135M-Instruct.Q4_1.gguf -> assets/models/
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf |
-                                                                               # init | train | peft
+                                                                               # init | train | peft | quants | qwen3 |
+                                                                               # kquant | smollm2-kquant
 
 (`--only gguf`, `init`, `train` and `peft` read the tiny `llama` model written by `--only tiny`.)
 
@@ -32,6 +33,26 @@ Outputs
   tests/fixtures/tiny/peft/                  adapter_config.json + adapter_model.safetensors written by PEFT's
                                              save_pretrained (r 4, one alpha_pattern and one rank_pattern entry,
                                              random A and B) and reference.json: logits with and without the adapter
+  tests/fixtures/quants/<TYPE>.bin           random blocks of each GGML quant type (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K
+                                             Q4_K Q5_K Q6_K IQ4_NL IQ4_XS) with finite f16 scales, and reference.json:
+                                             gguf.quants.dequantize of each, as hex of the little-endian float32 bytes
+  tests/fixtures/tiny/qwen3/                 tiny random Qwen3 (q/k norms, tied embeddings, Qwen3-0.6B chat template;
+                                             --only qwen3): config.json, model.safetensors, tokenizer*.json,
+                                             reference.json (+ chat renderings)
+  tests/fixtures/tiny/qwen3-gguf/            qwen3-{f32,f16}.gguf by llama.cpp's convert_hf_to_gguf.py (from the
+                                             llama-cpp-python sdist) + reference.json / reference_f16.json
+  tests/fixtures/tiny/llama-kquant/          --only kquant: a tiny random llama shaped for K-quants (hidden 256, intermediate
+                                             512, head_dim 64: every row a multiple of 256; tied embeddings) written as
+                                             f32 GGUF (kept in ~/.cache/lora-null/kquant-work), then llama.cpp's own
+                                             llama-quantize -> {Q4_K_M,Q5_K_M,Q3_K_M,Q2_K,IQ4_XS,IQ4_NL,Q5_0,Q5_1}.gguf,
+                                             and reference.json: each file's ggml type per tensor, transformers' logits
+                                             (gguf_file=..., gguf-py dequantisation) and perplexity, llama-perplexity's
+                                             estimate and the same windows in transformers
+  tests/fixtures/smollm2/kquant_reference.json  --only smollm2-kquant (not run by default): SmolLM2 Q4_1 requantised
+                                             by llama-quantize --allow-requantize to Q4_K_M Q5_K_M Q6_K Q3_K_M IQ4_XS (in
+                                             ~/.cache/lora-null/smollm2-kquant, not committed): sha256, tensor types,
+                                             perplexity of ppl_text.txt by transformers and by llama-perplexity
+  (kquant and smollm2-kquant need llama.cpp's tools: run scripts/llama-cpp-tools.sh first, or set LLAMA_CPP_BIN.)
 """
 
 import os
@@ -1572,12 +1593,902 @@ def make_peft():
     return ref
 
 
-PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft"]
+# ----------------------------------------------------------------------------------------------
+# G. Random blocks of every GGML quant type the Rust dequantiser decodes, through gguf-py's dequantize
+# ----------------------------------------------------------------------------------------------
+
+QUANTS_DIR = FIXTURES / "quants"
+QUANTS_SEED = SEED + 800
+# type -> (blocks, byte offsets of the block's f16 fields: d, and dmin / m where the type has one).
+# Any byte pattern is a valid block once these are finite; the offsets follow gguf-py's dequantize_blocks.
+QUANT_TYPES = {
+    "Q4_0": (64, [0]),  # d, qs[16]
+    "Q4_1": (64, [0, 2]),  # d, m, qs[16]
+    "Q5_0": (64, [0]),  # d, qh[4], qs[16]
+    "Q5_1": (64, [0, 2]),  # d, m, qh[4], qs[16]
+    "Q8_0": (64, [0]),  # d, qs[32]
+    "Q2_K": (16, [80, 82]),  # scales[16], qs[64], d, dmin
+    "Q3_K": (16, [108]),  # hmask[32], qs[64], scales[12], d
+    "Q4_K": (16, [0, 2]),  # d, dmin, scales[12], qs[128]
+    "Q5_K": (16, [0, 2]),  # d, dmin, scales[12], qh[32], qs[128]
+    "Q6_K": (16, [208]),  # ql[128], qh[64], scales[16], d
+    "IQ4_NL": (64, [0]),  # d, qs[16]
+    "IQ4_XS": (16, [0]),  # d, scales_h (u16), scales_l[4], qs[128]
+}
+# f16 bit patterns given to the first blocks' fields (in turn): ±0, the smallest and largest subnormals (±),
+# the largest finite values (±) and ±1; every other field is sign · 2^uniform(-14, 2), rounded to f16
+QUANT_SPECIAL_F16 = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x83FF, 0x7BFF, 0xFBFF, 0x3C00, 0xBC00]
+
+
+def quant_blocks(rng, n_blocks: int, block_bytes: int, f16_offsets: list) -> np.ndarray:
+    """[n_blocks, block_bytes] uint8: random bytes with every f16 scale field overwritten by a finite f16."""
+    blocks = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
+    fields = len(f16_offsets)
+    mags = np.exp2(rng.uniform(-14.0, 2.0, size=(n_blocks, fields)))
+    signs = np.where(rng.integers(0, 2, size=(n_blocks, fields)) == 1, -1.0, 1.0)
+    bits = (signs * mags).astype(np.float16).view(np.uint16)
+    flat = bits.reshape(-1)
+    for i in range(min(len(QUANT_SPECIAL_F16), flat.size)):
+        flat[i] = QUANT_SPECIAL_F16[i]
+    bits = flat.reshape(n_blocks, fields)
+    assert np.isfinite(bits.view(np.float16)).all()
+    for k, off in enumerate(f16_offsets):
+        blocks[:, off:off + 2] = bits[:, k:k + 1].astype("<u2").view(np.uint8)
+    return blocks
+
+
+def make_quants():
+    print("[quants] random blocks of each quant type through gguf.quants.dequantize")
+    seed_everything()
+    rng = np.random.default_rng(QUANTS_SEED)
+    QUANTS_DIR.mkdir(parents=True, exist_ok=True)
+    types = {}
+    for name, (n_blocks, f16_offsets) in QUANT_TYPES.items():
+        qtype = gguf.GGMLQuantizationType[name]
+        block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        assert all(0 <= off <= block_bytes - 2 for off in f16_offsets), name
+        blocks = quant_blocks(rng, n_blocks, block_bytes, f16_offsets)
+        raw = blocks.tobytes()
+        values = gguf.quants.dequantize(np.frombuffer(raw, dtype=np.uint8), qtype)
+        assert values.dtype == np.float32 and values.shape == (n_blocks * block_elems,), (name, values.shape)
+        assert np.isfinite(values).all(), name
+        # the scales really vary: negative ones, exact zeros, and -0.0 results all occur
+        assert (values < 0).any() and (values > 0).any() and (values == 0).any(), name
+        path = QUANTS_DIR / f"{name}.bin"
+        path.write_bytes(raw)
+        print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
+        types[name] = {
+            "id": int(qtype),
+            "block_elems": block_elems,
+            "block_bytes": block_bytes,
+            "blocks": n_blocks,
+            "file": path.name,
+            "bin_sha256": hashlib.sha256(raw).hexdigest(),
+            "values_f32_hex": values.astype("<f4").tobytes().hex(),
+        }
+    meta = versions() | {
+        "seed": QUANTS_SEED,
+        "generator": "numpy.random.default_rng(seed): per type (in the order of `types`), random bytes for all"
+                     " blocks, then sign · 2^uniform(-14, 2) for each f16 scale field (d, and dmin / m), rounded"
+                     f" to f16; the first fields get the f16 bit patterns {[hex(b) for b in QUANT_SPECIAL_F16]}",
+        "f16_fields": {name: offsets for name, (_, offsets) in QUANT_TYPES.items()},
+        "reference": "gguf.quants.dequantize(np.frombuffer(<TYPE>.bin, np.uint8), GGMLQuantizationType.<TYPE>)",
+        "values_f32_hex": "lowercase hex of the little-endian IEEE float32 bytes of the dequantised values,"
+                          " 8 hex digits per value, in element order (compare bit patterns, so -0.0 != 0.0)",
+    }
+    write_json(QUANTS_DIR / "reference.json", {"meta": meta, "types": types})
+    return types
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# Q. tiny random-weight Qwen3: HF folder, and the GGUF llama.cpp's own convert_hf_to_gguf.py writes from it
+# ----------------------------------------------------------------------------------------------
+
+QWEN3_DIR = TINY / "qwen3"
+QWEN3_GGUF_DIR = TINY / "qwen3-gguf"
+QWEN3_SEED_IDX = 4  # torch seed SEED + 4, weights SEED + 104: next after the four models of part tiny (0..3)
+QWEN3_GGUF_TYPES = ["f32", "f16"]
+# llama.cpp: the llama-cpp-python sdist unpacked under here (or LLAMA_CPP_DIR = its vendor/llama.cpp folder)
+QWEN3_LLAMA_CPP_HOME = Path.home() / ".cache" / "lora-null" / "llama.cpp"
+QWEN3_TEMPLATE_FILE = "models/templates/Qwen-Qwen3-0.6B.jinja"  # llama.cpp's copy of Qwen/Qwen3-0.6B's template
+# Qwen2's = Qwen3's pre-tokenizer regex (Qwen/Qwen3-0.6B tokenizer.json: Split Isolated, then ByteLevel without
+# regex); llama.cpp and transformers' GGUF loader apply the same one for tokenizer.ggml.pre = "qwen2".
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+# Run in a fresh interpreter: the converter must import its bundled gguf-py, not the gguf this script imported.
+QWEN3_CONVERT_WRAPPER = r"""
+import sys
+llama_cpp = sys.argv[1]
+sys.path.insert(0, llama_cpp)
+sys.argv = [llama_cpp + "/convert_hf_to_gguf.py"] + sys.argv[2:]
+import convert_hf_to_gguf  # puts its bundled gguf-py first on sys.path
+from conversion.qwen import Qwen3Model
+# The converter names a BPE tokenizer's pre-tokenizer by hashing the ids of a fixed check text, and refuses
+# hashes it does not know. The tiny tokenizer's vocab and merges are not Qwen's, so its hash is unknown, but its
+# pre-tokenizer IS Qwen2/Qwen3's (same Split regex), which llama.cpp calls "qwen2" -- the name the converter
+# writes for the real Qwen3 checkpoints. So return that name instead of hashing.
+Qwen3Model.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
+# Qwen2Model.set_vocab first tries a sentencepiece tokenizer.model and falls back to the BPE tokenizer.json path
+# on FileNotFoundError, but it imports sentencepiece (not in the reference venv) before looking for the file.
+# Qwen3 ships no tokenizer.model, so go to that fallback directly.
+Qwen3Model.set_vocab = lambda self: self._set_vocab_gpt2()
+convert_hf_to_gguf.main()
+"""
+
+
+def qwen3_llama_cpp() -> Path:
+    """vendor/llama.cpp of the llama-cpp-python sdist: convert_hf_to_gguf.py, conversion/, gguf-py/, templates."""
+    env = os.environ.get("LLAMA_CPP_DIR")
+    found = [Path(env) / "convert_hf_to_gguf.py"] if env else sorted(QWEN3_LLAMA_CPP_HOME.glob("*/vendor/llama.cpp/convert_hf_to_gguf.py"))
+    found = [p for p in found if p.is_file() and (p.parent / "conversion").is_dir() and (p.parent / "gguf-py").is_dir()]
+    if not found:
+        sys.exit(
+            f"no llama.cpp convert_hf_to_gguf.py under {QWEN3_LLAMA_CPP_HOME}/*/vendor/llama.cpp: unpack the sdist of "
+            "`pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36` there (or set LLAMA_CPP_DIR)"
+        )
+    return found[-1].parent
+
+
+def qwen3_tokenizer() -> Tokenizer:
+    """The tiny tokenizer (same vocab, merges, added tokens, decoder) with Qwen3's pre-tokenizer instead of
+    GPT-2's regex, so that tokenizer.json, llama.cpp and transformers' GGUF loader (both: pre "qwen2") agree."""
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    assert PRETOKENIZE_REGEX == QWEN2_PRETOKENIZE_REGEX
+    tk = build_tiny_tokenizer()
+    vocab = tk.get_vocab(with_added_tokens=True)
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(tokenizers.Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    assert tk.get_vocab(with_added_tokens=True) == vocab
+    return tk
+
+
+def qwen3_config() -> dict:
+    """config.json in the form of Qwen/Qwen3-0.6B's, with the tiny shape."""
+    return dict(
+        architectures=["Qwen3ForCausalLM"],
+        model_type="qwen3",
+        attention_bias=False,
+        attention_dropout=0.0,
+        bos_token_id=0,  # <|endoftext|>, as Qwen3's bos_token_id 151643
+        eos_token_id=EOS_ID,  # <|im_end|>, as Qwen3's 151645
+        hidden_act="silu",
+        initializer_range=0.02,
+        max_window_layers=TINY_SHAPE["num_hidden_layers"],
+        rms_norm_eps=1e-6,
+        rope_scaling=None,
+        rope_theta=1000000.0,
+        sliding_window=None,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+        use_cache=True,
+        use_sliding_window=False,
+        vocab_size=TINY_VOCAB,
+        **TINY_SHAPE,  # head_dim 16 written explicitly
+    )
+
+
+def qwen3_chat_cases() -> list:
+    """(messages, add_generation_prompt, template kwargs) rendered by transformers' apply_chat_template."""
+    think = "<think>\nThe user wants a colour. Red is one.\n</think>\n\nRed."
+    return [
+        ([{"role": "user", "content": "What is the capital of France?"}], True, {}),
+        (
+            [
+                {"role": "system", "content": "You are a terse assistant. Answer in one word."},
+                {"role": "user", "content": "Name a primary colour."},
+            ],
+            True,
+            {},
+        ),
+        # the assistant's last turn, <think> content included: rendered as <think>\n…\n</think>\n\n + answer
+        (
+            [
+                {"role": "user", "content": "Name a primary colour."},
+                {"role": "assistant", "content": think},
+            ],
+            False,
+            {},
+        ),
+        # an earlier assistant turn (before the last user query): its <think>…</think> part is dropped
+        (
+            [
+                {"role": "user", "content": "Name a primary colour."},
+                {"role": "assistant", "content": think},
+                {"role": "user", "content": "And another?"},
+            ],
+            True,
+            {},
+        ),
+        # enable_thinking=False: the generation prompt gets an empty <think>\n\n</think>\n\n
+        ([{"role": "user", "content": "What is the capital of France?"}], True, {"enable_thinking": False}),
+        ([{"role": "user", "content": "What is the capital of France?"}], True, {"enable_thinking": True}),
+    ]
+
+
+def qwen3_render_chats(tok, tk: Tokenizer) -> list:
+    out = []
+    for messages, add_gen, kwargs in qwen3_chat_cases():
+        text = tok.apply_chat_template(messages, add_generation_prompt=add_gen, tokenize=False, **kwargs)
+        ids = tk.encode(text, add_special_tokens=False).ids
+        templ = tok.apply_chat_template(messages, add_generation_prompt=add_gen, tokenize=True, return_dict=True, **kwargs)
+        assert list(templ["input_ids"]) == ids, "apply_chat_template(tokenize=True) disagrees with tokenizer.json"
+        assert list(tok(text, add_special_tokens=False)["input_ids"]) == ids
+        out.append(
+            {
+                "messages": messages,
+                "add_generation_prompt": add_gen,
+                "template_kwargs": kwargs,
+                "add_special_tokens": False,
+                "text": text,
+                "ids": ids,
+            }
+        )
+    by_text = [c["text"] for c in out]
+    assert "<think>\nThe user wants a colour. Red is one.\n</think>\n\nRed.<|im_end|>\n" in by_text[2]
+    assert "<think>" not in by_text[3] and by_text[3].endswith("<|im_start|>assistant\n")
+    assert by_text[4].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and by_text[5] == by_text[0]
+    return out
+
+
+def qwen3_convert(llama_cpp: Path, outtype: str, out: Path) -> list:
+    args = ["--outtype", outtype, "--outfile", str(out), str(QWEN3_DIR)]
+    cmd = [sys.executable, "-c", QWEN3_CONVERT_WRAPPER, str(llama_cpp)] + args
+    import subprocess
+
+    res = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"convert_hf_to_gguf.py failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return ["convert_hf_to_gguf.py", "--outtype", outtype, "--outfile", str(out.relative_to(ROOT)), str(QWEN3_DIR.relative_to(ROOT))]
+
+
+def qwen3_gguf_summary(path: Path) -> dict:
+    """Metadata (arrays as their length and element type) and tensors (type, GGUF shape) of a GGUF file."""
+    r = gguf.GGUFReader(str(path))
+    kv = {}
+    for key, field in r.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
+            kv[key] = {"array_of": field.types[-1].name, "len": len(field.data)}
+        else:
+            kv[key] = field.contents()
+    tensors = {t.name: {"type": t.tensor_type.name, "shape": [int(x) for x in t.shape]} for t in r.tensors}
+    return {"metadata": kv, "tensors": tensors}
+
+
+def make_qwen3():
+    print("[qwen3] tiny Qwen3")
+    seed_everything()
+    llama_cpp = qwen3_llama_cpp()
+    sdist = llama_cpp.parent.parent.name  # llama_cpp_python-<version>
+    template_path = llama_cpp / QWEN3_TEMPLATE_FILE
+    chat_template = template_path.read_text(encoding="utf-8")
+    assert "enable_thinking" in chat_template and "<think>" in chat_template
+
+    tk = qwen3_tokenizer()
+    cfg = qwen3_config()
+    tok_config = {  # Qwen/Qwen3-0.6B's tokenizer_config.json, with the tiny tokenizer's class and length
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "errors": "replace",
+        "model_max_length": TINY_SHAPE["max_position_embeddings"],
+        "chat_template": chat_template,
+    }
+    d = QWEN3_DIR
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    tk.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+
+    config = AutoConfig.from_pretrained(str(d))
+    assert type(config).__name__ == "Qwen3Config" and config.head_dim == 16, config
+    torch.manual_seed(SEED + QWEN3_SEED_IDX)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    assert type(model).__name__ == "Qwen3ForCausalLM"
+    init_tiny_weights(model, SEED + 100 + QWEN3_SEED_IDX)  # q_norm / k_norm too: 1 + 0.1·randn, like every norm
+    sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    sd.pop("lm_head.weight")
+    for i in range(cfg["num_hidden_layers"]):
+        for n in ("q_norm", "k_norm"):
+            w = sd[f"model.layers.{i}.self_attn.{n}.weight"]
+            assert w.shape == (cfg["head_dim"],) and (w - 1).abs().min() > 0, (n, w)
+    save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+    loaded.eval()
+    assert_float32(loaded)
+    cases, prompt = tiny_case_ids()
+    for ids in cases:
+        diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
+        assert diff <= 1e-5, ("reload changed logits", diff)
+    inv = loaded.model.rotary_emb.inv_freq.detach().clone()
+    assert torch.allclose(inv, default_inv_freq(cfg["rope_theta"], cfg["head_dim"]), rtol=1e-6, atol=0)
+    rope_info = {"rope_parameters": loaded.config.rope_parameters, "inv_freq": f32_list(inv)}
+    rope_info["attention_scaling"] = float(loaded.model.rotary_emb.attention_scaling)
+
+    # tokenizer.json is the authority; transformers' generic and Auto tokenizers must agree with it
+    sample_texts = TOKENIZATION_CASES + TINY_CORPUS[:3]
+    htok = transformers.PreTrainedTokenizerFast.from_pretrained(str(d))
+    auto_tok = AutoTokenizer.from_pretrained(str(d))
+    for text in sample_texts:
+        assert list(htok(text)["input_ids"]) == tk.encode(text).ids, text
+        assert list(auto_tok(text)["input_ids"]) == tk.encode(text).ids, text
+    chat = qwen3_render_chats(auto_tok, tk)
+
+    meta = versions() | {"arch": cfg["architectures"][0], "model_type": cfg["model_type"]}
+    meta |= {"seed": SEED + 100 + QWEN3_SEED_IDX, "attn_implementation": "eager", "rope": rope_info}
+    meta |= {
+        "auto_tokenizer_class": type(auto_tok).__name__,
+        "tokenizer": "tiny tokenizer (vocab 384, same vocab/merges as tests/fixtures/tiny/tokenizer.json) with "
+        "Qwen3's pre-tokenizer: Split(Qwen2 regex, isolated) + ByteLevel(use_regex=false)",
+        "chat_template_source": f"{sdist} sdist: vendor/llama.cpp/{QWEN3_TEMPLATE_FILE} (Qwen/Qwen3-0.6B's)",
+        "chat_template_sha256": hashlib.sha256(chat_template.encode("utf-8")).hexdigest(),
+    }
+    ref = tiny_reference(loaded, cases, prompt, meta)
+    ref["chat"] = chat
+    write_json(d / "reference.json", ref)
+    print(f"  greedy {prompt} -> {ref['greedy']['new_ids']} (eos in new ids: {ref['greedy']['eos_in_new_ids']})")
+
+    # --- GGUF by llama.cpp's converter
+    g = QWEN3_GGUF_DIR
+    if g.exists():
+        shutil.rmtree(g)
+    g.mkdir(parents=True)
+    conv_path = llama_cpp / "convert_hf_to_gguf.py"
+    summary = {}
+    f32_logits = None
+    for kind in QWEN3_GGUF_TYPES:
+        path = g / f"qwen3-{kind}.gguf"
+        argv = qwen3_convert(llama_cpp, kind, path)
+        info = qwen3_gguf_summary(path)
+        kv, tensors = info["metadata"], info["tensors"]
+        assert kv["general.architecture"] == "qwen3" and kv["tokenizer.ggml.pre"] == "qwen2", kv
+        assert kv["tokenizer.ggml.model"] == "gpt2" and kv["tokenizer.chat_template"] == chat_template
+        assert kv["qwen3.attention.key_length"] == cfg["head_dim"] and "output.weight" not in tensors
+        for i in range(cfg["num_hidden_layers"]):
+            assert f"blk.{i}.attn_q_norm.weight" in tensors and f"blk.{i}.attn_k_norm.weight" in tensors
+        # llama.cpp runs qwen3 with NEOX rope (rotate-half, HF's layout): the converter does not permute q/k
+        if kind == "f32":
+            rd = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+            for i in range(cfg["num_hidden_layers"]):
+                for hf, gg in (("q_proj", "attn_q"), ("k_proj", "attn_k")):
+                    assert np.array_equal(rd[f"blk.{i}.{gg}.weight"], sd[f"model.layers.{i}.self_attn.{hf}.weight"].numpy())
+
+        # transformers (5.24) maps no GGUF key to Qwen3's head_dim -- its qwen3 table lacks attention.key_length,
+        # which its qwen3_moe table has -- so Qwen3Config's default 128 stands and the q/k/v/o/norm shapes
+        # mismatch. Take the config from the GGUF and set that one value from qwen3.attention.key_length.
+        gconf = AutoConfig.from_pretrained(str(g), gguf_file=path.name)
+        head_dim_as_read = gconf.head_dim
+        gconf.head_dim = kv["qwen3.attention.key_length"]
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "tie_word_embeddings"):
+            a, b = getattr(gconf, key), getattr(config, key)
+            assert a == b or np.float32(a) == np.float32(b), (key, a, b)  # GGUF stores eps as f32
+        assert gconf.rope_parameters["rope_theta"] == config.rope_parameters["rope_theta"], gconf.rope_parameters
+        model_g = AutoModelForCausalLM.from_pretrained(
+            str(g), gguf_file=path.name, config=gconf, dtype=torch.float32, attn_implementation="eager"
+        )
+        model_g.eval()
+        assert_float32(model_g)
+        assert type(model_g).__name__ == "Qwen3ForCausalLM" and model_g.config.tie_word_embeddings
+        gtok = AutoTokenizer.from_pretrained(str(g), gguf_file=path.name)
+        for text in sample_texts + [c["text"] for c in chat]:
+            assert list(gtok(text, add_special_tokens=False)["input_ids"]) == tk.encode(text).ids, (kind, text)
+        logits = [forward_logits(model_g, ids) for ids in cases]
+        st_logits = [forward_logits(loaded, ids) for ids in cases]
+        max_diff = max((a - b).abs().max().item() for a, b in zip(logits, st_logits))
+        gsd, ssd = model_g.state_dict(), loaded.state_dict()
+        w_err = max((gsd[k] - ssd[k]).abs().max().item() for k in ssd)
+        if kind == "f32":
+            f32_logits = logits
+            assert w_err == 0.0 and max_diff <= 1e-5, (w_err, max_diff)
+        vs_f32 = max((a - b).abs().max().item() for a, b in zip(logits, f32_logits))
+        print(f"  {path.name}: {path.stat().st_size} bytes, max |logits - safetensors| = {max_diff:.3e}, "
+              f"max |weight diff| = {w_err:.3e}")
+        meta = versions() | {
+            "arch": "Qwen3ForCausalLM",
+            "source": "tests/fixtures/tiny/qwen3",
+            "gguf_file": path.name,
+            "gguf_sha256": sha256_file(path),
+            "converter": {
+                "sdist": sdist,
+                "script": "vendor/llama.cpp/convert_hf_to_gguf.py",
+                "script_sha256": sha256_file(conv_path),
+                "argv": argv,
+                "override": "get_vocab_base_pre -> 'qwen2' (the tiny vocab's pre-tokenizer hash is unknown to it)",
+            },
+            "gguf_metadata": kv,
+            "tensor_types": {n: t["type"] for n, t in tensors.items()},
+            "tensors": tensors,
+            "transformers_gguf_head_dim": {"as_read": head_dim_as_read, "set_from": "qwen3.attention.key_length"},
+            "max_abs_logit_diff_vs_safetensors": max_diff,
+            "max_abs_logit_diff_vs_f32_gguf": vs_f32,
+            "max_abs_weight_diff_vs_safetensors": w_err,
+            "attn_implementation": "eager",
+        }
+        ref_g = tiny_reference(model_g, cases, prompt, meta)
+        write_json(g / ("reference.json" if kind == "f32" else f"reference_{kind}.json"), ref_g)
+        summary[kind] = max_diff
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# K. llama.cpp's own quantisations: a tiny K-quant-shaped llama (committed) and SmolLM2 (reference only).
+#    llama-quantize / llama-perplexity come from scripts/llama-cpp-tools.sh (llama-cpp-python==0.3.36 sdist).
+# ----------------------------------------------------------------------------------------------
+
+LLAMA_CPP_HOME = Path.home() / ".cache" / "lora-null" / "llama.cpp"
+KQUANT_DIR = TINY / "llama-kquant"
+KQUANT_WORK = Path.home() / ".cache" / "lora-null" / "kquant-work"  # the f32 GGUF (5 MB: not committed)
+# Every linear row length (hidden 256, intermediate 512, head_dim 64) and the tied embedding's row (hidden 256)
+# is a multiple of QK_K = 256, so each tensor can take its K-quant type without llama.cpp's fallbacks.
+KQUANT_SHAPE = dict(
+    num_hidden_layers=2,
+    hidden_size=256,
+    intermediate_size=512,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=64,
+    max_position_embeddings=256,
+)
+# llama-quantize's type names; the order is the order of reference.json's "types". No Q6_K file: every one of
+# these already stores the tied token_embd.weight as Q6_K (and Q4_K_M / Q5_K_M blk.1 attn_v and ffn_down too),
+# and an all-Q6_K file (1.06 MB) would take the folder over its ~8 MB budget.
+KQUANT_TYPES = ["Q4_K_M", "Q5_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ4_NL", "Q5_0", "Q5_1"]
+KQUANT_SEED = SEED + 900  # torch seed (from_config); weights SEED + 901; case ids SEED + 902
+KQUANT_CASE_LENGTHS = [8, 24]
+KQUANT_PPL_LEN = 64  # one window: the first 64 tiny-tokenizer ids of smollm2/ppl_text.txt, first id not scored
+KQUANT_LLAMA_PPL = dict(ctx=64, chunks=4)  # llama-perplexity cross-check on the same text
+SMOL_KQUANT_DIR = Path.home() / ".cache" / "lora-null" / "smollm2-kquant"
+SMOL_KQUANT_TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M", "IQ4_XS"]
+SMOL_PPL_SEQ_LEN = 128  # = make_smollm2's perplexity windows
+
+
+def llama_cpp_tool(tool: str) -> Path:
+    """A binary built by scripts/llama-cpp-tools.sh (or found in $LLAMA_CPP_BIN)."""
+    env = os.environ.get("LLAMA_CPP_BIN")
+    found = [Path(env) / tool] if env else sorted(LLAMA_CPP_HOME.glob(f"build-*/bin/{tool}"))
+    found = [p for p in found if p.is_file() and os.access(p, os.X_OK)]
+    if not found:
+        sys.exit(f"no {tool} under {LLAMA_CPP_HOME}/build-*/bin (or $LLAMA_CPP_BIN): run scripts/llama-cpp-tools.sh")
+    return found[-1]
+
+
+def llama_cpp_meta() -> dict:
+    import re
+    import subprocess
+
+    q = llama_cpp_tool("llama-quantize")
+    out = subprocess.run([str(q), "--help"], capture_output=True, text=True).stdout
+    src = q.parent.parent.name  # build-<llama-cpp-python version>
+    m = re.search(r"build-(\S+)", src)
+    return {
+        "source": f"llama-cpp-python=={m.group(1) if m else '?'} sdist, vendor/llama.cpp (scripts/llama-cpp-tools.sh)",
+        "build_dir": src,
+        "quantize_help_has_allow_requantize": "--allow-requantize" in out,
+    }
+
+
+def llama_quantize(src: Path, dst: Path, qtype: str, allow_requantize: bool) -> tuple:
+    """Runs llama-quantize with one thread; returns (ok, build string, last lines of its log)."""
+    import re
+    import subprocess
+
+    cmd = [str(llama_cpp_tool("llama-quantize"))]
+    if allow_requantize:
+        cmd.append("--allow-requantize")
+    tmp = dst.with_name(dst.name + ".tmp")
+    cmd += [str(src), str(tmp), qtype, "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    log = p.stdout + p.stderr
+    build = re.search(r"version: (\S+ \(build \d+, commit \w+\))", log, re.IGNORECASE)
+    if p.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        return False, build.group(1) if build else None, "\n".join(log.strip().splitlines()[-6:])
+    tmp.replace(dst)
+    return True, build.group(1) if build else None, "\n".join(
+        line for line in log.splitlines() if "fallback" in line or "WARNING" in line
+    )
+
+
+def llama_perplexity(gguf_path: Path, text_path: Path, ctx: int, chunks=None) -> dict:
+    """Runs llama-perplexity (one thread) and returns its per-chunk and final estimates plus the token ids it
+    evaluated (read back from the --kl-divergence-base logits file, which begins with them)."""
+    import re
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as td:
+        logits_file = Path(td) / "logits.bin"
+        cmd = [str(llama_cpp_tool("llama-perplexity")), "-m", str(gguf_path), "-f", str(text_path), "-c", str(ctx),
+               "-t", "1", "--kl-divergence-base", str(logits_file)]
+        if chunks is not None:
+            cmd += ["--chunks", str(chunks)]
+        for attempt in range(3):  # one run in ~100 once ended early without its final line: retry
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            log = p.stdout + p.stderr
+            final = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
+            if p.returncode == 0 and final:
+                break
+            print(f"  !! llama-perplexity on {gguf_path.name} exited {p.returncode} without a final estimate:\n"
+                  + "\n".join(log.splitlines()[-6:]))
+        else:
+            raise RuntimeError(f"llama-perplexity failed 3 times on {gguf_path.name}")
+        raw = logits_file.read_bytes()
+        assert raw[:8] == b"_logits_", raw[:8]
+        n_ctx, n_vocab, n_chunk = np.frombuffer(raw[8:20], dtype="<i4")
+        tokens = np.frombuffer(raw[20:20 + 4 * n_chunk * n_ctx], dtype="<i4").tolist()
+    assert n_ctx == ctx
+    return {
+        "command": f"llama-perplexity -m {gguf_path.name} -f {text_path.name} -c {ctx} -t 1"
+                   + (f" --chunks {chunks}" if chunks is not None else ""),
+        "ctx": ctx,
+        "chunks": int(n_chunk),
+        "scored_per_chunk": ctx - ctx // 2 - 1,
+        "scored": int(n_chunk) * (ctx - ctx // 2 - 1),
+        "chunk_running_ppl": [float(x) for x in re.findall(r"\[\d+\]([0-9.]+),", log)],
+        "final_ppl": float(final.group(1)),
+        "final_ppl_err": float(final.group(2)),
+        "note": "printed with 4 decimals; chunk_running_ppl[i] is the running estimate after chunk i+1",
+        "tokens": tokens,
+    }
+
+
+@torch.no_grad()
+def llama_style_perplexity(model, tokens: list, ctx: int) -> dict:
+    """What llama-perplexity computes, with transformers: windows tokens[i*ctx:(i+1)*ctx] (no BOS inserted:
+    add_bos_token is false in these GGUFs), scoring only the second half (positions ctx//2 .. ctx-2 predict the
+    next id), nll summed in float64."""
+    first = ctx // 2
+    nll, count = 0.0, 0
+    for i in range(len(tokens) // ctx):
+        w = tokens[i * ctx:(i + 1) * ctx]
+        logp = torch.log_softmax(forward_logits(model, w).to(torch.float64), dim=-1)
+        tgt = torch.tensor(w[first + 1:])
+        nll += float(-logp[first:ctx - 1].gather(1, tgt[:, None]).sum())
+        count += ctx - 1 - first
+    return {"nll_sum": nll, "scored": count, "perplexity": math.exp(nll / count)}
+
+
+@torch.no_grad()
+def windows_perplexity(model, ids: list, seq_len: int) -> dict:
+    """make_smollm2's perplexity: consecutive windows of seq_len ids (the last one shorter), the first id of
+    each window not scored, nll summed in float64."""
+    windows = [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
+    windows = [w for w in windows if len(w) >= 2]
+    nll_sum, scored, per_window = 0.0, 0, []
+    for w in windows:
+        logp = torch.log_softmax(forward_logits(model, w).to(torch.float64), dim=-1)
+        tgt = torch.tensor(w[1:])
+        nll = float(-logp[:-1].gather(1, tgt[:, None]).sum())
+        nll_sum += nll
+        scored += len(w) - 1
+        per_window.append({"len": len(w), "nll_sum": nll})
+    return {"seq_len": seq_len, "tokens": len(ids), "scored": scored, "nll_sum": nll_sum,
+            "perplexity": math.exp(nll_sum / scored), "windows": per_window}
+
+
+def gguf_types(path: Path) -> tuple:
+    """({tensor name: ggml type name}, general.file_type name) read back with gguf-py."""
+    r = gguf.GGUFReader(str(path))
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    ft = r.fields.get("general.file_type")
+    ft = int(ft.contents()) if ft is not None else None
+    try:
+        ft_name = gguf.LlamaFileType(ft).name if ft is not None else None
+    except ValueError:
+        ft_name = str(ft)
+    return types, ft_name
+
+
+def types_by_role(types: dict) -> dict:
+    """{tensor role (name without blk.N.): {ggml type: count}} -- shows llama-quantize's per-role choices."""
+    out = {}
+    for name, t in sorted(types.items()):
+        role = name.split(".", 2)[2] if name.startswith("blk.") else name
+        out.setdefault(role, {})
+        out[role][t] = out[role].get(t, 0) + 1
+    return out
+
+
+def type_counts(types: dict) -> dict:
+    out = {}
+    for t in types.values():
+        out[t] = out.get(t, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def kquant_init_weights(model, seed: int) -> None:
+    """init_tiny_weights' draws (one N(0, 1) tensor per parameter, in name order) with scales for hidden 256:
+    linears 0.8 / sqrt(row length) (= init_tiny_weights' 0.1 at row length 64: 0.05 for q/k/v/o/gate/up,
+    0.035 for down), norms 1 + 0.1·N(0, 1), and the (tied) embedding 0.05, so that the logits' std is ~0.8
+    (not init_tiny_weights' 0.3 · sqrt(hidden) = 4.8, which gives a random model perplexities >> the vocab)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            n = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * n)
+            elif "embed_tokens" in name:
+                p.copy_(0.05 * n)
+            else:
+                p.copy_((0.8 / math.sqrt(p.shape[1])) * n)
+
+
+def kquant_config() -> dict:
+    cfg = dict(tiny_configs()["llama"], **KQUANT_SHAPE)
+    assert cfg["tie_word_embeddings"] and cfg["vocab_size"] == TINY_VOCAB
+    # row lengths (in_features): q/k/v/gate/up and the embedding read hidden, o reads heads·head_dim, down reads
+    # intermediate
+    for n in (cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"] * cfg["head_dim"]):
+        assert n % 256 == 0, n
+    return cfg
+
+
+def kquant_case_ids() -> list:
+    rng = np.random.default_rng(KQUANT_SEED + 2)
+    return [[int(x) for x in rng.integers(3, TINY_VOCAB, size=n)] for n in KQUANT_CASE_LENGTHS]
+
+
+def kquant_eval(model, cases, ppl_ids) -> dict:
+    return {
+        "cases": [{"ids": ids, "logits": f32_rows(forward_logits(model, ids))} for ids in cases],
+        "perplexity": windows_perplexity(model, ppl_ids, KQUANT_PPL_LEN) | {"ids": ppl_ids},
+    }
+
+
+def make_kquant():
+    print("[kquant] tiny K-quant-shaped llama -> f32 GGUF -> llama-quantize")
+    seed_everything()
+    cfg = kquant_config()
+    tk_json = json.loads((TINY / "tokenizer.json").read_text(encoding="utf-8"))
+    chat_template = json.loads((TINY / "tokenizer_config.json").read_text(encoding="utf-8"))["chat_template"]
+    tk = Tokenizer.from_file(str(TINY / "tokenizer.json"))
+    ppl_path = FIXTURES / "smollm2" / "ppl_text.txt"
+    ppl_ids = tk.encode(ppl_path.read_text(encoding="utf-8")).ids[:KQUANT_PPL_LEN]
+    assert len(ppl_ids) == KQUANT_PPL_LEN
+    cases = kquant_case_ids()
+
+    config = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")})
+    torch.manual_seed(KQUANT_SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    kquant_init_weights(model, KQUANT_SEED + 1)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+    # f32 GGUF the way part gguf writes the tiny ones (convert_hf_to_gguf.py would refuse the tiny BPE's
+    # unknown pre-tokenizer hash), kept out of the repo: it is 5 MB
+    if KQUANT_WORK.exists():
+        shutil.rmtree(KQUANT_WORK)
+    KQUANT_WORK.mkdir(parents=True)
+    f32_path = KQUANT_WORK / "f32.gguf"
+    write_tiny_gguf(f32_path, "f32", hf_to_gguf_tensors(sd, cfg), cfg, tk_json, chat_template)
+    f32_model = AutoModelForCausalLM.from_pretrained(
+        str(KQUANT_WORK), gguf_file=f32_path.name, dtype=torch.float32, attn_implementation="eager"
+    )
+    f32_model.eval()
+    assert_float32(f32_model)
+    ref_sd = model.state_dict()
+    w_err = max((f32_model.state_dict()[k] - ref_sd[k]).abs().max().item() for k in ref_sd)
+    assert w_err == 0.0, f"f32.gguf weights differ from the torch model by {w_err} (q/k permutation wrong?)"
+    f32_ref = kquant_eval(model, cases, ppl_ids)
+    for c in f32_ref["cases"]:
+        d = (forward_logits(f32_model, c["ids"]) - forward_logits(model, c["ids"])).abs().max().item()
+        assert d <= 1e-5, d
+    f32_types, _ = gguf_types(f32_path)
+    f32_llama = llama_perplexity(f32_path, ppl_path, **KQUANT_LLAMA_PPL)
+    llama_tokens = f32_llama["tokens"]
+    hf_tokens = tk.encode(ppl_path.read_text(encoding="utf-8")).ids
+    tokens_agree = llama_tokens == hf_tokens[:len(llama_tokens)]
+    assert tokens_agree, "llama.cpp tokenises ppl_text.txt differently from tokenizer.json"
+    f32_llama |= {"transformers_same_windows": llama_style_perplexity(model, llama_tokens, KQUANT_LLAMA_PPL["ctx"])}
+    print(f"  f32: ppl {f32_ref['perplexity']['perplexity']:.4f}; llama-perplexity {f32_llama['final_ppl']}"
+          f" vs transformers {f32_llama['transformers_same_windows']['perplexity']:.4f}")
+
+    if KQUANT_DIR.exists():
+        shutil.rmtree(KQUANT_DIR)
+    KQUANT_DIR.mkdir(parents=True)
+    types_out, refused, build = {}, {}, None
+    for qtype in KQUANT_TYPES:
+        path = KQUANT_DIR / f"{qtype}.gguf"
+        ok, b, log = llama_quantize(f32_path, path, qtype, allow_requantize=False)
+        build = build or b
+        if not ok:
+            print(f"  !! llama-quantize refused {qtype}:\n{log}")
+            refused[qtype] = log
+            continue
+        types, ft = gguf_types(path)
+        qmodel = AutoModelForCausalLM.from_pretrained(
+            str(KQUANT_DIR), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+        )
+        qmodel.eval()
+        assert_float32(qmodel)
+        assert qmodel.config.tie_word_embeddings, "tied GGUF must load tied"
+        ev = kquant_eval(qmodel, cases, ppl_ids)
+        qsd = qmodel.state_dict()
+        # per-tensor relative RMS error of the dequantised weight (transformers' un-permuted, gguf-py-dequantised
+        # q/k included: a wrong un-permutation would show as an error ~sqrt(2) here, not the quantisation noise)
+        rel = {}
+        for k in sorted(ref_sd):
+            if k == "lm_head.weight":
+                continue
+            a, b2 = qsd[k].to(torch.float64), ref_sd[k].to(torch.float64)
+            rel[k] = float(torch.linalg.vector_norm(a - b2) / torch.linalg.vector_norm(b2))
+        case_diffs = [
+            max(abs(x - y) for rx, ry in zip(c["logits"], c0["logits"]) for x, y in zip(rx, ry))
+            for c, c0 in zip(ev["cases"], f32_ref["cases"])
+        ]
+        logit_diff = max(case_diffs)
+        worst = max((v for k, v in rel.items() if "norm" not in k))
+        lp = llama_perplexity(path, ppl_path, **KQUANT_LLAMA_PPL)
+        assert lp.pop("tokens") == llama_tokens
+        lp["transformers_same_windows"] = llama_style_perplexity(qmodel, llama_tokens, KQUANT_LLAMA_PPL["ctx"])
+        types_out[qtype] = {
+            "file": path.name,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "file_type": ft,
+            "tensor_types": types,
+            "type_counts": type_counts(types),
+            "quantize_warnings": log,
+            "max_abs_logit_diff_vs_f32": case_diffs,
+            "weight_rel_rms_err_vs_f32": rel,
+            **ev,
+            "llama_perplexity": lp,
+        }
+        print(f"  {qtype}: {path.stat().st_size} bytes, types {type_counts(types)}, ft {ft}\n"
+              f"    max |logits - f32| {logit_diff:.4f}, worst weight rel err {worst:.4f},"
+              f" ppl {ev['perplexity']['perplexity']:.4f} (f32 {f32_ref['perplexity']['perplexity']:.4f});"
+              f" llama-perplexity {lp['final_ppl']} vs transformers {lp['transformers_same_windows']['perplexity']:.4f}")
+
+    meta = versions() | {
+        "arch": "LlamaForCausalLM",
+        "config": cfg,
+        "seeds": {"torch_from_config": KQUANT_SEED, "weights": KQUANT_SEED + 1, "case_ids": KQUANT_SEED + 2},
+        "weights": " ".join(kquant_init_weights.__doc__.split()),
+        "tokenizer": "tests/fixtures/tiny/tokenizer.json (written into each GGUF as part gguf does: gpt2 / smollm)",
+        "source_gguf": {
+            "file": "f32.gguf (not committed: written to ~/.cache/lora-null/kquant-work by this part)",
+            "sha256": sha256_file(f32_path),
+            "bytes": f32_path.stat().st_size,
+            "tensor_types": f32_types,
+        },
+        "llama_cpp": llama_cpp_meta() | {"build": build, "quantize": "llama-quantize f32.gguf <TYPE>.gguf <TYPE> 1"},
+        "attn_implementation": "eager",
+        "loader": "transformers AutoModelForCausalLM.from_pretrained(dir, gguf_file=<TYPE>.gguf): gguf-py dequantize"
+                  " + transformers' q/k reverse permutation",
+        "perplexity": "windows of seq_len ids from ids, first id of each window not scored (make_smollm2's rule);"
+                      " here a single window of 64 ids: the tiny tokenizer's first 64 ids of smollm2/ppl_text.txt",
+        "llama_perplexity": "llama.cpp's own estimate on smollm2/ppl_text.txt (tokenised by llama.cpp from the"
+                            " GGUF vocab): chunks of ctx ids, only the second half of each scored; tokens = the ids"
+                            " it evaluated; transformers_same_windows = the same windows and rule in transformers",
+        "llama_cpp_tokens_equal_tokenizer_json": tokens_agree,
+        "refused": refused,
+    }
+    # the f32 model's logits are left out (the f32 GGUF is not committed): per type, max_abs_logit_diff_vs_f32
+    # gives the distance to them, one value per case
+    f32_out = {
+        "cases": [{"ids": c["ids"], "logits_l2": [f64(torch.linalg.vector_norm(torch.tensor(r, dtype=torch.float64)))
+                                                  for r in c["logits"]]} for c in f32_ref["cases"]],
+        "perplexity": f32_ref["perplexity"],
+        "llama_perplexity": {k: v for k, v in f32_llama.items() if k != "tokens"},
+    }
+    ref = {"meta": meta, "tokens_llama_perplexity": llama_tokens, "f32": f32_out, "types": types_out}
+    write_json(KQUANT_DIR / "reference.json", ref)
+    total = sum(p.stat().st_size for p in KQUANT_DIR.iterdir())
+    print(f"  {KQUANT_DIR.relative_to(ROOT)}: {total} bytes")
+    return ref
+
+
+def make_smollm2_kquant():
+    print("[smollm2-kquant] SmolLM2 Q4_1 -> llama-quantize --allow-requantize -> perplexity")
+    seed_everything()
+    src = SMOL_DIR / SMOL_FILE
+    if not src.exists():
+        sys.exit(f"missing {src}: run scripts/fetch-model.sh first")
+    assert sha256_file(src) == SMOL_SHA256
+    ppl_path = FIXTURES / "smollm2" / "ppl_text.txt"
+    ppl_text = ppl_path.read_text(encoding="utf-8")
+    base_ref = json.loads((FIXTURES / "smollm2" / "reference.json").read_text(encoding="utf-8"))["perplexity"]
+    SMOL_KQUANT_DIR.mkdir(parents=True, exist_ok=True)
+    results, refused, build, base_ids = {}, {}, None, None
+    for qtype in ["Q4_1"] + SMOL_KQUANT_TYPES:
+        if qtype == "Q4_1":
+            path, d = src, SMOL_DIR
+        else:
+            path, d = SMOL_KQUANT_DIR / f"SmolLM2-135M-Instruct.{qtype}.gguf", SMOL_KQUANT_DIR
+            if not path.exists():  # deterministic (one thread), so a finished file is kept
+                ok, b, log = llama_quantize(src, path, qtype, allow_requantize=True)
+                build = build or b
+                if not ok:
+                    print(f"  !! llama-quantize refused {qtype}:\n{log}")
+                    refused[qtype] = log
+                    continue
+        types, ft = gguf_types(path)
+        tok = AutoTokenizer.from_pretrained(str(d), gguf_file=path.name)
+        ids = encode(tok, ppl_text)
+        base_ids = base_ids or ids
+        assert ids == base_ids, qtype
+        model = AutoModelForCausalLM.from_pretrained(
+            str(d), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+        )
+        model.eval()
+        assert_float32(model)
+        hf = windows_perplexity(model, ids, SMOL_PPL_SEQ_LEN)
+        if qtype == "Q4_1":
+            assert hf["seq_len"] == base_ref["seq_len"] and hf["tokens"] == base_ref["total_ids"]
+            assert abs(hf["nll_sum"] - base_ref["nll_sum"]) <= 1e-6 * base_ref["nll_sum"], (hf, base_ref)
+        lp = llama_perplexity(path, ppl_path, SMOL_PPL_SEQ_LEN)
+        tokens = lp.pop("tokens")
+        lp["tokens_equal_transformers_ids_prefix"] = tokens == ids[:len(tokens)]
+        lp["transformers_same_windows"] = llama_style_perplexity(model, tokens, SMOL_PPL_SEQ_LEN)
+        results[qtype] = {
+            "file": path.name,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "file_type": ft,
+            "type_counts": type_counts(types),
+            "types_by_role": types_by_role(types),
+            "transformers": hf,
+            "llama_perplexity": lp,
+        }
+        print(f"  {qtype}: {path.stat().st_size} bytes {type_counts(types)}\n    transformers ppl {hf['perplexity']:.4f}"
+              f" ({hf['scored']} scored); llama-perplexity {lp['final_ppl']} ({lp['scored']} scored) vs transformers"
+              f" on its windows {lp['transformers_same_windows']['perplexity']:.4f}")
+        del model
+    meta = versions() | {
+        "source_file": SMOL_FILE,
+        "source_sha256": SMOL_SHA256,
+        "quantize": "llama-quantize --allow-requantize SmolLM2-135M-Instruct.Q4_1.gguf <out> <TYPE> 1 (files in"
+                    " ~/.cache/lora-null/smollm2-kquant, not committed); Q4_1 = the source file itself",
+        "llama_cpp": llama_cpp_meta() | {"build": build},
+        "text_file": "ppl_text.txt",
+        "text_sha256": hashlib.sha256(ppl_text.encode("utf-8")).hexdigest(),
+        "transformers_perplexity": "AutoModelForCausalLM.from_pretrained(dir, gguf_file=...) float32 eager; exactly"
+                        " as tests/fixtures/smollm2/reference.json (windows of 128 ids, first of each not scored)",
+        "llama_perplexity": "llama.cpp's own: floor(n_tokens / ctx) chunks of ctx ids, no BOS (add_bos false), only"
+                            " positions ctx/2 .. ctx-2 of each chunk scored; transformers_same_windows = that rule"
+                            " in transformers on the ids llama.cpp evaluated",
+        "fallbacks": "SmolLM2's hidden size 576 is not a multiple of QK_K = 256, so llama-quantize gives every tensor"
+                     " with 576-long rows (all but ffn_down, whose rows are 1536 long) a 32-block fallback type"
+                     " (Q5_0, Q5_1, Q8_0, Q4_0, IQ4_NL): see types_by_role; the K-quant and IQ4_XS files are thus"
+                     " mostly legacy-quant files, and larger than the Q4_1 source for Q4_K_M / Q5_K_M / Q6_K",
+        "refused": refused,
+    }
+    write_json(FIXTURES / "smollm2" / "kquant_reference.json", {"meta": meta, "types": results})
+    return results
+
+
+PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "kquant"]
+# parts run only with --only (slow, write nothing but a small JSON into the repo)
+EXTRA_PARTS = ["smollm2-kquant"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=PARTS, help="regenerate only this part")
+    ap.add_argument("--only", choices=PARTS + EXTRA_PARTS, help="regenerate only this part")
     args = ap.parse_args()
     print("versions:", json.dumps(versions()))
     parts = [args.only] if args.only else PARTS
@@ -1593,6 +2504,14 @@ def main():
         make_train()
     if "peft" in parts:
         make_peft()
+    if "quants" in parts:
+        make_quants()
+    if "qwen3" in parts:
+        make_qwen3()
+    if "kquant" in parts:
+        make_kquant()
+    if "smollm2-kquant" in parts:
+        make_smollm2_kquant()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures total: {total} bytes")
 

@@ -82,10 +82,14 @@ pub enum Command {
     /// Stop the running task at its next checkpoint (training: between steps; calibration:
     /// between windows), keeping what is done.
     Cancel,
-    /// Download the PEFT adapter (and the merged model when `merged`).
+    /// Download the PEFT adapter (and the merged model when `merged`, llama.cpp's adapter GGUF
+    /// when `gguf`).
     Export {
         /// Also the merged model.
         merged: bool,
+        /// Also the adapter as llama.cpp's LoRA GGUF (llama.cpp, Ollama, LM Studio).
+        #[serde(default)]
+        gguf: bool,
     },
     /// The forgetting check on the first `questions` probe items.
     Forgetting {

@@ -323,15 +323,22 @@ fn ForgettingPanel() -> impl IntoView {
 fn ExportPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
     let merged = RwSignal::new(false);
+    let gguf = RwSignal::new(true);
     view! {
         <section class="panel">
             <h2>"6 · Export"</h2>
             <p>"adapter_model.safetensors + adapter_config.json load with PeftModel.from_pretrained(original_base, dir). \
                Methods that change the base at initialisation (PiSSA, MiLoRA, OLoRA, CorDA, LoRA-Null v1) are exported at rank 2r: \
                [A; A₀] and [B, −B₀] give exactly the trained model on the original weights."</p>
+            <p>"adapter.gguf is the same adapter for llama.cpp (llama-cli -m base.gguf --lora adapter.gguf) and Ollama (ADAPTER in a Modelfile)."</p>
+            <label><input type="checkbox" data-testid="export-gguf" prop:checked=move || gguf.get()
+                on:change=move |ev| gguf.set(event_target_checked(&ev))/>" also adapter.gguf (llama.cpp, Ollama)"</label>
             <label><input type="checkbox" on:change=move |ev| merged.set(event_target_checked(&ev))/>" also the merged model (f16)"</label>
             <button data-testid="export-button" disabled=move || ui.busy.get()
-                on:click=move |_| { let m = merged.get_untracked(); run_task(ui, "exporting", Command::Export { merged: m }, NONE) }>"Download the adapter"</button>
+                on:click=move |_| {
+                    let (m, g) = (merged.get_untracked(), gguf.get_untracked());
+                    run_task(ui, "exporting", Command::Export { merged: m, gguf: g }, NONE)
+                }>"Download the adapter"</button>
             <ul>{move || ui.exported.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
         </section>
     }

@@ -7,6 +7,7 @@ use super::{EngineError, LoadedModel};
 use crate::io::peft::write_adapter;
 use crate::io::safetensors::{SaveDtype, to_safetensors_bytes};
 use crate::lora::export::{ExportError, init_adapter, model_tensors, peft_adapter};
+use crate::lora::gguf_adapter::gguf_adapter;
 
 /// Named files to write (relative paths).
 pub type ExportFiles = Vec<(String, Vec<u8>)>;
@@ -24,6 +25,21 @@ impl LoadedModel {
         let state = self.adapter_state()?;
         let (adapter, doubled) = peft_adapter(&self.model, &state.config, &state.init, &self.base_name).await?;
         Ok((write_adapter(&adapter, dtype)?, doubled))
+    }
+
+    /// The trained adapter as llama.cpp's LoRA adapter GGUF for the ORIGINAL base (rank 2r for
+    /// methods that changed the base, as for PEFT), and whether the rank was doubled.
+    pub async fn export_gguf_adapter(&self) -> Result<(Vec<u8>, bool), EngineError> {
+        let state = self.adapter_state()?;
+        let (adapter, doubled) = peft_adapter(&self.model, &state.config, &state.init, &self.base_name).await?;
+        Ok((gguf_adapter(&adapter, &self.config, &self.base_name)?, doubled))
+    }
+
+    /// A PEFT adapter directory's two files (ours or anyone's) as llama.cpp's LoRA adapter GGUF
+    /// for this model.
+    pub fn peft_to_gguf_adapter(&self, config_json: &[u8], weights: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let adapter = crate::io::peft::read_adapter(config_json, weights)?;
+        Ok(gguf_adapter(&adapter, &self.config, &self.base_name)?)
     }
 
     /// The untrained initialisation as a residual base model plus an init adapter (native rank,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use half::{bf16, f16};
 
+use super::quants::{self, QuantType};
 use super::reader::{ByteReader, ReadError};
 
 /// Everything that can go wrong reading a GGUF file.
@@ -40,7 +41,8 @@ pub enum GgufError {
     },
     /// A tensor uses a type we cannot dequantise.
     #[error(
-        "tensor {name} uses {ggml_type}, which is not supported; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (re-quantise the model to one of these, e.g. with llama-quantize ... Q8_0)"
+        "tensor {name} uses {ggml_type}, which is not supported; supported: {} (re-quantise the model to one of these, e.g. with llama-quantize ... Q4_K_M)",
+        supported_types()
     )]
     UnsupportedType {
         /// Tensor name.
@@ -129,7 +131,7 @@ impl MetaValue {
     }
 }
 
-/// ggml tensor types (the subset we name; others keep their numeric id).
+/// ggml tensor types: the float types, the block-quantised types we decode, and any other id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     /// 32-bit float.
@@ -138,26 +140,27 @@ pub enum GgmlType {
     F16,
     /// bfloat16.
     Bf16,
-    /// Blocks of 32: f16 scale, 32 × i8.
-    Q8_0,
-    /// Blocks of 32: f16 scale, 16 bytes of nibbles, offset −8.
-    Q4_0,
-    /// Blocks of 32: f16 scale, f16 min, 16 bytes of nibbles.
-    Q4_1,
-    /// Any other type id (K-quants, IQ, …): listed by name in errors, never decoded.
+    /// A block-quantised type we decode (Q4_0 … Q8_0, the k-quants, IQ4_NL, IQ4_XS).
+    Quant(QuantType),
+    /// Any other type id (other IQ types, ternary, …): listed by name in errors, never decoded.
     Other(u32),
 }
 
+/// The types this reader decodes, as llama.cpp names them (for error messages).
+pub fn supported_types() -> String {
+    let mut names = vec!["F32", "F16", "BF16"];
+    names.extend(QuantType::ALL.iter().map(|t| t.name()));
+    names.join(", ")
+}
+
 impl GgmlType {
-    fn from_id(id: u32) -> Self {
+    /// The type of a ggml id.
+    pub fn from_id(id: u32) -> Self {
         match id {
             0 => GgmlType::F32,
             1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
             30 => GgmlType::Bf16,
-            other => GgmlType::Other(other),
+            other => QuantType::from_id(other).map_or(GgmlType::Other(other), GgmlType::Quant),
         }
     }
 
@@ -166,10 +169,8 @@ impl GgmlType {
         match self {
             GgmlType::F32 => 0,
             GgmlType::F16 => 1,
-            GgmlType::Q4_0 => 2,
-            GgmlType::Q4_1 => 3,
-            GgmlType::Q8_0 => 8,
             GgmlType::Bf16 => 30,
+            GgmlType::Quant(q) => q.id(),
             GgmlType::Other(id) => id,
         }
     }
@@ -230,9 +231,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 => Some((1, 4)),
             GgmlType::F16 | GgmlType::Bf16 => Some((1, 2)),
-            GgmlType::Q8_0 => Some((32, 34)),
-            GgmlType::Q4_0 => Some((32, 18)),
-            GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Quant(q) => Some((q.block_elems(), q.block_bytes())),
             GgmlType::Other(_) => None,
         }
     }
@@ -494,42 +493,23 @@ fn read_tensor_info(r: &mut ByteReader<'_>) -> Result<TensorInfo, GgufError> {
 }
 
 /// Decodes stored bytes of a supported type to f32. `bytes` must hold whole blocks
-/// (guaranteed by [`GgufFile::tensor_bytes`]).
+/// (guaranteed by [`GgufFile::tensor_bytes`]); block-quantised types decode exactly as gguf-py's
+/// `gguf.quants.dequantize` (see `io::quants`).
 pub fn dequantize(ggml_type: GgmlType, bytes: &[u8]) -> Vec<f32> {
-    let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
     match ggml_type {
         GgmlType::F32 => bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        GgmlType::F16 => bytes.chunks_exact(2).map(|c| f16_at(c, 0)).collect(),
+        GgmlType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         GgmlType::Bf16 => bytes
             .chunks_exact(2)
             .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        GgmlType::Q8_0 => {
-            let mut out = Vec::with_capacity(bytes.len() / 34 * 32);
-            for block in bytes.chunks_exact(34) {
-                let d = f16_at(block, 0);
-                out.extend(block[2..].iter().map(|&q| d * (q as i8) as f32));
-            }
-            out
-        }
-        GgmlType::Q4_0 => dequantize_q4(bytes, 18, |block| (f16_at(block, 0), -8.0 * f16_at(block, 0))),
-        GgmlType::Q4_1 => dequantize_q4(bytes, 20, |block| (f16_at(block, 0), f16_at(block, 2))),
+        GgmlType::Quant(q) => quants::dequantize(q.id(), bytes).unwrap_or_default(),
         GgmlType::Other(_) => Vec::new(),
     }
-}
-
-/// 4-bit blocks of 32: the low nibbles of the 16 data bytes are elements 0..16, the high
-/// nibbles elements 16..32; `w = d·q + m` where `scale_min` returns (d, m) for a block.
-fn dequantize_q4(bytes: &[u8], block_bytes: usize, scale_min: impl Fn(&[u8]) -> (f32, f32)) -> Vec<f32> {
-    let mut out = Vec::with_capacity(bytes.len() / block_bytes * 32);
-    for block in bytes.chunks_exact(block_bytes) {
-        let (d, m) = scale_min(block);
-        let qs = &block[block_bytes - 16..];
-        out.extend(qs.iter().map(|&q| d * (q & 0x0f) as f32 + m));
-        out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
-    }
-    out
 }

@@ -77,8 +77,8 @@ pub struct GgufSource<'a> {
 impl<'a> GgufSource<'a> {
     /// A source over `file`; `cfg` decides whether q/k rows need un-permuting.
     pub fn new(file: &'a GgufFile<'a>, cfg: &ModelConfig) -> Self {
-        let permute_heads = matches!(cfg.model_type, Architecture::Llama | Architecture::Mistral)
-            .then_some((cfg.num_attention_heads, cfg.num_key_value_heads));
+        let permute_heads =
+            llama_cpp_permutes_qk(cfg.model_type).then_some((cfg.num_attention_heads, cfg.num_key_value_heads));
         Self { file, permute_heads }
     }
 
@@ -108,6 +108,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let short = match module {
         "input_layernorm" => "attn_norm",
         "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         path => Target::ALL.into_iter().find(|t| t.path() == path)?.spec().gguf,
     };
     Some(format!("blk.{layer}.{short}.{param}"))
@@ -148,6 +150,33 @@ impl Weights for GgufSource<'_> {
     fn describe(&self, name: &str) -> String {
         gguf_name(name).map_or_else(String::new, |g| format!(" (GGUF tensor `{g}`)"))
     }
+}
+
+/// Whether llama.cpp's converter permutes the rows of `attn_q` / `attn_k` for this architecture
+/// (its interleaved rotary layout: llama and mistral; qwen2 and qwen3 keep Hugging Face's).
+pub fn llama_cpp_permutes_qk(arch: Architecture) -> bool {
+    matches!(arch, Architecture::Llama | Architecture::Mistral)
+}
+
+/// llama.cpp's rotary permutation of q/k rows (what its converter does; the inverse of
+/// [`unpermute_rows`]): within each head, halves `(j, i)` become interleaved pairs `(i, j)`.
+/// Returns `None` if `rows` is not a multiple of `2·heads`.
+pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
+        return None;
+    }
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * 2 * half + j * half + i;
+                let dst = h * 2 * half + i * 2 + j;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Undoes llama.cpp's rotary permutation of q/k rows: within each head, rows stored as

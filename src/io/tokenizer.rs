@@ -249,6 +249,17 @@ impl Tokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.apply_chat_template_with(messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// [`Self::apply_chat_template`] with extra template variables, as transformers passes its
+    /// keyword arguments (e.g. Qwen3's `enable_thinking`).
+    pub fn apply_chat_template_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, Value>,
+    ) -> Result<String, TokenizerError> {
         let template = self.chat_template.as_deref().ok_or(TokenizerError::NoChatTemplate)?;
         render_chat_template(
             template,
@@ -256,6 +267,7 @@ impl Tokenizer {
             add_generation_prompt,
             self.bos_token.as_ref().map_or("", |t| t.1.as_str()),
             self.eos_token.as_ref().map_or("", |t| t.1.as_str()),
+            extra,
         )
     }
 
@@ -269,13 +281,14 @@ impl Tokenizer {
     }
 }
 
-/// Renders a Hugging Face Jinja chat template.
+/// Renders a Hugging Face Jinja chat template; `extra` adds template variables.
 pub fn render_chat_template(
     template: &str,
     messages: &[ChatMessage],
     add_generation_prompt: bool,
     bos_token: &str,
     eos_token: &str,
+    extra: &serde_json::Map<String, Value>,
 ) -> Result<String, TokenizerError> {
     let terr = |e: minijinja::Error| TokenizerError::Template(e.to_string());
     let mut env = minijinja::Environment::new();
@@ -293,6 +306,7 @@ pub fn render_chat_template(
         add_generation_prompt => add_generation_prompt,
         bos_token => bos_token,
         eos_token => eos_token,
+        ..minijinja::Value::from(minijinja::value::Serde(extra))
     };
     env.get_template("chat").map_err(terr)?.render(ctx).map_err(terr)
 }

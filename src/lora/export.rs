@@ -23,6 +23,9 @@ pub enum ExportError {
     /// The model has no adapters.
     #[error("the model has no LoRA adapters to export")]
     NoAdapters,
+    /// The adapter cannot be written as GGUF.
+    #[error("GGUF adapter: {0}")]
+    Gguf(String),
     /// The initial factors of a module are missing (needed for the conversion).
     #[error("the initial factors of layer {0} {1} are missing; the export of a {2} adapter needs them")]
     MissingInit(usize, &'static str, &'static str),
@@ -164,6 +167,12 @@ pub async fn model_tensors(model: &LoraModel, merge: bool) -> Result<BTreeMap<St
             format!("{p}.post_attention_layernorm.weight"),
             host(layer.post_attention_layernorm.weight.val()).await?,
         );
+        let attn = &layer.self_attn;
+        for (name, norm) in [("q_norm", &attn.q_norm), ("k_norm", &attn.k_norm)] {
+            if let Some(norm) = norm {
+                out.insert(format!("{p}.self_attn.{name}.weight"), host(norm.weight.val()).await?);
+            }
+        }
         for target in Target::ALL {
             let lin = model.linear(i, target);
             let w = if merge {

@@ -7,6 +7,8 @@ pub mod method;
 #[cfg(feature = "engine")]
 pub mod export;
 #[cfg(feature = "engine")]
+pub mod gguf_adapter;
+#[cfg(feature = "engine")]
 pub mod init;
 #[cfg(feature = "engine")]
 pub mod linear;

@@ -181,7 +181,7 @@ impl Architecture {
     /// The targets and sites of this architecture.
     pub fn spec(self) -> &'static ArchSpec {
         match self {
-            Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => &LLAMA_FAMILY,
+            Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3 => &LLAMA_FAMILY,
         }
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use super::ModelConfig;
 use super::arch::Site;
 use super::linear::{Linear, Projection};
+use super::norm::RmsNorm;
 use super::observe::ActivationObserver;
 use super::rope::apply_rotary;
 use super::weights::{VarBuilder, WeightError};
@@ -28,6 +29,10 @@ pub struct Attention<L: Projection> {
     pub num_kv_heads: usize,
     /// Width of a head.
     pub head_dim: usize,
+    /// Qwen3's RMSNorm over each query head (`q_norm`, `[head_dim]`), before the rotation.
+    pub q_norm: Option<RmsNorm>,
+    /// Qwen3's RMSNorm over each key head (`k_norm`).
+    pub k_norm: Option<RmsNorm>,
 }
 
 /// Keys and values of earlier positions, per layer, for incremental decoding.
@@ -45,6 +50,14 @@ pub struct AttentionContext<'a> {
     pub sin: &'a Tensor<2>,
     /// Additive mask `[T, S]` (0 or a large negative number), S = cached + T.
     pub mask: &'a Tensor<2>,
+}
+
+/// A per-head RMSNorm (`self_attn.q_norm` / `k_norm`) where the architecture has one (Qwen3).
+fn head_norm(vb: &VarBuilder, name: &str, cfg: &ModelConfig) -> Result<Option<RmsNorm>, WeightError> {
+    if !cfg.model_type.has_qk_norm() {
+        return Ok(None);
+    }
+    Ok(Some(RmsNorm::load(&vb.pp(name), cfg.head_dim, cfg.rms_norm_eps)?))
 }
 
 impl Attention<Linear> {
@@ -67,6 +80,8 @@ impl Attention<Linear> {
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
+            q_norm: head_norm(vb, "q_norm", cfg)?,
+            k_norm: head_norm(vb, "k_norm", cfg)?,
         })
     }
 }
@@ -88,6 +103,12 @@ impl<L: Projection> Attention<L> {
         let q = heads(self.q_proj.forward(x.clone()), nh);
         let k = heads(self.k_proj.forward(x.clone()), nkv);
         let v = heads(self.v_proj.forward(x), nkv);
+        // Qwen3 normalises each head (over head_dim) before rotating it.
+        let norm = |n: &Option<RmsNorm>, y: Tensor<4>| match n {
+            Some(n) => n.forward(y),
+            None => y,
+        };
+        let (q, k) = (norm(&self.q_norm, q), norm(&self.k_norm, k));
         let q = apply_rotary(q, ctx.cos, ctx.sin);
         let mut k = apply_rotary(k, ctx.cos, ctx.sin);
         let mut v = v;

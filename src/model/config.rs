@@ -11,12 +11,14 @@ pub enum Architecture {
     Llama,
     /// Mistral (`MistralForCausalLM`): Llama with an optional sliding window.
     Mistral,
-    /// Qwen2 (`Qwen2ForCausalLM`): Llama with q/k/v biases.
+    /// Qwen2 / Qwen2.5 (`Qwen2ForCausalLM`): Llama with q/k/v biases.
     Qwen2,
+    /// Qwen3 (`Qwen3ForCausalLM`): Llama with an RMSNorm over each query and key head.
+    Qwen3,
 }
 
 /// The `model_type` strings we accept, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3";
 
 impl Architecture {
     /// Parses a `model_type` (config.json) or `general.architecture` (GGUF) value.
@@ -25,6 +27,7 @@ impl Architecture {
             "llama" | "LlamaForCausalLM" => Ok(Self::Llama),
             "mistral" | "MistralForCausalLM" => Ok(Self::Mistral),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Self::Qwen2),
+            "qwen3" | "Qwen3ForCausalLM" => Ok(Self::Qwen3),
             other => Err(ConfigError::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -35,6 +38,7 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
         }
     }
 
@@ -44,7 +48,13 @@ impl Architecture {
             Self::Llama => "LlamaForCausalLM",
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
         }
+    }
+
+    /// Whether attention normalises each query and key head (`q_norm`, `k_norm`).
+    pub fn has_qk_norm(self) -> bool {
+        self == Self::Qwen3
     }
 }
 
@@ -182,7 +192,7 @@ impl ModelConfig {
             None => RopeScaling::Default,
         };
         let sliding_window = match model_type {
-            Architecture::Qwen2 if raw.use_sliding_window != Some(true) => None,
+            Architecture::Qwen2 | Architecture::Qwen3 if raw.use_sliding_window != Some(true) => None,
             Architecture::Llama => None,
             _ => raw.sliding_window,
         };
@@ -295,7 +305,8 @@ impl ModelConfig {
         let q = self.num_attention_heads * hd;
         let kv = self.num_key_value_heads * hd;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        let block = h * q + 2 * h * kv + q * h + bias + 3 * h * i + 2 * h;
+        let qk_norm = if self.model_type.has_qk_norm() { 2 * hd } else { 0 };
+        let block = h * q + 2 * h * kv + q * h + bias + qk_norm + 3 * h * i + 2 * h;
         let embed = self.vocab_size * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
         embed + head + h + self.num_hidden_layers * block

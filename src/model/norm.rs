@@ -24,12 +24,15 @@ impl RmsNorm {
         })
     }
 
+    /// Normalises over the last axis (of any rank: `[B, T, H]`, or `[B, T, heads, head_dim]`
+    /// for Qwen3's per-head norms).
+    ///
     /// # Shapes
-    /// - x: `[B, T, H]` → `[B, T, H]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let variance = x.clone().square().mean_dim(2);
+    /// - x: `[..., dim]` → `[..., dim]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let variance = x.clone().square().mean_dim(D - 1);
         let normed = x * variance.add_scalar(self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze::<3>()
+        normed * self.weight.val().unsqueeze::<D>()
     }
 }
 

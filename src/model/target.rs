@@ -75,6 +75,8 @@ impl<L: Projection> LlamaForCausalLM<L> {
                         num_heads: self_attn.num_heads,
                         num_kv_heads: self_attn.num_kv_heads,
                         head_dim: self_attn.head_dim,
+                        q_norm: self_attn.q_norm,
+                        k_norm: self_attn.k_norm,
                     },
                     mlp: Mlp {
                         gate_proj: f(i, Target::Gate, mlp.gate_proj),

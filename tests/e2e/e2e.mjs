@@ -153,8 +153,20 @@ try {
   const down = header['base_model.model.model.layers.1.mlp.down_proj.lora_B.weight'];
   if (!q || JSON.stringify(q.shape) !== '[8,64]') fail(`q_proj lora_A: ${JSON.stringify(q)}`);
   if (!down || JSON.stringify(down.shape) !== '[64,8]') fail(`down_proj lora_B: ${JSON.stringify(down)}`);
+  // The same adapter for llama.cpp / Ollama: a GGUF adapter with both factors of every module.
+  const gg = files['adapter.gguf'];
+  if (!gg || gg.subarray(0, 4).toString() !== 'GGUF') fail(`adapter.gguf: ${gg ? gg.subarray(0, 4) : 'missing'}`);
+  else if (Number(gg.readBigUInt64LE(8)) !== 2 * 7 * 2) fail(`adapter.gguf holds ${gg.readBigUInt64LE(8)} tensors, expected 28`);
   await page.screenshot({ path: join(shots, '4-exported.png'), fullPage: true });
   step(`exported ${keys.length} tensors, r = ${cfg.r}`);
+
+  // A K-quant GGUF as people download them (llama-quantize's Q4_K_M mix of a tiny llama): the
+  // summary shows its tensor types.
+  await page.setInputFiles('[data-testid=model-input]', join(root, 'tests/fixtures/tiny/llama-kquant/Q4_K_M.gguf'));
+  await waitStatus(/model loaded/, 120000);
+  const kq = await page.textContent('[data-testid=model-summary]');
+  if (!/Q4_K/.test(kq) || !/Q6_K/.test(kq) || !/2 × 256/.test(kq)) fail(`Q4_K_M summary: ${kq}`);
+  step(`Q4_K_M GGUF loaded: ${kq.replace(/\s+/g, ' ')}`);
 
   // The one-button default: the engine worker fetches SmolLM2 (GGUF) and the sample data.
   await page.click('[data-testid=default-button]');

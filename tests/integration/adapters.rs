@@ -74,9 +74,14 @@ pub fn config(method: InitMethod, rank: usize, alpha: f64) -> LoraConfig {
     }
 }
 
-/// Initialises `method` on a fresh tiny model.
+/// Initialises `method` on a fresh tiny llama.
 pub fn init(method: InitMethod, alpha: f64) -> LoadedModel {
-    let mut m = tiny();
+    init_on("tiny/llama", method, alpha)
+}
+
+/// Initialises `method` on a fresh tiny model of the fixture folder `dir`.
+pub fn init_on(dir: &str, method: InitMethod, alpha: f64) -> LoadedModel {
+    let mut m = load(&hf_files(dir), &Device::flex());
     let calib = calibrate(&m);
     pollster::block_on(m.init_adapters(
         config(method, 4, alpha),
@@ -299,9 +304,15 @@ fn a_resumed_run_continues_exactly() {
     }
 }
 
+/// Three steps at lr 5e-3 (enough to move every factor).
+pub fn train_a_few_steps(m: &mut LoadedModel) {
+    train(m, &train_config(3, 5e-3), None).0.unwrap();
+}
+
 /// Trains a few steps, exports, and loads the export onto the ORIGINAL base.
-fn export_round_trip(method: InitMethod) {
-    let mut m = init(method, 8.0);
+fn export_round_trip(dir: &str, method: InitMethod) {
+    let tiny = || load(&hf_files(dir), &Device::flex());
+    let mut m = init_on(dir, method, 8.0);
     train(&mut m, &train_config(3, 5e-3), None).0.unwrap();
     let trained = logits_rows(&m, &IDS);
     let (files, doubled) = pollster::block_on(m.export_peft(SaveDtype::F32)).unwrap();
@@ -353,7 +364,20 @@ fn exported_adapters_reproduce_the_trained_model_on_the_original_base() {
         InitMethod::NullV2,
         InitMethod::NullZero,
     ] {
-        export_round_trip(method);
+        export_round_trip("tiny/llama", method);
+    }
+}
+
+#[test]
+fn on_qwen3_every_method_starts_from_the_base_and_exports_for_the_original() {
+    let base = logits_rows(&load(&hf_files("tiny/qwen3"), &Device::flex()), &IDS);
+    for method in InitMethod::ALL {
+        let m = init_on("tiny/qwen3", method, 8.0);
+        let d = max_rel_diff(&logits_rows(&m, &IDS), &base);
+        assert!(d < INIT_LOGIT_TOL, "qwen3 {}: relative logit change {d}", method.name());
+    }
+    for method in [InitMethod::Null, InitMethod::NullV2, InitMethod::Lora] {
+        export_round_trip("tiny/qwen3", method);
     }
 }
 

@@ -43,14 +43,15 @@ fn unsupported_gguf_quantisation_is_named_with_the_supported_list() {
         &[RawTensor {
             name: "blk.0.attn_q.weight".into(),
             dims: vec![256, 2],
-            ggml_type: 12,
-            bytes: vec![0; 288],
+            // IQ2_XXS: an importance-matrix type this reader does not decode.
+            ggml_type: 16,
+            bytes: vec![0; 132],
         }],
     );
     let err = GgufFile::parse(&bytes).unwrap_err().to_string();
     assert!(
         err.starts_with(
-            "tensor blk.0.attn_q.weight uses Q4_K, which is not supported; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"
+            "tensor blk.0.attn_q.weight uses IQ2_XXS, which is not supported; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
         ),
         "{err}"
     );

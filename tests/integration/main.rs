@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod datasets;
 mod errors;
+mod gguf_adapter;
 mod gguf_writer;
 mod init_parity;
 mod layering;

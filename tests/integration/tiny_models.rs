@@ -68,13 +68,49 @@ fn tiny_qwen2_with_biases_logits_match_transformers() {
 }
 
 #[test]
+fn tiny_qwen3_with_head_norms_logits_match_transformers() {
+    check_logits(&hf_files("tiny/qwen3"), "tiny/qwen3/reference.json");
+}
+
+#[test]
+fn tiny_qwen3_converted_by_llama_cpp_to_gguf_matches_transformers() {
+    for (file, reference) in [
+        ("qwen3-f32.gguf", "reference.json"),
+        ("qwen3-f16.gguf", "reference_f16.json"),
+    ] {
+        let path = fixture(&format!("tiny/qwen3-gguf/{file}"));
+        check_logits(&gguf_files(&path), &format!("tiny/qwen3-gguf/{reference}"));
+    }
+}
+
+#[test]
+fn qwen3_chat_template_with_thinking_renders_like_transformers() {
+    for files in [
+        hf_files("tiny/qwen3"),
+        gguf_files(&fixture("tiny/qwen3-gguf/qwen3-f32.gguf")),
+    ] {
+        let m = load(&files, &Device::flex());
+        let cases = json("tiny/qwen3/reference.json")["chat"].as_array().unwrap().clone();
+        assert!(cases.len() >= 5, "the fixture covers thinking on and off");
+        for case in cases {
+            let messages: Vec<lora_null::io::ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
+            let add = case["add_generation_prompt"].as_bool().unwrap();
+            let extra = case["template_kwargs"].as_object().cloned().unwrap_or_default();
+            let text = m.tokenizer.apply_chat_template_with(&messages, add, &extra).unwrap();
+            assert_eq!(text, case["text"].as_str().unwrap(), "{extra:?}");
+            assert_eq!(m.tokenizer.encode_raw(&text).unwrap(), ids(&case["ids"]), "{text:?}");
+        }
+    }
+}
+
+#[test]
 fn tiny_mistral_logits_match_transformers() {
     check_logits(&hf_files("tiny/mistral"), "tiny/mistral/reference.json");
 }
 
 #[test]
 fn greedy_generation_with_kv_cache_matches_transformers_for_every_architecture() {
-    for arch in ["llama", "llama3", "qwen2", "mistral"] {
+    for arch in ["llama", "llama3", "qwen2", "qwen3", "mistral"] {
         check_greedy(
             &hf_files(&format!("tiny/{arch}")),
             &format!("tiny/{arch}/reference.json"),
@@ -122,4 +158,59 @@ fn gguf_and_safetensors_of_the_same_model_give_the_same_logits() {
     // The tokenizer rebuilt from GGUF metadata equals the tokenizer.json one.
     let text = "Hello world, 123 tokens!\n\tand  more";
     assert_eq!(a.tokenizer.encode(text).unwrap(), b.tokenizer.encode(text).unwrap());
+}
+
+/// Perplexity from the same f32 weights in another summation order: a few ulps of the mean NLL.
+const KQUANT_PPL_REL_TOL: f64 = 1e-5;
+
+#[test]
+fn k_quant_and_iq_gguf_files_written_by_llama_quantize_match_transformers() {
+    let r = json("tiny/llama-kquant/reference.json");
+    let types = r["types"].as_object().unwrap();
+    assert!(
+        types.len() >= 8,
+        "the fixture covers the K-quant mixes, IQ4 and Q5 types"
+    );
+    let device = Device::flex();
+    let mut covered = std::collections::BTreeSet::new();
+    for (name, t) in types {
+        let m = load(
+            &gguf_files(&fixture(&format!("tiny/llama-kquant/{}", t["file"].as_str().unwrap()))),
+            &device,
+        );
+        covered.extend(m.storage.keys().cloned());
+        for case in t["cases"].as_array().unwrap() {
+            let ids = ids(&case["ids"]);
+            let got = logits_rows(&m, &ids);
+            let want = case["logits"].as_array().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (pos, (g, w)) in got.iter().zip(want).enumerate() {
+                let d = max_abs_diff(g, &floats(w));
+                assert!(
+                    d < TINY_TOL,
+                    "{name}: {} ids, position {pos}: max |Δlogit| = {d}",
+                    ids.len()
+                );
+            }
+        }
+        let p = &t["perplexity"];
+        let report = pollster::block_on(lora_null::eval::perplexity(
+            &m.model,
+            &ids(&p["ids"]),
+            p["seq_len"].as_u64().unwrap() as usize,
+            &mut |_, _| {},
+        ))
+        .unwrap();
+        let want = p["perplexity"].as_f64().unwrap();
+        assert!(
+            (report.perplexity - want).abs() <= KQUANT_PPL_REL_TOL * want,
+            "{name}: perplexity {} vs transformers {want}",
+            report.perplexity
+        );
+    }
+    for ty in [
+        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS",
+    ] {
+        assert!(covered.contains(ty), "no tensor of type {ty} was checked: {covered:?}");
+    }
 }

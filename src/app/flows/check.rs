@@ -36,12 +36,16 @@ fn offer(name: &str, bytes: &[u8]) {
     emit_with(&Event::Download(name.to_string()), &array, Some(&array.buffer()));
 }
 
-/// Downloads the PEFT adapter (and, if asked, the merged model).
-pub async fn export(merged: bool) -> Result<(), String> {
+/// Downloads the PEFT adapter (and, if asked, the merged model and the adapter GGUF).
+pub async fn export(merged: bool, gguf: bool) -> Result<(), String> {
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let result = async {
         let (files, doubled) = model.export_peft(SaveDtype::F32).await.map_err(|e| page_error(&e))?;
         let mut all = files;
+        if gguf {
+            let (bytes, _) = model.export_gguf_adapter().await.map_err(|e| page_error(&e))?;
+            all.push(("adapter.gguf".into(), bytes));
+        }
         if merged {
             for (name, bytes) in model
                 .hf_model_files(true, SaveDtype::F16)

@@ -31,7 +31,7 @@ pub async fn run(command: Command, payload: JsValue) -> Result<(), String> {
         Command::Calibrate(opts) => adapt::calibrate(opts).await,
         Command::Generate { prompt, after } => check::generate(prompt, after).await,
         Command::Train(opts) => adapt::train(opts).await,
-        Command::Export { merged } => check::export(merged).await,
+        Command::Export { merged, gguf } => check::export(merged, gguf).await,
         Command::Forgetting { after, questions } => check::forgetting(after, questions).await,
         Command::Pause(_) | Command::Cancel => Ok(()),
     }

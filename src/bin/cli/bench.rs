@@ -27,6 +27,22 @@ pub enum BenchCommand {
     Analysis(BenchAnalysisArgs),
     /// Raw matmul throughput of the backend at the model's shapes (what limits the others).
     Matmul(BenchMatmulArgs),
+    /// Dequantisation throughput of every GGUF block type (the reference blocks, tiled).
+    Dequant(BenchDequantArgs),
+}
+
+/// `bench dequant` options.
+#[derive(Args)]
+pub struct BenchDequantArgs {
+    /// Folder of `<TYPE>.bin` block files (scripts/make_reference.py --only quants).
+    #[arg(long, default_value = "tests/fixtures/quants")]
+    blocks: PathBuf,
+    /// MiB of quantised input per type.
+    #[arg(long, default_value_t = 64)]
+    mib: usize,
+    /// Timed repetitions per type (the best is reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
 }
 
 /// `bench matmul` options.
@@ -104,6 +120,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train(a) => train(a),
         BenchCommand::Analysis(a) => analysis(a),
         BenchCommand::Matmul(a) => matmul(a),
+        BenchCommand::Dequant(a) => dequant(a),
     }
 }
 
@@ -263,6 +280,39 @@ fn matmul(a: BenchMatmulArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({"bench": "matmul", "device": choice.description, "m": a.rows, "k": k, "n": n,
                 "median_seconds": med, "gflops": gflops})
+        );
+    }
+    Ok(())
+}
+
+fn dequant(a: BenchDequantArgs) -> anyhow::Result<()> {
+    use lora_null::io::quants::{QuantType, dequantize_into};
+    for qtype in QuantType::ALL {
+        let path = a.blocks.join(format!("{}.bin", qtype.name()));
+        let blocks = super::files::read(&path)?;
+        let block = qtype.block_bytes();
+        anyhow::ensure!(
+            !blocks.is_empty() && blocks.len().is_multiple_of(block),
+            "{} does not hold whole {} blocks",
+            path.display(),
+            qtype.name()
+        );
+        // Tile the reference blocks up to --mib of input, decoded into one reused buffer.
+        let copies = (a.mib << 20).div_ceil(blocks.len());
+        let input = blocks.repeat(copies);
+        let mut out = vec![0f32; input.len() / block * qtype.block_elems()];
+        let mut best = f64::INFINITY;
+        for _ in 0..a.repeats.max(1) {
+            let t = Instant::now();
+            dequantize_into(qtype, &input, &mut out).ok_or_else(|| anyhow::anyhow!("{}: bad lengths", qtype.name()))?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{}",
+            serde_json::json!({"bench": "dequant", "device": "lora-null (Rust, 1 thread)", "type": qtype.name(),
+                "input_mib": input.len() as f64 / (1u64 << 20) as f64, "seconds": best,
+                "input_mb_per_second": input.len() as f64 / 1e6 / best,
+                "elements_per_second": out.len() as f64 / best})
         );
     }
     Ok(())

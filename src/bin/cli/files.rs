@@ -122,6 +122,32 @@ pub fn write_files_atomically(dir: &Path, files: &[(String, Vec<u8>)]) -> anyhow
     result
 }
 
+/// Writes one file whole or not at all: to a temporary file beside it, flushed, then renamed.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> anyhow::Result<()> {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot move the file to {}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads a dataset file (any supported format), naming the file in errors.
 pub fn read_dataset(path: &Path) -> anyhow::Result<Vec<lora_null::io::dataset::Record>> {
     let bytes = read(path)?;

@@ -3,6 +3,7 @@
 mod adapt;
 mod bench;
 mod experiment;
+mod export;
 mod files;
 mod run;
 mod train;
@@ -52,6 +53,8 @@ enum Command {
     Init(adapt::InitArgs),
     /// Fine-tune with an initialisation method and write a PEFT adapter for the original base.
     Train(train::TrainArgs),
+    /// Convert an adapter directory to llama.cpp's LoRA adapter GGUF (llama.cpp, Ollama).
+    Export(export::ExportArgs),
     /// List the wgpu adapters this machine offers.
     Devices,
     /// Knowledge probe: greedy answers scored by exact match. Prints {"exact_match", "contains", "n"}.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Analyze(a) => adapt::analyze(a),
         Command::Init(a) => adapt::init(a),
         Command::Train(a) => train::train(a),
+        Command::Export(a) => export::export(a),
         Command::Devices => run::devices(),
         Command::Probe(a) => run::probe(a),
         Command::Experiment(a) => experiment::experiment(a),
