@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Checks our LoRA adapter GGUF with llama.cpp itself (a reference check, not part of CI): trains
-# small adapters on SmolLM2-135M (GGUF), converts each with `lora-null export --gguf-adapter`,
-# and compares llama.cpp's `llama-perplexity --lora` with `lora-null eval --adapter` on the same
-# text, plus both tools on the base alone. Build the tools first: scripts/llama-cpp-tools.sh.
+# Checks our GGUF exports with llama.cpp itself (a reference check, not part of CI): trains small
+# adapters on SmolLM2-135M (GGUF), exports each with `lora-null export` as an adapter GGUF and as
+# merged GGUFs (f16, q8_0, q4_k_m), and compares llama.cpp's `llama-perplexity` (`--lora` on the
+# base, or the merged file) with `lora-null eval --adapter` on the same text, plus both tools on
+# the base alone. Build the tools first: scripts/llama-cpp-tools.sh.
 #   scripts/check-llama-cpp.sh [METHOD ...]     (default: lora null null-v2 pissa)
 # llama-perplexity scores with --ppl-stride 511 (its strided mode widens `-c 257` to a 512-token
 # window, scores all of it but the first token, and moves by 511), so that, like `lora-null eval
@@ -26,8 +27,10 @@ trap 'rm -rf "$work"' EXIT
 text="$work/text.txt"
 head -c 20000 assets/data/knowledge_prose.txt > "$text"
 
-llama_ppl() { # prints the final perplexity estimate
-  "$llama/llama-perplexity" -m "$model" -f "$text" -c 257 -b 512 --ppl-stride 511 -t 2 "$@" 2>&1 \
+llama_ppl() { # llama_ppl GGUF [ARGS]: prints the final perplexity estimate
+  local gguf="$1"
+  shift
+  "$llama/llama-perplexity" -m "$gguf" -f "$text" -c 257 -b 512 --ppl-stride 511 -t 2 "$@" 2>&1 \
     | python3 -c 'import re,sys; v=re.findall(r"\[\d+\]([0-9.]+),", sys.stdin.read()); print(v[-1] if v else "nan")'
 }
 ours_ppl() {
@@ -35,10 +38,10 @@ ours_ppl() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'
 }
 
-base_llama=$(llama_ppl)
+base_llama=$(llama_ppl "$model")
 base_ours=$(ours_ppl)
 echo "base: llama.cpp $base_llama, lora-null $base_ours"
-printf '\n| method | r (exported) | llama.cpp ppl | lora-null ppl | llama.cpp ratio to base | lora-null ratio to base | ratios differ by |\n|---|---|---|---|---|---|---|\n' > "$work/table.md"
+printf '\n| method | llama.cpp reads | llama.cpp ppl | lora-null ppl (base + adapter) | llama.cpp ratio to base | lora-null ratio to base | ratios differ by |\n|---|---|---|---|---|---|---|\n' > "$work/table.md"
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(lora null null-v2 pissa)
 for method in "${methods[@]}"; do
@@ -49,13 +52,20 @@ for method in "${methods[@]}"; do
     --batch 2 --max-len 256 --steps 4 --device cpu --out "$out" "${calib[@]}" >/dev/null 2>&1
   "$bin" export --model "$model" --adapter "$out" --gguf-adapter "$out/adapter.gguf" --device cpu >/dev/null 2>&1
   r=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["r"])' "$out/adapter_config.json")
-  l=$(llama_ppl --lora "$out/adapter.gguf")
   o=$(ours_ppl --adapter "$out")
-  python3 - "$method" "$r" "$l" "$o" "$base_llama" "$base_ours" >> "$work/table.md" <<'PY'
+  row() { # row LABEL LLAMA_PPL
+    python3 - "$method" "$1" "$2" "$o" "$base_llama" "$base_ours" >> "$work/table.md" <<'PY'
 import sys
-m, r, l, o, bl, bo = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+m, what, l, o, bl, bo = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
 rl, ro = l / bl, o / bo
-print(f"| {m} | {r} | {l:.4f} | {o:.4f} | {rl:.4f} | {ro:.4f} | {abs(rl / ro - 1) * 100:.2f}% |")
+print(f"| {m} | {what} | {l:.4f} | {o:.4f} | {rl:.4f} | {ro:.4f} | {abs(rl / ro - 1) * 100:.2f}% |")
 PY
+  }
+  row "base + adapter.gguf (r $r)" "$(llama_ppl "$model" --lora "$out/adapter.gguf")"
+  for quant in f16 q8_0 q4_k_m; do
+    "$bin" export --model "$model" --adapter "$out" --gguf-merged "$out/$quant/merged.gguf" --quant "$quant" \
+      --device cpu >/dev/null 2>&1
+    row "merged $quant" "$(llama_ppl "$out/$quant/merged.gguf")"
+  done
 done
 cat "$work/table.md"

@@ -9,7 +9,7 @@ How to run (from the repository root):
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf |
                                                                                # init | train | peft | quants | qwen3 |
-                                                                               # kquant | smollm2-kquant
+                                                                               # kquant | smollm2-kquant | quantize
 
 (`--only gguf`, `init`, `train` and `peft` read the tiny `llama` model written by `--only tiny`.)
 
@@ -52,7 +52,12 @@ Outputs
                                              by llama-quantize --allow-requantize to Q4_K_M Q5_K_M Q6_K Q3_K_M IQ4_XS (in
                                              ~/.cache/lora-null/smollm2-kquant, not committed): sha256, tensor types,
                                              perplexity of ppl_text.txt by transformers and by llama-perplexity
-  (kquant and smollm2-kquant need llama.cpp's tools: run scripts/llama-cpp-tools.sh first, or set LLAMA_CPP_BIN.)
+  tests/fixtures/quantize/                   --only quantize: input.bin (112 blocks of 256 float32: weight-like, then
+                                             NaN / inf / extremes), {Q8_0,Q4_K,Q6_K}.bin = llama.cpp's reference
+                                             quantisers (ggml_quantize_chunk, no imatrix, by a C driver built at run time
+                                             against the llama.cpp build's libggml-base.a), reference.json (sha256s, kinds)
+  (kquant, smollm2-kquant and quantize need llama.cpp's tools: run scripts/llama-cpp-tools.sh first, or set
+  LLAMA_CPP_BIN.)
 """
 
 import os
@@ -2481,7 +2486,258 @@ def make_smollm2_kquant():
     return results
 
 
-PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "kquant"]
+# ----------------------------------------------------------------------------------------------
+# quantize: f32 rows -> Q8_0 / Q4_K / Q6_K blocks by llama.cpp's own reference quantisers
+# ----------------------------------------------------------------------------------------------
+
+QUANTIZE_DIR = FIXTURES / "quantize"
+QUANTIZE_SEED = SEED + 1000
+QUANTIZE_TYPES = ["Q8_0", "Q4_K", "Q6_K"]
+QUANTIZE_ROW = 256  # values per row given to ggml_quantize_chunk = one K-quant super-block, 8 Q8_0 blocks
+# kinds of finite 256-value blocks, given in turn to the first QUANTIZE_FINITE_BLOCKS blocks (quantize_block)
+QUANTIZE_KINDS = [
+    "normal", "outliers", "bf16_grid", "f16_grid", "laplace", "student_t", "norm_weights", "negative", "shifted",
+    "sparse", "small", "large", "integers", "sixteenths", "mixed_groups", "constant", "zeros", "uniform",
+]
+QUANTIZE_FINITE_BLOCKS = 96
+# then one block of each of these: NaN / inf, and finite values at the edges of the f32 and f16 ranges
+QUANTIZE_SPECIAL = [
+    "nan_first", "nan_last", "nan_middle", "all_nan", "nan_payloads", "pos_inf", "neg_inf", "both_inf",
+    "f16_overflow", "near_f32_max", "f32_subnormal", "tiny_1e-37", "tiny_1e-20", "around_1e-15", "signed_zeros",
+    "single_spike",
+]
+# A tiny driver, compiled at run time (in a temporary folder) against the llama.cpp build's libggml-base.a:
+# it quantises rows of QUANTIZE_ROW float32 values with ggml's public ggml_quantize_chunk and no importance
+# matrix, which is quantize_row_<type>_ref -- what llama-quantize runs when it has no --imatrix.
+QUANTIZE_DRIVER_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ggml.h"
+
+int main(int argc, char ** argv) {
+    if (argc != 5) { fprintf(stderr, "usage: driver TYPE N_PER_ROW in.f32 out.bin\n"); return 2; }
+    enum ggml_type type;
+    if (!strcmp(argv[1], "Q8_0")) type = GGML_TYPE_Q8_0;
+    else if (!strcmp(argv[1], "Q4_K")) type = GGML_TYPE_Q4_K;
+    else if (!strcmp(argv[1], "Q6_K")) type = GGML_TYPE_Q6_K;
+    else { fprintf(stderr, "unknown type %s\n", argv[1]); return 2; }
+    const int64_t n_per_row = atoll(argv[2]);
+    FILE * f = fopen(argv[3], "rb");
+    if (!f) { perror(argv[3]); return 1; }
+    fseek(f, 0, SEEK_END);
+    const long bytes = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n_per_row <= 0 || bytes <= 0 || bytes % (4 * n_per_row)) { fprintf(stderr, "bad size\n"); return 1; }
+    float * src = malloc(bytes);
+    if (!src || fread(src, 1, bytes, f) != (size_t) bytes) { fprintf(stderr, "short read\n"); return 1; }
+    fclose(f);
+    const int64_t nrows = bytes / 4 / n_per_row;
+    const size_t size = ggml_row_size(type, n_per_row) * nrows;
+    void * dst = calloc(1, size);
+    if (!dst || ggml_quantize_chunk(type, src, dst, 0, nrows, n_per_row, NULL) != size) {
+        fprintf(stderr, "quantize failed\n");
+        return 1;
+    }
+    f = fopen(argv[4], "wb");
+    if (!f || fwrite(dst, 1, size, f) != size || fclose(f)) { perror(argv[4]); return 1; }
+    return 0;
+}
+"""
+
+
+def quantize_block(rng, kind: str) -> np.ndarray:
+    """256 float32 values of one kind (QUANTIZE_KINDS / QUANTIZE_SPECIAL), weight-like where finite."""
+    n = QUANTIZE_ROW
+    sigma = 10.0 ** rng.uniform(-3.0, 0.0)
+    sign = 1.0 if rng.integers(0, 2) else -1.0
+    normal = rng.normal(0.0, sigma, n)
+    bits = lambda u: np.array(u, dtype=np.uint32).view(np.float32)  # noqa: E731
+    if kind == "normal":
+        x = normal
+    elif kind == "outliers":  # 1-4 values 8-40 sigma out
+        x = normal.copy()
+        idx = rng.choice(n, size=int(rng.integers(1, 5)), replace=False)
+        x[idx] = np.where(rng.integers(0, 2, idx.size) == 1, 1.0, -1.0) * rng.uniform(8.0, 40.0, idx.size) * sigma
+    elif kind == "bf16_grid":  # round to nearest even bfloat16, as weights loaded from a bf16 checkpoint
+        u = normal.astype(np.float32).view(np.uint32).astype(np.uint64)
+        x = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    elif kind == "f16_grid":
+        x = normal.astype(np.float16)
+    elif kind == "laplace":
+        x = rng.laplace(0.0, sigma, n)
+    elif kind == "student_t":
+        x = rng.standard_t(3.0, n) * sigma
+    elif kind == "norm_weights":  # all positive, like RMSNorm weights
+        x = 1.0 + 0.1 * rng.normal(0.0, 1.0, n)
+    elif kind == "negative":
+        x = -(0.5 + 0.1 * np.abs(rng.normal(0.0, 1.0, n)))
+    elif kind == "shifted":
+        x = normal + sign * 3.0 * sigma
+    elif kind == "sparse":  # 70% zeros, one whole group of 32 and one of 16 zero
+        x = np.where(rng.uniform(size=n) < 0.7, 0.0, normal)
+        g32, g16 = int(rng.integers(0, 8)), int(rng.integers(0, 16))
+        x[32 * g32:32 * g32 + 32] = 0.0
+        x[16 * g16:16 * g16 + 16] = 0.0
+    elif kind == "small":  # scales in or below the f16 subnormal range
+        x = rng.normal(0.0, 10.0 ** rng.uniform(-9.0, -5.0), n)
+    elif kind == "large":
+        x = rng.normal(0.0, 10.0 ** rng.uniform(2.0, 4.5), n)
+    elif kind == "integers":  # exact ties in nearest-int rounding
+        x = rng.integers(-8, 9, n).astype(np.float64)
+    elif kind == "sixteenths":
+        x = rng.integers(-64, 65, n) / 16.0
+    elif kind == "mixed_groups":  # per group of 16: its own scale, or all zero, or constant
+        x = np.empty(n)
+        for g in range(n // 16):
+            r = rng.uniform()
+            s = 10.0 ** rng.uniform(-4.0, 0.0)
+            x[16 * g:16 * g + 16] = 0.0 if r < 0.15 else np.full(16, s * sign) if r < 0.3 else rng.normal(0.0, s, 16)
+    elif kind == "constant":
+        x = np.full(n, sign * 10.0 ** rng.uniform(-3.0, 1.0))
+    elif kind == "zeros":
+        x = np.where(rng.integers(0, 2, n) == 1, -0.0, 0.0)
+    elif kind == "uniform":
+        x = rng.uniform(-sigma, sigma, n)
+    elif kind in ("nan_first", "nan_last", "nan_middle"):
+        x = normal.astype(np.float32)
+        x[{"nan_first": 0, "nan_last": n - 1, "nan_middle": 77}[kind]] = np.nan
+    elif kind == "all_nan":
+        x = np.full(n, np.nan)
+    elif kind == "nan_payloads":  # quiet NaN with a payload, negative NaN, signalling NaN
+        x = normal.astype(np.float32)
+        x[[5, 100, 200]] = bits([0x7FC00123, 0xFFC00000, 0x7F800001])
+    elif kind in ("pos_inf", "neg_inf", "both_inf"):
+        x = normal.copy()
+        if kind != "neg_inf":
+            x[3] = np.inf
+        if kind != "pos_inf":
+            x[130] = -np.inf
+    elif kind == "f16_overflow":  # max |x| / 127 above the largest f16 (Q8_0 d = inf)
+        x = rng.normal(0.0, 3e6, n)
+        x[9] = 1e7
+    elif kind == "near_f32_max":  # max - min overflows f32
+        x = rng.uniform(-3e38, 3e38, n)
+    elif kind == "f32_subnormal":
+        x = rng.normal(0.0, 1e-40, n).astype(np.float32)
+    elif kind == "tiny_1e-37":  # Q8_0: d = max/127 is an f32 subnormal
+        x = rng.normal(0.0, 1e-37, n)
+    elif kind == "tiny_1e-20":  # scales far below f16's range
+        x = rng.normal(0.0, 1e-20, n)
+    elif kind == "around_1e-15":  # ggml's GROUP_MAX_EPS = 1e-15: groups above and below it
+        x = rng.normal(0.0, 1e-15, n)
+    elif kind == "signed_zeros":
+        x = np.where(rng.uniform(size=n) < 0.9, np.where(rng.integers(0, 2, n) == 1, -0.0, 0.0), normal)
+    elif kind == "single_spike":
+        x = np.zeros(n)
+        x[int(rng.integers(0, n))] = sign * sigma
+    else:
+        raise ValueError(kind)
+    return np.asarray(x).astype(np.float32)
+
+
+def quantize_llama_cpp(types: list, values: np.ndarray) -> tuple:
+    """({type: reference bytes}, meta): values quantised by the compiled QUANTIZE_DRIVER_C."""
+    import re
+    import subprocess
+    import tempfile
+
+    build = llama_cpp_tool("llama-quantize").parent.parent
+    lib = build / "ggml" / "src" / "libggml-base.a"
+    cache = (build / "CMakeCache.txt").read_text()
+    m = re.search(r"^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$", cache, re.MULTILINE)
+    src = Path(os.environ.get("LLAMA_CPP_DIR") or (m.group(1) if m else ""))
+    if not lib.is_file() or not (src / "ggml" / "include" / "ggml.h").is_file():
+        sys.exit(f"need {lib} and the llama.cpp sources it was built from: run scripts/llama-cpp-tools.sh")
+    out = {}
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        (td / "driver.c").write_text(QUANTIZE_DRIVER_C)
+        cc = os.environ.get("CC", "cc")
+        cmd = [cc, "-O2", "-std=gnu11", f"-I{src / 'ggml' / 'include'}", str(td / "driver.c"), str(lib),
+               "-lm", "-lpthread", "-fopenmp", "-lstdc++", "-o", str(td / "driver")]
+        subprocess.run(cmd, check=True)
+        values.astype("<f4").tofile(td / "input.f32")
+        for name in types:
+            subprocess.run([str(td / "driver"), name, str(QUANTIZE_ROW), str(td / "input.f32"), str(td / "out.bin")],
+                           check=True)
+            out[name] = (td / "out.bin").read_bytes()
+    quants_c = src / "ggml" / "src" / "ggml-quants.c"
+    # how ggml-quants.c was compiled (optimisation / machine / float flags): no -march / -mfma / -ffast-math
+    # means plain SSE2 f32 arithmetic on x86-64, no fused multiply-adds
+    flags = None
+    commands = build / "compile_commands.json"
+    if commands.is_file():
+        for entry in json.loads(commands.read_text()):
+            if entry["file"].endswith("ggml-quants.c") and "ggml-base" in entry.get("command", ""):
+                flags = [f for f in entry["command"].split() if re.match(r"-(O|m|f|std=)", f)]
+    meta = llama_cpp_meta() | {
+        "library": "build-*/ggml/src/libggml-base.a",
+        "ggml_quants_c_flags": flags,
+        "ggml_quants_c_sha256": sha256_file(quants_c),
+    }
+    return out, meta
+
+
+def make_quantize():
+    print("[quantize] f32 blocks -> Q8_0 / Q4_K / Q6_K by llama.cpp's reference quantisers")
+    rng = np.random.default_rng(QUANTIZE_SEED)
+    QUANTIZE_DIR.mkdir(parents=True, exist_ok=True)
+    kinds = [QUANTIZE_KINDS[i % len(QUANTIZE_KINDS)] for i in range(QUANTIZE_FINITE_BLOCKS)] + QUANTIZE_SPECIAL
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.concatenate([quantize_block(rng, k) for k in kinds])
+    finite = [bool(np.isfinite(values[QUANTIZE_ROW * i:QUANTIZE_ROW * (i + 1)]).all()) for i in range(len(kinds))]
+    assert all(finite[:QUANTIZE_FINITE_BLOCKS])
+    raw_in = values.astype("<f4").tobytes()
+    (QUANTIZE_DIR / "input.bin").write_bytes(raw_in)
+    print(f"  wrote {(QUANTIZE_DIR / 'input.bin').relative_to(ROOT)} ({len(raw_in)} bytes)")
+    refs, llama_meta = quantize_llama_cpp(QUANTIZE_TYPES, values)
+    types = {}
+    n_fin = QUANTIZE_FINITE_BLOCKS * QUANTIZE_ROW
+    for name in QUANTIZE_TYPES:
+        qtype = gguf.GGMLQuantizationType[name]
+        block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        raw = refs[name]
+        assert len(raw) == values.size // block_elems * block_bytes, name
+        # sanity: gguf-py dequantises the finite blocks with max |x| >= 0.01 (scales well inside f16's range)
+        # back to within a fraction of that maximum
+        with np.errstate(over="ignore", invalid="ignore"):
+            back = gguf.quants.dequantize(np.frombuffer(raw, dtype=np.uint8), qtype)
+        back = back[:n_fin].reshape(-1, QUANTIZE_ROW)
+        x = values[:n_fin].reshape(-1, QUANTIZE_ROW)
+        span = np.abs(x).max(axis=1)
+        big = span >= 0.01
+        worst = float(np.max(np.abs(back - x)[big].max(axis=1) / span[big]))
+        assert worst < 0.2, (name, worst)
+        path = QUANTIZE_DIR / f"{name}.bin"
+        path.write_bytes(raw)
+        print(f"  wrote {path.relative_to(ROOT)} ({len(raw)} bytes); finite blocks: max |error| / max |x| {worst:.3g}")
+        types[name] = {"id": int(qtype), "block_elems": block_elems, "block_bytes": block_bytes, "file": path.name,
+                       "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    meta = versions() | {
+        "seed": QUANTIZE_SEED,
+        "generator": "numpy.random.default_rng(seed), one call of quantize_block(rng, kind) per 256-value block in"
+                     " order; the first finite_blocks blocks cycle through the weight-like `kinds`, then one block"
+                     " of each `special` kind (NaN, inf and finite extremes)",
+        "kinds": QUANTIZE_KINDS,
+        "special": QUANTIZE_SPECIAL,
+        "reference": "ggml_quantize_chunk(GGML_TYPE_<TYPE>, input, out, 0, n_rows, 256, NULL) of libggml-base.a from"
+                     " llama.cpp's build (= quantize_row_<type>_ref; llama-quantize without --imatrix), called by"
+                     " a small C driver compiled at run time (make_reference.py QUANTIZE_DRIVER_C); rows of 256",
+        "llama_cpp": llama_meta,
+    }
+    write_json(QUANTIZE_DIR / "reference.json", {
+        "meta": meta,
+        "input": {"file": "input.bin", "format": "little-endian float32", "values": int(values.size),
+                  "bytes": len(raw_in), "sha256": hashlib.sha256(raw_in).hexdigest(),
+                  "finite_blocks": QUANTIZE_FINITE_BLOCKS},
+        "blocks": [{"kind": k, "finite": f} for k, f in zip(kinds, finite)],
+        "types": types,
+    })
+    return types
+
+
+PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "kquant", "quantize"]
 # parts run only with --only (slow, write nothing but a small JSON into the repo)
 EXTRA_PARTS = ["smollm2-kquant"]
 
@@ -2510,6 +2766,8 @@ def main():
         make_qwen3()
     if "kquant" in parts:
         make_kquant()
+    if "quantize" in parts:
+        make_quantize()
     if "smollm2-kquant" in parts:
         make_smollm2_kquant()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())

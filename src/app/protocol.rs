@@ -90,6 +90,10 @@ pub enum Command {
         /// Also the adapter as llama.cpp's LoRA GGUF (llama.cpp, Ollama, LM Studio).
         #[serde(default)]
         gguf: bool,
+        /// Also the model merged into one GGUF at this precision (`f16`, `q8_0`, `q4_k_m`); the
+        /// base must have come from a GGUF.
+        #[serde(default)]
+        gguf_merged: Option<String>,
     },
     /// The forgetting check on the first `questions` probe items.
     Forgetting {

@@ -324,6 +324,8 @@ fn ExportPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
     let merged = RwSignal::new(false);
     let gguf = RwSignal::new(true);
+    let gguf_merged = RwSignal::new(String::new());
+    let from_gguf = move || ui.summary.get().is_some_and(|s| s.format == crate::model::Format::Gguf);
     view! {
         <section class="panel">
             <h2>"6 · Export"</h2>
@@ -334,10 +336,20 @@ fn ExportPanel() -> impl IntoView {
             <label><input type="checkbox" data-testid="export-gguf" prop:checked=move || gguf.get()
                 on:change=move |ev| gguf.set(event_target_checked(&ev))/>" also adapter.gguf (llama.cpp, Ollama)"</label>
             <label><input type="checkbox" on:change=move |ev| merged.set(event_target_checked(&ev))/>" also the merged model (f16)"</label>
+            {move || from_gguf().then(|| view! {
+                <label>" merged GGUF for llama.cpp / Ollama: "
+                    <select data-testid="export-gguf-merged" on:change=move |ev| gguf_merged.set(event_target_value(&ev))>
+                        <option value="" selected>"none"</option>
+                        <option value="q4_k_m">"q4_k_m"</option>
+                        <option value="q8_0">"q8_0"</option>
+                        <option value="f16">"f16"</option>
+                    </select></label>
+            })}
             <button data-testid="export-button" disabled=move || ui.busy.get()
                 on:click=move |_| {
                     let (m, g) = (merged.get_untracked(), gguf.get_untracked());
-                    run_task(ui, "exporting", Command::Export { merged: m, gguf: g }, NONE)
+                    let q = Some(gguf_merged.get_untracked()).filter(|q| !q.is_empty());
+                    run_task(ui, "exporting", Command::Export { merged: m, gguf: g, gguf_merged: q }, NONE)
                 }>"Download the adapter"</button>
             <ul>{move || ui.exported.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
         </section>

@@ -4,10 +4,13 @@
 //! them as downloads only once all are built.
 
 use super::{EngineError, LoadedModel};
+use crate::io::ModelFiles;
+use crate::io::gguf::GgufFile;
 use crate::io::peft::write_adapter;
 use crate::io::safetensors::{SaveDtype, to_safetensors_bytes};
 use crate::lora::export::{ExportError, init_adapter, model_tensors, peft_adapter};
 use crate::lora::gguf_adapter::gguf_adapter;
+use crate::lora::gguf_merged::{MergedQuant, gguf_merged};
 
 /// Named files to write (relative paths).
 pub type ExportFiles = Vec<(String, Vec<u8>)>;
@@ -33,6 +36,21 @@ impl LoadedModel {
         let state = self.adapter_state()?;
         let (adapter, doubled) = peft_adapter(&self.model, &state.config, &state.init, &self.base_name).await?;
         Ok((gguf_adapter(&adapter, &self.config, &self.base_name)?, doubled))
+    }
+
+    /// The fine-tuned model as one GGUF (adapters merged, weights at `quant`), laid out like the
+    /// GGUF in `source` (the files the base was loaded from), whose tokenizer, chat template and
+    /// settings it keeps. `lora::gguf_merged::modelfile_merged` writes its Ollama Modelfile.
+    pub async fn export_gguf_merged(&self, source: &ModelFiles, quant: MergedQuant) -> Result<Vec<u8>, EngineError> {
+        let name = source.names().find(|n| n.ends_with(".gguf")).ok_or_else(|| {
+            ExportError::Gguf(
+                "a merged GGUF copies the base GGUF's tokenizer and settings: load the base from a .gguf \
+                 (llama.cpp's convert_hf_to_gguf.py converts a Hugging Face folder)"
+                    .into(),
+            )
+        })?;
+        let file = GgufFile::parse(source.get(name).unwrap_or_default()).map_err(crate::io::LoadError::from)?;
+        Ok(gguf_merged(&self.model, &self.config, &file, quant).await?)
     }
 
     /// A PEFT adapter directory's two files (ours or anyone's) as llama.cpp's LoRA adapter GGUF

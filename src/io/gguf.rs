@@ -269,6 +269,9 @@ pub struct GgufFile<'a> {
     pub version: u32,
     /// All metadata key/values.
     pub metadata: BTreeMap<String, MetaValue>,
+    /// Every metadata entry as stored, in file order: key, GGUF value type, and the value's
+    /// bytes (what a writer copies to keep the exact types llama.cpp checks).
+    pub raw_metadata: Vec<(String, u32, &'a [u8])>,
     /// Tensor index, in file order.
     pub tensors: Vec<TensorInfo>,
     data: &'a [u8],
@@ -292,10 +295,13 @@ impl<'a> GgufFile<'a> {
         let n_tensors = r.u64()?;
         let n_meta = r.u64()?;
         let mut metadata = BTreeMap::new();
+        let mut raw_metadata = Vec::new();
         for _ in 0..n_meta {
             let key = read_string(&mut r, "metadata key")?;
             let type_id = r.u32()?;
+            let start = r.position();
             let value = read_value(&mut r, &key, type_id, 0)?;
+            raw_metadata.push((key.clone(), type_id, &bytes[start..r.position()]));
             metadata.insert(key, value);
         }
         let mut tensors = Vec::new();
@@ -318,6 +324,7 @@ impl<'a> GgufFile<'a> {
         let file = GgufFile {
             version,
             metadata,
+            raw_metadata,
             tensors,
             data,
         };

@@ -13,17 +13,33 @@ pub enum WriteValue {
     Bool(bool),
     /// `STRING` (type 8).
     Str(String),
+    /// A value copied as stored in another GGUF file: its type id and bytes.
+    Raw(u32, Vec<u8>),
 }
 
-/// A tensor to write: its name, shape in PyTorch order (outermost first), and f32 values.
+/// A tensor to write: its name, shape in PyTorch order (outermost first), ggml type and bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteTensor {
     /// Tensor name (`blk.0.attn_q.weight.lora_a`).
     pub name: String,
     /// Shape, outermost first (written reversed: ggml lists the fastest axis first).
     pub shape: Vec<usize>,
-    /// Values, row-major.
-    pub data: Vec<f32>,
+    /// The ggml type id of `bytes` (0: F32, 1: F16, 8: Q8_0, 12: Q4_K, ...).
+    pub ggml_type: u32,
+    /// The stored bytes (whole blocks of the type).
+    pub bytes: Vec<u8>,
+}
+
+impl WriteTensor {
+    /// An F32 tensor from row-major values.
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, data: &[f32]) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            ggml_type: 0,
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
 }
 
 /// GGUF's default alignment of the data section and of each tensor.
@@ -38,7 +54,7 @@ fn pad(out: &mut Vec<u8>) {
     out.resize(out.len().div_ceil(ALIGNMENT) * ALIGNMENT, 0);
 }
 
-/// Serialises a GGUF v3 file holding `metadata` and `tensors` (stored as F32).
+/// Serialises a GGUF v3 file holding `metadata` and `tensors`.
 pub fn write_gguf(metadata: &[(String, WriteValue)], tensors: &[WriteTensor]) -> Vec<u8> {
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
@@ -63,6 +79,10 @@ pub fn write_gguf(metadata: &[(String, WriteValue)], tensors: &[WriteTensor]) ->
                 out.extend(8u32.to_le_bytes());
                 put_str(&mut out, s);
             }
+            WriteValue::Raw(type_id, bytes) => {
+                out.extend(type_id.to_le_bytes());
+                out.extend(bytes);
+            }
         }
     }
     let mut offset = 0usize;
@@ -72,15 +92,13 @@ pub fn write_gguf(metadata: &[(String, WriteValue)], tensors: &[WriteTensor]) ->
         for d in t.shape.iter().rev() {
             out.extend((*d as u64).to_le_bytes());
         }
-        out.extend(0u32.to_le_bytes());
+        out.extend(t.ggml_type.to_le_bytes());
         out.extend((offset as u64).to_le_bytes());
-        offset += (t.data.len() * 4).div_ceil(ALIGNMENT) * ALIGNMENT;
+        offset += t.bytes.len().div_ceil(ALIGNMENT) * ALIGNMENT;
     }
     pad(&mut out);
     for t in tensors {
-        for v in &t.data {
-            out.extend(v.to_le_bytes());
-        }
+        out.extend(&t.bytes);
         pad(&mut out);
     }
     out
@@ -100,16 +118,8 @@ mod tests {
             ("some.flag".to_string(), WriteValue::Bool(true)),
         ];
         let tensors = vec![
-            WriteTensor {
-                name: "a".into(),
-                shape: vec![2, 3],
-                data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            },
-            WriteTensor {
-                name: "b".into(),
-                shape: vec![5],
-                data: vec![-1.0; 5],
-            },
+            WriteTensor::f32("a", vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            WriteTensor::f32("b", vec![5], &[-1.0; 5]),
         ];
         let bytes = write_gguf(&meta, &tensors);
         let file = GgufFile::parse(&bytes).unwrap();
@@ -117,7 +127,17 @@ mod tests {
         assert_eq!(file.get("adapter.lora.alpha").and_then(|v| v.as_f64()), Some(16.0));
         assert_eq!(file.get_int("some.count").unwrap(), 7);
         assert_eq!(file.get("some.flag").and_then(|v| v.as_bool()), Some(true));
-        assert_eq!(file.tensor_f32("a").unwrap(), (tensors[0].data.clone(), vec![2, 3]));
-        assert_eq!(file.tensor_f32("b").unwrap(), (tensors[1].data.clone(), vec![5]));
+        assert_eq!(
+            file.tensor_f32("a").unwrap(),
+            (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![2, 3])
+        );
+        assert_eq!(file.tensor_f32("b").unwrap(), (vec![-1.0; 5], vec![5]));
+        // Metadata copied raw from a parsed file writes back to the same bytes.
+        let copied: Vec<(String, WriteValue)> = file
+            .raw_metadata
+            .iter()
+            .map(|(k, t, b)| (k.clone(), WriteValue::Raw(*t, b.to_vec())))
+            .collect();
+        assert_eq!(write_gguf(&copied, &tensors), bytes);
     }
 }

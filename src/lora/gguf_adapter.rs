@@ -46,16 +46,8 @@ pub fn gguf_adapter(adapter: &PeftAdapter, cfg: &ModelConfig, base_name: &str) -
             b = permute_rows(&b, out, rank, h)
                 .ok_or_else(|| ExportError::Gguf(format!("{name}: {out} rows do not split into {h} heads")))?;
         }
-        tensors.push(WriteTensor {
-            name: format!("{name}.lora_a"),
-            shape: m.a.shape.clone(),
-            data: m.a.data.clone(),
-        });
-        tensors.push(WriteTensor {
-            name: format!("{name}.lora_b"),
-            shape: m.b.shape.clone(),
-            data: b,
-        });
+        tensors.push(WriteTensor::f32(format!("{name}.lora_a"), m.a.shape.clone(), &m.a.data));
+        tensors.push(WriteTensor::f32(format!("{name}.lora_b"), m.b.shape.clone(), &b));
     }
     let metadata = vec![
         (

@@ -9,6 +9,8 @@ pub mod export;
 #[cfg(feature = "engine")]
 pub mod gguf_adapter;
 #[cfg(feature = "engine")]
+pub mod gguf_merged;
+#[cfg(feature = "engine")]
 pub mod init;
 #[cfg(feature = "engine")]
 pub mod linear;

@@ -8,6 +8,7 @@ mod common;
 mod datasets;
 mod errors;
 mod gguf_adapter;
+mod gguf_merged;
 mod gguf_writer;
 mod init_parity;
 mod layering;

@@ -36,8 +36,14 @@ fn offer(name: &str, bytes: &[u8]) {
     emit_with(&Event::Download(name.to_string()), &array, Some(&array.buffer()));
 }
 
-/// Downloads the PEFT adapter (and, if asked, the merged model and the adapter GGUF).
-pub async fn export(merged: bool, gguf: bool) -> Result<(), String> {
+/// Downloads the PEFT adapter (and, if asked, the merged model, the adapter GGUF and the merged
+/// GGUF with its Ollama Modelfile).
+pub async fn export(merged: bool, gguf: bool, gguf_merged: Option<String>) -> Result<(), String> {
+    let quant = gguf_merged
+        .map(|q| q.parse::<crate::lora::gguf_merged::MergedQuant>())
+        .transpose()?;
+    // The base's files (a copy), only when a merged GGUF is asked for.
+    let source = quant.and_then(|_| session::with(|s| s.files.clone()));
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let result = async {
         let (files, doubled) = model.export_peft(SaveDtype::F32).await.map_err(|e| page_error(&e))?;
@@ -45,6 +51,18 @@ pub async fn export(merged: bool, gguf: bool) -> Result<(), String> {
         if gguf {
             let (bytes, _) = model.export_gguf_adapter().await.map_err(|e| page_error(&e))?;
             all.push(("adapter.gguf".into(), bytes));
+        }
+        if let (Some(quant), Some(source)) = (quant, &source) {
+            let bytes = model
+                .export_gguf_merged(source, quant)
+                .await
+                .map_err(|e| page_error(&e))?;
+            let name = "model-lora-null.gguf";
+            all.push((
+                "Modelfile".into(),
+                crate::lora::gguf_merged::modelfile_merged(name).into_bytes(),
+            ));
+            all.push((name.into(), bytes));
         }
         if merged {
             for (name, bytes) in model

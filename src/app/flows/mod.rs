@@ -31,7 +31,11 @@ pub async fn run(command: Command, payload: JsValue) -> Result<(), String> {
         Command::Calibrate(opts) => adapt::calibrate(opts).await,
         Command::Generate { prompt, after } => check::generate(prompt, after).await,
         Command::Train(opts) => adapt::train(opts).await,
-        Command::Export { merged, gguf } => check::export(merged, gguf).await,
+        Command::Export {
+            merged,
+            gguf,
+            gguf_merged,
+        } => check::export(merged, gguf, gguf_merged).await,
         Command::Forgetting { after, questions } => check::forgetting(after, questions).await,
         Command::Pause(_) | Command::Cancel => Ok(()),
     }

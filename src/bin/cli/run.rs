@@ -100,13 +100,17 @@ pub fn load_with_adapter(args: &ModelArgs, adapter: &AdapterArg) -> anyhow::Resu
 
 /// Loads the model named by the arguments on the chosen device, with a bar over its blocks.
 pub fn load(args: &ModelArgs) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
+    load_files(args, &read_model_files(&args.model)?)
+}
+
+/// Loads already-read model files on the device the arguments choose.
+pub fn load_files(args: &ModelArgs, files: &lora_null::io::ModelFiles) -> anyhow::Result<(LoadedModel, DeviceChoice)> {
     let choice = device(args.device);
-    let files = read_model_files(&args.model)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} blocks").expect("invariant: static template"),
     );
     bar.set_message(format!("loading {} on {}", args.model.display(), choice.description));
-    let loaded = pollster::block_on(LoadedModel::load_with_progress(&files, &choice, &mut |p| match p {
+    let loaded = pollster::block_on(LoadedModel::load_with_progress(files, &choice, &mut |p| match p {
         LoadProgress::Note(note) => bar.println(format!("note: {note}")),
         LoadProgress::Blocks(done, total) => {
             bar.set_length(total as u64);

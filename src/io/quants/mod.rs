@@ -27,6 +27,7 @@
 pub use blocks::*;
 
 mod blocks;
+pub mod quantize;
 #[cfg(test)]
 mod tests;
 
