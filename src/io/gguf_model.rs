@@ -1,7 +1,9 @@
 //! A GGUF file as a complete model: config from llama.cpp's metadata keys, tensors under their
-//! Hugging Face names (with llama.cpp's q/k row permutation undone), and the tokenizer.
+//! Hugging Face names (with llama.cpp's q/k row permutation and Gemma's norm shift undone), and
+//! the tokenizer.
 
 use super::gguf::{GgufError, GgufFile};
+use crate::model::config::{Activation, LayerType, gemma_layer_types};
 use crate::model::weights::{WeightError, Weights};
 use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling, Target};
 
@@ -44,14 +46,20 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         _ => RopeScaling::Default,
     };
     let token_id = |k: &str| file.get(k).and_then(|v| v.as_int()).and_then(|v| u32::try_from(v).ok());
+    let layers = usize_key("block_count")?;
+    let head_dim = opt_usize("attention.key_length").unwrap_or(hidden / heads.max(1));
+    let window = opt_usize("attention.sliding_window").filter(|&w| w > 0);
+    let gemma = model_type
+        .is_gemma()
+        .then(|| gemma_from_gguf(file, arch_name, model_type, layers, window));
     let cfg = ModelConfig {
         model_type,
         hidden_size: hidden,
         intermediate_size: usize_key("feed_forward_length")?,
-        num_hidden_layers: usize_key("block_count")?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: opt_usize("attention.head_count_kv").unwrap_or(heads),
-        head_dim: opt_usize("attention.key_length").unwrap_or(hidden / heads.max(1)),
+        head_dim,
         vocab_size,
         rms_norm_eps: opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         rope_theta: opt_f64("rope.freq_base").unwrap_or(10_000.0),
@@ -59,7 +67,29 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
         max_position_embeddings: opt_usize("context_length").unwrap_or(2048),
-        sliding_window: opt_usize("attention.sliding_window").filter(|_| model_type == Architecture::Mistral),
+        sliding_window: window.filter(|_| matches!(model_type, Architecture::Mistral) || model_type.is_gemma()),
+        hidden_act: if model_type.is_gemma() {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        },
+        layer_types: match (&gemma, window) {
+            (Some(g), _) => g.layer_types.clone(),
+            (None, Some(_)) if model_type == Architecture::Mistral => vec![LayerType::SlidingAttention; layers],
+            _ => vec![LayerType::FullAttention; layers],
+        },
+        rope_local_base_freq: gemma.as_ref().and_then(|g| g.rope_local_base_freq),
+        // llama.cpp stores no query_pre_attn_scalar: it scales by 1/√head_dim, and by
+        // 1/√(hidden/heads) for the 27B models (models/gemma2.cpp, gemma3.cpp: LLM_TYPE_27B).
+        query_pre_attn_scalar: gemma.as_ref().map(|g| {
+            if g.is_27b {
+                (hidden / heads.max(1)) as f64
+            } else {
+                head_dim as f64
+            }
+        }),
+        attn_logit_softcapping: gemma.as_ref().and_then(|_| opt_f64("attn_logit_softcapping")),
+        final_logit_softcapping: gemma.as_ref().and_then(|_| opt_f64("final_logit_softcapping")),
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
     };
@@ -67,9 +97,61 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     Ok(cfg)
 }
 
+/// What a Gemma GGUF says (or llama.cpp assumes) beyond the LLaMA keys.
+struct GemmaGguf {
+    layer_types: Vec<LayerType>,
+    rope_local_base_freq: Option<f64>,
+    is_27b: bool,
+}
+
+/// Gemma's layer kinds and local RoPE base as llama.cpp reads them (`load_swa_pattern`:
+/// `attention.sliding_window_pattern` as a per-layer array or a period, else 2 for gemma2 and 6
+/// for gemma3; no window means every layer is global), and its 27B rule.
+fn gemma_from_gguf(
+    file: &GgufFile,
+    arch_name: &str,
+    arch: Architecture,
+    layers: usize,
+    window: Option<usize>,
+) -> GemmaGguf {
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let pattern = file.get(&key("attention.sliding_window_pattern"));
+    let from_array = pattern.and_then(|v| v.as_array()).map(|a| {
+        a.iter()
+            .map(|v| match v.as_bool() {
+                Some(true) => LayerType::SlidingAttention,
+                _ => LayerType::FullAttention,
+            })
+            .collect::<Vec<_>>()
+    });
+    let period = pattern
+        .and_then(|v| v.as_int())
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or(if arch == Architecture::Gemma2 { 2 } else { 6 });
+    let layer_types = match (window, from_array) {
+        (None, _) => vec![LayerType::FullAttention; layers],
+        (Some(_), Some(types)) => types,
+        (Some(_), None) => gemma_layer_types(layers, period),
+    };
+    // llama.cpp: gemma3's sliding layers use `rope.freq_base_swa`, default 10000 (llama-hparams.h);
+    // gemma2's use the global base.
+    let rope_local_base_freq = (arch == Architecture::Gemma3).then(|| {
+        file.get(&key("rope.freq_base_swa"))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(10_000.0)
+    });
+    let is_27b = matches!((arch, layers), (Architecture::Gemma2, 46) | (Architecture::Gemma3, 62));
+    GemmaGguf {
+        layer_types,
+        rope_local_base_freq,
+        is_27b,
+    }
+}
+
 /// Serves Hugging Face keys from a GGUF file.
 pub struct GgufSource<'a> {
     file: &'a GgufFile<'a>,
+    arch: Architecture,
     /// Query and key/value head counts for undoing llama.cpp's q/k permutation (llama only).
     permute_heads: Option<(usize, usize)>,
 }
@@ -79,7 +161,11 @@ impl<'a> GgufSource<'a> {
     pub fn new(file: &'a GgufFile<'a>, cfg: &ModelConfig) -> Self {
         let permute_heads =
             llama_cpp_permutes_qk(cfg.model_type).then_some((cfg.num_attention_heads, cfg.num_key_value_heads));
-        Self { file, permute_heads }
+        Self {
+            file,
+            arch: cfg.model_type,
+            permute_heads,
+        }
     }
 
     /// GGUF's `rope_freqs.weight` (Llama 3.1 frequency divisors), if present.
@@ -91,8 +177,10 @@ impl<'a> GgufSource<'a> {
     }
 }
 
-/// The GGUF tensor name for a Hugging Face key, or `None` if it has no counterpart.
-pub fn gguf_name(hf: &str) -> Option<String> {
+/// The GGUF tensor name for a Hugging Face key of a model of `arch`, or `None` if it has no
+/// counterpart. Gemma's `post_attention_layernorm` norms attention's output (llama.cpp:
+/// `post_attention_norm`), where the LLaMA family's is the norm before the MLP (`ffn_norm`).
+pub fn gguf_name(hf: &str, arch: Architecture) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -107,7 +195,10 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let (module, param) = rest.rsplit_once('.')?;
     let short = match module {
         "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" if arch.is_gemma() => "post_attention_norm",
         "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" if arch.is_gemma() => "ffn_norm",
+        "post_feedforward_layernorm" if arch.is_gemma() => "post_ffw_norm",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
         path => Target::ALL.into_iter().find(|t| t.path() == path)?.spec().gguf,
@@ -117,7 +208,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 
 impl Weights for GgufSource<'_> {
     fn tensor(&self, name: &str) -> Result<Option<burn::tensor::TensorData>, WeightError> {
-        let Some(gname) = gguf_name(name) else {
+        let Some(gname) = gguf_name(name, self.arch) else {
             return Ok(None);
         };
         if self.file.tensor_info(&gname).is_none() {
@@ -144,11 +235,18 @@ impl Weights for GgufSource<'_> {
                 })?;
             }
         }
+        // llama.cpp's converter stores Gemma's norm weights with the 1 of `x̂ · (1 + w)` added
+        // (conversion/gemma.py, modify_tensors): take it off, so the weight means what the
+        // Hugging Face checkpoint's does.
+        let offset = self.arch.norm_offset();
+        if offset != 0.0 && name.ends_with("norm.weight") {
+            data.iter_mut().for_each(|v| *v -= offset as f32);
+        }
         Ok(Some(burn::tensor::TensorData::new(data, shape)))
     }
 
     fn describe(&self, name: &str) -> String {
-        gguf_name(name).map_or_else(String::new, |g| format!(" (GGUF tensor `{g}`)"))
+        gguf_name(name, self.arch).map_or_else(String::new, |g| format!(" (GGUF tensor `{g}`)"))
     }
 }
 

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod gguf;
 pub mod gguf_model;
+pub mod gguf_sentencepiece;
 pub mod gguf_write;
 pub mod host;
 pub mod peft;

@@ -17,7 +17,9 @@ pub enum TokenizerError {
     #[error("tokenizer: {0}; the tokenizer.json is corrupt or from an unsupported tokenizers version")]
     Build(String),
     /// A GGUF tokenizer model we do not rebuild.
-    #[error("GGUF tokenizer model `{0}` is not supported; supported: gpt2 (byte-level BPE)")]
+    #[error(
+        "GGUF tokenizer model `{0}` is not supported; supported: gpt2 (byte-level BPE), and llama (sentencepiece) for gemma2 / gemma3"
+    )]
     UnsupportedModel(String),
     /// A GGUF key is missing.
     #[error("GGUF tokenizer metadata: {0}")]
@@ -125,22 +127,17 @@ impl Tokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
         let meta = |e: super::gguf::GgufError| TokenizerError::Metadata(e.to_string());
         let model = file.get_str("tokenizer.ggml.model").map_err(meta)?;
-        if model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel(model.to_string()));
+        let arch = file.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
+        let sentencepiece = model == "llama" && matches!(arch, "gemma" | "gemma2" | "gemma3");
+        if model != "gpt2" && !sentencepiece {
+            return Err(TokenizerError::UnsupportedModel(format!("{model}` for `{arch}")));
         }
         let tokens = file.get_str_array("tokenizer.ggml.tokens").map_err(meta)?;
-        let merges = file.get_str_array("tokenizer.ggml.merges").map_err(meta)?;
         let types: Vec<i128> = file
             .get("tokenizer.ggml.token_type")
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_int()).collect())
             .unwrap_or_default();
-        let pre = file
-            .get("tokenizer.ggml.pre")
-            .and_then(|v| v.as_str())
-            .unwrap_or("default");
-        let json = gguf_tokenizer_json(&tokens, &merges, &types, pre);
-        let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(build_err)?;
         let id = |key: &str| {
             file.get(key)
                 .and_then(|v| v.as_int())
@@ -148,12 +145,25 @@ impl Tokenizer {
                 .filter(|&i| (i as usize) < tokens.len())
         };
         let named = |key: &str| id(key).map(|i| (i, tokens[i as usize].to_string()));
+        let json = if sentencepiece {
+            let unk = named("tokenizer.ggml.unknown_token_id").map_or_else(|| "<unk>".to_string(), |(_, t)| t);
+            super::gguf_sentencepiece::gemma_tokenizer_json(&tokens, &types, &unk)
+        } else {
+            let merges = file.get_str_array("tokenizer.ggml.merges").map_err(meta)?;
+            let pre = file
+                .get("tokenizer.ggml.pre")
+                .and_then(|v| v.as_str())
+                .unwrap_or("default");
+            gguf_tokenizer_json(&tokens, &merges, &types, pre)
+        };
+        let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(build_err)?;
         Ok(Self {
             inner,
+            // A sentencepiece vocabulary that does not say otherwise gets BOS (llama.cpp, transformers).
             add_bos: file
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(|v| v.as_bool())
-                .unwrap_or(false),
+                .unwrap_or(sentencepiece),
             bos_token: named("tokenizer.ggml.bos_token_id"),
             eos_token: named("tokenizer.ggml.eos_token_id"),
             pad_id: id("tokenizer.ggml.padding_token_id"),

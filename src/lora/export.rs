@@ -167,6 +167,14 @@ pub async fn model_tensors(model: &LoraModel, merge: bool) -> Result<BTreeMap<St
             format!("{p}.post_attention_layernorm.weight"),
             host(layer.post_attention_layernorm.weight.val()).await?,
         );
+        for (name, norm) in [
+            ("pre_feedforward_layernorm", &layer.pre_feedforward_layernorm),
+            ("post_feedforward_layernorm", &layer.post_feedforward_layernorm),
+        ] {
+            if let Some(norm) = norm {
+                out.insert(format!("{p}.{name}.weight"), host(norm.weight.val()).await?);
+            }
+        }
         let attn = &layer.self_attn;
         for (name, norm) in [("q_norm", &attn.q_norm), ("k_norm", &attn.k_norm)] {
             if let Some(norm) = norm {

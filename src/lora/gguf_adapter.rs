@@ -18,6 +18,8 @@ pub fn llama_cpp_arch(arch: Architecture) -> &'static str {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
         Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma2 => "gemma2",
+        Architecture::Gemma3 => "gemma3",
     }
 }
 
@@ -33,7 +35,8 @@ pub fn gguf_adapter(adapter: &PeftAdapter, cfg: &ModelConfig, base_name: &str) -
     for (&(layer, target), m) in &adapter.modules {
         let r = m.a.shape[0];
         let key = format!("model.layers.{layer}.{}.weight", target.path());
-        let name = gguf_name(&key).ok_or_else(|| ExportError::Gguf(format!("`{key}` has no GGUF name")))?;
+        let name =
+            gguf_name(&key, cfg.model_type).ok_or_else(|| ExportError::Gguf(format!("`{key}` has no GGUF name")))?;
         let fold = (scale_of((layer, target), r) / (alpha / r as f64)) as f32;
         let mut b = m.b.data.iter().map(|v| v * fold).collect::<Vec<f32>>();
         let heads = match target {

@@ -123,7 +123,7 @@ pub async fn gguf_merged(
     let tensors = model_tensors(model, true).await?;
     let by_gguf: BTreeMap<String, (&String, &HostTensor)> = tensors
         .iter()
-        .filter_map(|(hf, t)| gguf_name(hf).map(|g| (g, (hf, t))))
+        .filter_map(|(hf, t)| gguf_name(hf, cfg.model_type).map(|g| (g, (hf, t))))
         .collect();
     let permute = llama_cpp_permutes_qk(cfg.model_type);
     let mut out = Vec::with_capacity(source.tensors.len());
@@ -154,6 +154,11 @@ pub async fn gguf_merged(
                 let data = permute_rows(&t.data, rows, cols, h)
                     .ok_or_else(|| ExportError::Gguf(format!("{}: rows do not split into {h} heads", info.name)))?;
                 HostTensor::new(data, t.shape.clone())
+            }
+            // Gemma: llama.cpp stores norms with the 1 of `1 + w` added (GgufSource took it off).
+            None if hf.ends_with("norm.weight") && cfg.model_type.norm_offset() != 0.0 => {
+                let offset = cfg.model_type.norm_offset() as f32;
+                HostTensor::new(t.data.iter().map(|v| v + offset).collect(), t.shape.clone())
             }
             None => t.clone(),
         };

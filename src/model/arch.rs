@@ -171,7 +171,9 @@ pub struct ArchSpec {
     pub sites: &'static [SiteSpec],
 }
 
-/// llama, mistral and qwen2 share one block layout.
+/// Every architecture we run shares one block layout of adaptable layers: llama, mistral,
+/// qwen2/3, and Gemma 2/3 (whose extra norms are not adaptable; its GeGLU product is the
+/// `mlp_hidden` site, the input of `down_proj`).
 pub const LLAMA_FAMILY: ArchSpec = ArchSpec {
     targets: &TARGETS,
     sites: &SITES,
@@ -181,7 +183,12 @@ impl Architecture {
     /// The targets and sites of this architecture.
     pub fn spec(self) -> &'static ArchSpec {
         match self {
-            Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3 => &LLAMA_FAMILY,
+            Architecture::Llama
+            | Architecture::Mistral
+            | Architecture::Qwen2
+            | Architecture::Qwen3
+            | Architecture::Gemma2
+            | Architecture::Gemma3 => &LLAMA_FAMILY,
         }
     }
 }

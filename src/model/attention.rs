@@ -33,6 +33,10 @@ pub struct Attention<L: Projection> {
     pub q_norm: Option<RmsNorm>,
     /// Qwen3's RMSNorm over each key head (`k_norm`).
     pub k_norm: Option<RmsNorm>,
+    /// Scores are `q·kᵀ · scaling`: `head_dim^-½`, or `query_pre_attn_scalar^-½` (Gemma).
+    pub scaling: f64,
+    /// Gemma 2's soft-cap `c` on the scores: `tanh(s / c) · c`, before the mask.
+    pub softcap: Option<f64>,
 }
 
 /// Keys and values of earlier positions, per layer, for incremental decoding.
@@ -52,12 +56,19 @@ pub struct AttentionContext<'a> {
     pub mask: &'a Tensor<2>,
 }
 
-/// A per-head RMSNorm (`self_attn.q_norm` / `k_norm`) where the architecture has one (Qwen3).
+/// A per-head RMSNorm (`self_attn.q_norm` / `k_norm`) where the architecture has one (Qwen3,
+/// Gemma 3: with Gemma's `1 + w`).
 fn head_norm(vb: &VarBuilder, name: &str, cfg: &ModelConfig) -> Result<Option<RmsNorm>, WeightError> {
     if !cfg.model_type.has_qk_norm() {
         return Ok(None);
     }
-    Ok(Some(RmsNorm::load(&vb.pp(name), cfg.head_dim, cfg.rms_norm_eps)?))
+    let offset = cfg.model_type.norm_offset();
+    Ok(Some(RmsNorm::load_with_offset(
+        &vb.pp(name),
+        cfg.head_dim,
+        cfg.rms_norm_eps,
+        offset,
+    )?))
 }
 
 impl Attention<Linear> {
@@ -82,6 +93,8 @@ impl Attention<Linear> {
             head_dim: hd,
             q_norm: head_norm(vb, "q_norm", cfg)?,
             k_norm: head_norm(vb, "k_norm", cfg)?,
+            scaling: cfg.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5),
+            softcap: cfg.attn_logit_softcapping,
         })
     }
 }
@@ -131,7 +144,10 @@ impl<L: Projection> Attention<L> {
             }
         };
         let (k, v) = (repeat(k), repeat(v));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scaling);
+        if let Some(c) = self.softcap {
+            scores = scores.div_scalar(c).tanh().mul_scalar(c);
+        }
         let probs = softmax(scores + ctx.mask.clone().unsqueeze::<4>(), 3);
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd]);
         observer.observe(layer, Site::AttnOutput, &context);

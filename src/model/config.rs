@@ -1,5 +1,6 @@
 //! The model configuration: a serde mirror of Hugging Face's `config.json` for the LLaMA family
-//! (llama, mistral, qwen2), plus the derived quantities the modules need.
+//! (llama, mistral, qwen2, qwen3) and Gemma 2 / Gemma 3 (text), plus the derived quantities the
+//! modules need.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +16,38 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3 (`Qwen3ForCausalLM`): Llama with an RMSNorm over each query and key head.
     Qwen3,
+    /// Gemma 2 (`Gemma2ForCausalLM`): scaled embeddings, `(1 + w)` norms around attention and
+    /// MLP, GeGLU, alternating sliding-window and global layers, soft-capped scores and logits.
+    Gemma2,
+    /// Gemma 3 text (`Gemma3ForCausalLM`, `gemma3_text`): Gemma 2 without soft-capping, with
+    /// per-head q/k norms and a separate RoPE base for its sliding-window layers.
+    #[serde(rename = "gemma3_text")]
+    Gemma3,
 }
 
 /// The `model_type` strings we accept, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma2, gemma3 (text)";
+
+/// The MLP's gate activation (`hidden_act` / `hidden_activation` in config.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// `silu` (SwiGLU): the LLaMA family.
+    #[serde(rename = "silu")]
+    Silu,
+    /// `gelu_pytorch_tanh` (GeGLU with the tanh approximation of GELU): Gemma.
+    #[serde(rename = "gelu_pytorch_tanh")]
+    GeluTanh,
+}
+
+/// Whether a layer attends globally or within the sliding window (config.json `layer_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerType {
+    /// `full_attention`: every earlier position.
+    FullAttention,
+    /// `sliding_attention`: the last `sliding_window` positions, with the local RoPE base.
+    SlidingAttention,
+}
 
 impl Architecture {
     /// Parses a `model_type` (config.json) or `general.architecture` (GGUF) value.
@@ -28,6 +57,10 @@ impl Architecture {
             "mistral" | "MistralForCausalLM" => Ok(Self::Mistral),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Self::Qwen2),
             "qwen3" | "Qwen3ForCausalLM" => Ok(Self::Qwen3),
+            "gemma2" | "Gemma2ForCausalLM" => Ok(Self::Gemma2),
+            // GGUF calls it `gemma3`; Gemma3ForConditionalGeneration (`gemma3`, with vision) nests its
+            // text config under `text_config`, which we do not read, so only the text model is accepted.
+            "gemma3_text" | "Gemma3ForCausalLM" | "gemma3" => Ok(Self::Gemma3),
             other => Err(ConfigError::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -39,6 +72,8 @@ impl Architecture {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Gemma2 => "gemma2",
+            Self::Gemma3 => "gemma3_text",
         }
     }
 
@@ -49,12 +84,27 @@ impl Architecture {
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Gemma2 => "Gemma2ForCausalLM",
+            Self::Gemma3 => "Gemma3ForCausalLM",
         }
     }
 
     /// Whether attention normalises each query and key head (`q_norm`, `k_norm`).
     pub fn has_qk_norm(self) -> bool {
-        self == Self::Qwen3
+        matches!(self, Self::Qwen3 | Self::Gemma3)
+    }
+
+    /// Whether this is a Gemma: RMSNorm scales by `1 + w`, embeddings are multiplied by
+    /// `√hidden`, and each block norms the outputs of attention and MLP too
+    /// (`post_attention_layernorm` on attention's output, `pre_feedforward_layernorm` before the
+    /// MLP, `post_feedforward_layernorm` after it).
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Self::Gemma2 | Self::Gemma3)
+    }
+
+    /// What RMSNorm adds to its weight: 1 for Gemma (`x̂ · (1 + w)`), else 0 (`x̂ · w`).
+    pub fn norm_offset(self) -> f64 {
+        if self.is_gemma() { 1.0 } else { 0.0 }
     }
 }
 
@@ -130,8 +180,29 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     /// Context length.
     pub max_position_embeddings: usize,
-    /// Sliding-window attention width, if any (mistral).
+    /// Sliding-window attention width, if any (mistral: every layer; Gemma: the layers whose
+    /// `layer_types` entry is `sliding_attention`).
     pub sliding_window: Option<usize>,
+    /// The MLP's gate activation.
+    #[serde(default = "default_activation")]
+    pub hidden_act: Activation,
+    /// Per-layer attention kind, one per layer (all `full_attention` unless the architecture
+    /// interleaves sliding-window layers; mistral's window applies to every layer regardless).
+    #[serde(default)]
+    pub layer_types: Vec<LayerType>,
+    /// RoPE base of the sliding-window layers where it differs from `rope_theta` (Gemma 3's
+    /// `rope_local_base_freq`; no scaling applies to it).
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-½` (Gemma) instead of `head_dim^-½`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2's attention soft-cap `c`: scores become `tanh(s / c) · c`.
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 2's final soft-cap `c`: logits become `tanh(z / c) · c`.
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
     /// Beginning-of-sequence token id.
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token ids (config.json allows one or a list).
@@ -163,6 +234,87 @@ struct RawConfig {
     use_sliding_window: Option<bool>,
     bos_token_id: Option<u32>,
     eos_token_id: Option<OneOrMany>,
+    hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act`.
+    hidden_activation: Option<String>,
+    layer_types: Option<Vec<LayerType>>,
+    sliding_window_pattern: Option<usize>,
+    rope_local_base_freq: Option<f64>,
+    query_pre_attn_scalar: Option<f64>,
+    /// Missing (`None`: Gemma 2's default applies) differs from `null` (`Some(None)`: no cap).
+    #[serde(default, deserialize_with = "present")]
+    attn_logit_softcapping: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    final_logit_softcapping: Option<Option<f64>>,
+}
+
+/// Deserialises a field that is present (possibly `null`) as `Some(value)`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+/// Gemma 2 / 3 defaults where config.json leaves a field out (transformers' `Gemma2Config`,
+/// `Gemma3TextConfig`): the sliding-window pattern (every `n`-th layer global), window, RoPE bases,
+/// query scalar and soft-caps.
+struct GemmaDefaults {
+    pattern: usize,
+    sliding_window: usize,
+    rope_theta: f64,
+    rope_local_base_freq: Option<f64>,
+    query_pre_attn_scalar: f64,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
+}
+
+fn gemma_defaults(arch: Architecture) -> GemmaDefaults {
+    match arch {
+        Architecture::Gemma3 => GemmaDefaults {
+            pattern: 6,
+            sliding_window: 4096,
+            rope_theta: 1_000_000.0,
+            rope_local_base_freq: Some(10_000.0),
+            query_pre_attn_scalar: 256.0,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+        },
+        _ => GemmaDefaults {
+            pattern: 2,
+            sliding_window: 4096,
+            rope_theta: 10_000.0,
+            rope_local_base_freq: None,
+            query_pre_attn_scalar: 256.0,
+            attn_logit_softcapping: Some(50.0),
+            final_logit_softcapping: Some(30.0),
+        },
+    }
+}
+
+/// Gemma's layer kinds for `n` layers: every `pattern`-th layer global, the others sliding
+/// (transformers: `sliding_attention if (i + 1) % pattern else full_attention`).
+pub fn gemma_layer_types(n: usize, pattern: usize) -> Vec<LayerType> {
+    (0..n)
+        .map(|i| {
+            if pattern > 0 && (i + 1) % pattern == 0 {
+                LayerType::FullAttention
+            } else {
+                LayerType::SlidingAttention
+            }
+        })
+        .collect()
+}
+
+fn parse_activation(name: &str) -> Result<Activation, ConfigError> {
+    match name {
+        "silu" | "swish" => Ok(Activation::Silu),
+        "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+        other => Err(ConfigError::Invalid(format!(
+            "hidden activation `{other}` is not supported; supported: silu, gelu_pytorch_tanh"
+        ))),
+    }
+}
+
+fn default_activation() -> Activation {
+    Activation::Silu
 }
 
 #[derive(Deserialize)]
@@ -182,20 +334,52 @@ impl ModelConfig {
             .or_else(|| raw.architectures.first().cloned())
             .ok_or_else(|| ConfigError::Invalid("config.json has neither `model_type` nor `architectures`".into()))?;
         let model_type = Architecture::parse(&arch_name)?;
-        let rope_params = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+        let gemma = model_type.is_gemma().then(|| gemma_defaults(model_type));
+        // transformers ≥ 5 writes Gemma 3's `rope_parameters` per layer kind.
+        let per_kind = raw
+            .rope_parameters
+            .as_ref()
+            .filter(|p| p.get("full_attention").is_some());
+        let rope_params = match per_kind {
+            Some(p) => p.get("full_attention"),
+            None => raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref()),
+        };
         let rope_theta = raw
             .rope_theta
             .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
-            .unwrap_or(10_000.0);
+            .unwrap_or(gemma.as_ref().map_or(10_000.0, |g| g.rope_theta));
         let rope_scaling = match rope_params {
             Some(p) => parse_rope_scaling(p)?,
             None => RopeScaling::Default,
         };
+        let local_theta = per_kind
+            .and_then(|p| p.get("sliding_attention"))
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|v| v.as_f64());
         let sliding_window = match model_type {
             Architecture::Qwen2 | Architecture::Qwen3 if raw.use_sliding_window != Some(true) => None,
             Architecture::Llama => None,
+            Architecture::Gemma2 | Architecture::Gemma3 => Some(
+                raw.sliding_window
+                    .unwrap_or(gemma.as_ref().map_or(4096, |g| g.sliding_window)),
+            ),
             _ => raw.sliding_window,
         };
+        let n = raw.num_hidden_layers;
+        let layer_types = match (&gemma, raw.layer_types) {
+            (Some(_), Some(types)) => types,
+            (Some(g), None) => gemma_layer_types(n, raw.sliding_window_pattern.unwrap_or(g.pattern)),
+            // Mistral's (and Qwen's, when enabled) window applies to every layer.
+            (None, _) if sliding_window.is_some() => vec![LayerType::SlidingAttention; n],
+            (None, _) => vec![LayerType::FullAttention; n],
+        };
+        let act_name = raw.hidden_activation.or(raw.hidden_act);
+        let hidden_act = match (act_name, &gemma) {
+            (Some(name), _) => parse_activation(&name)?,
+            (None, Some(_)) => Activation::GeluTanh,
+            (None, None) => Activation::Silu,
+        };
+        let cap = |v: Option<Option<f64>>, default: Option<f64>| v.unwrap_or(default);
         let cfg = ModelConfig {
             model_type,
             hidden_size: raw.hidden_size,
@@ -208,10 +392,26 @@ impl ModelConfig {
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            // Gemma ties the output layer to the embeddings unless config.json says otherwise.
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(gemma.is_some()),
             attention_bias: raw.attention_bias.unwrap_or(model_type == Architecture::Qwen2),
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
             sliding_window,
+            hidden_act,
+            layer_types,
+            rope_local_base_freq: gemma
+                .as_ref()
+                .and_then(|g| local_theta.or(raw.rope_local_base_freq).or(g.rope_local_base_freq))
+                .filter(|_| model_type == Architecture::Gemma3),
+            query_pre_attn_scalar: gemma
+                .as_ref()
+                .map(|g| raw.query_pre_attn_scalar.unwrap_or(g.query_pre_attn_scalar)),
+            attn_logit_softcapping: gemma
+                .as_ref()
+                .and_then(|g| cap(raw.attn_logit_softcapping, g.attn_logit_softcapping)),
+            final_logit_softcapping: gemma
+                .as_ref()
+                .and_then(|g| cap(raw.final_logit_softcapping, g.final_logit_softcapping)),
             bos_token_id: raw.bos_token_id,
             eos_token_id: match raw.eos_token_id {
                 Some(OneOrMany::One(id)) => vec![id],
@@ -243,6 +443,25 @@ impl ModelConfig {
                 self.num_attention_heads, self.num_key_value_heads
             )));
         }
+        if self.layer_types.len() != self.num_hidden_layers {
+            return Err(ConfigError::Invalid(format!(
+                "`layer_types` has {} entries for {} layers",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            )));
+        }
+        let positive_or_none = [
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+            ("rope_local_base_freq", self.rope_local_base_freq),
+        ];
+        if let Some((name, Some(v))) = positive_or_none
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| v.is_nan() || v <= 0.0))
+        {
+            return Err(ConfigError::Invalid(format!("`{name}` must be positive, got {v}")));
+        }
         if !self.head_dim.is_multiple_of(2) {
             return Err(ConfigError::Invalid(format!(
                 "head_dim ({}) must be even for rotary embeddings",
@@ -268,10 +487,27 @@ impl ModelConfig {
             "rope_theta": self.rope_theta,
             "tie_word_embeddings": self.tie_word_embeddings,
             "max_position_embeddings": self.max_position_embeddings,
-            "hidden_act": "silu",
             "torch_dtype": "float32",
         });
         let map = v.as_object_mut().expect("invariant: json! object");
+        let act = serde_json::to_value(self.hidden_act).expect("invariant: plain data");
+        if self.model_type.is_gemma() {
+            // Gemma's configs default the soft-caps to 50 / 30: write `null` where there is none.
+            map.insert("hidden_activation".into(), act);
+            map.insert("attention_bias".into(), self.attention_bias.into());
+            map.insert(
+                "layer_types".into(),
+                serde_json::to_value(&self.layer_types).expect("invariant: plain data"),
+            );
+            map.insert("query_pre_attn_scalar".into(), self.query_pre_attn_scalar.into());
+            map.insert("attn_logit_softcapping".into(), self.attn_logit_softcapping.into());
+            map.insert("final_logit_softcapping".into(), self.final_logit_softcapping.into());
+            if let Some(local) = self.rope_local_base_freq {
+                map.insert("rope_local_base_freq".into(), local.into());
+            }
+        } else {
+            map.insert("hidden_act".into(), act);
+        }
         if self.model_type == Architecture::Llama {
             map.insert("attention_bias".into(), self.attention_bias.into());
         }
@@ -306,7 +542,8 @@ impl ModelConfig {
         let kv = self.num_key_value_heads * hd;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
         let qk_norm = if self.model_type.has_qk_norm() { 2 * hd } else { 0 };
-        let block = h * q + 2 * h * kv + q * h + bias + qk_norm + 3 * h * i + 2 * h;
+        let norms = if self.model_type.is_gemma() { 4 * h } else { 2 * h };
+        let block = h * q + 2 * h * kv + q * h + bias + qk_norm + 3 * h * i + norms;
         let embed = self.vocab_size * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
         embed + head + h + self.num_hidden_layers * block

@@ -1,6 +1,8 @@
-//! The LLaMA-family decoder (llama, mistral, qwen2): module tree named after the Hugging Face
-//! checkpoint keys (`model.layers.{i}.self_attn.q_proj.weight`, ...), so loading needs no
-//! remapping.
+//! The decoder of every architecture we run (llama, mistral, qwen2, qwen3, gemma2, gemma3): module
+//! tree named after the Hugging Face checkpoint keys (`model.layers.{i}.self_attn.q_proj.weight`,
+//! ...), so loading needs no remapping. The architectures differ only in the pieces the config
+//! switches on: biases, per-head norms, Gemma's norms around attention and MLP, the activation,
+//! per-layer sliding windows and RoPE bases, soft-caps.
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -8,6 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::ModelConfig;
 use super::arch::Site;
 use super::attention::{Attention, AttentionContext, LayerCache};
+use super::config::LayerType;
 use super::linear::{Linear, Projection};
 use super::mlp::Mlp;
 use super::norm::{Embedding, RmsNorm};
@@ -15,7 +18,11 @@ use super::observe::{ActivationObserver, NoObserver};
 use super::rope::RotaryEmbedding;
 use super::weights::{VarBuilder, WeightError};
 
-/// One block: pre-norm attention and pre-norm MLP, each with a residual connection.
+/// One block: pre-norm attention and pre-norm MLP, each with a residual connection. Gemma also
+/// norms each sub-layer's output before adding it back (a "sandwich"):
+///
+/// - LLaMA: `h = x + attn(in_norm(x)); y = h + mlp(post_attn_norm(h))`
+/// - Gemma: `h = x + post_attn_norm(attn(in_norm(x))); y = h + post_ff_norm(mlp(pre_ff_norm(h)))`
 #[derive(Module, Debug)]
 pub struct DecoderLayer<L: Projection> {
     /// Attention.
@@ -24,21 +31,26 @@ pub struct DecoderLayer<L: Projection> {
     pub mlp: Mlp<L>,
     /// Norm before attention.
     pub input_layernorm: RmsNorm,
-    /// Norm before the MLP.
+    /// LLaMA: the norm before the MLP. Gemma: the norm of attention's output.
     pub post_attention_layernorm: RmsNorm,
+    /// Gemma's norm before the MLP.
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    /// Gemma's norm of the MLP's output.
+    pub post_feedforward_layernorm: Option<RmsNorm>,
 }
 
 impl DecoderLayer<Linear> {
     fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self, WeightError> {
+        let offset = cfg.model_type.norm_offset();
+        let norm = |name: &str| RmsNorm::load_with_offset(&vb.pp(name), cfg.hidden_size, cfg.rms_norm_eps, offset);
+        let gemma_norm = |name: &str| cfg.model_type.is_gemma().then(|| norm(name)).transpose();
         Ok(Self {
             self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
-            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size)?,
-            input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
-            post_attention_layernorm: RmsNorm::load(
-                &vb.pp("post_attention_layernorm"),
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-            )?,
+            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)?,
+            input_layernorm: norm("input_layernorm")?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            pre_feedforward_layernorm: gemma_norm("pre_feedforward_layernorm")?,
+            post_feedforward_layernorm: gemma_norm("post_feedforward_layernorm")?,
         })
     }
 }
@@ -54,9 +66,19 @@ impl<L: Projection> DecoderLayer<L> {
     ) -> Tensor<3> {
         let normed = self.input_layernorm.forward(x.clone());
         observer.observe(layer, Site::AttnInput, &normed);
-        let h = x + self.self_attn.forward(normed, ctx, cache, layer, observer);
-        let normed = self.post_attention_layernorm.forward(h.clone());
-        h + self.mlp.forward(normed, layer, observer)
+        let attn = self.self_attn.forward(normed, ctx, cache, layer, observer);
+        match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre_ff), Some(post_ff)) => {
+                let h = x + self.post_attention_layernorm.forward(attn);
+                let out = self.mlp.forward(pre_ff.forward(h.clone()), layer, observer);
+                h + post_ff.forward(out)
+            }
+            _ => {
+                let h = x + attn;
+                let normed = self.post_attention_layernorm.forward(h.clone());
+                h + self.mlp.forward(normed, layer, observer)
+            }
+        }
     }
 }
 
@@ -72,9 +94,18 @@ pub struct LlamaModel<L: Projection> {
     /// Rotary frequencies (not a parameter).
     #[module(skip)]
     pub rope: RotaryEmbedding,
-    /// Sliding attention window (mistral), if any.
+    /// Rotary frequencies of the sliding-window layers where they differ (Gemma 3).
+    #[module(skip)]
+    pub rope_local: Option<RotaryEmbedding>,
+    /// Sliding attention window (mistral, Gemma), if any.
     #[module(skip)]
     pub sliding_window: Option<usize>,
+    /// Which layers attend within the window (one entry per layer).
+    #[module(skip)]
+    pub layer_types: Vec<LayerType>,
+    /// Gemma 2's soft-cap on the logits: `tanh(z / c) · c`.
+    #[module(skip)]
+    pub final_logit_softcapping: Option<f64>,
 }
 
 /// Per-layer key/value cache for incremental decoding.
@@ -151,12 +182,27 @@ impl<'a> ModelBuilder<'a> {
     pub fn finish(mut self) -> Result<LlamaForCausalLM, WeightError> {
         while self.next_layer()? {}
         let (cfg, m) = (self.cfg, self.vb.pp("model"));
+        let mut embed_tokens = Embedding::load(&m.pp("embed_tokens"), cfg.vocab_size, cfg.hidden_size)?;
+        if cfg.model_type.is_gemma() {
+            // Gemma multiplies the embeddings (not the tied output layer) by √hidden.
+            embed_tokens.scale = Embedding::gemma_scale(cfg.hidden_size);
+        }
         let model = LlamaModel {
-            embed_tokens: Embedding::load(&m.pp("embed_tokens"), cfg.vocab_size, cfg.hidden_size)?,
+            embed_tokens,
             layers: self.layers,
-            norm: RmsNorm::load(&m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            norm: RmsNorm::load_with_offset(
+                &m.pp("norm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                cfg.model_type.norm_offset(),
+            )?,
             rope: RotaryEmbedding::new(cfg, self.rope_freq_factors),
+            rope_local: cfg
+                .rope_local_base_freq
+                .map(|theta| RotaryEmbedding::plain(theta, cfg.head_dim)),
             sliding_window: cfg.sliding_window,
+            layer_types: cfg.layer_types.clone(),
+            final_logit_softcapping: cfg.final_logit_softcapping,
         };
         // With tied embeddings (SmolLM2, Llama 3.2) the output layer reuses `embed_tokens`; it is
         // loaded a second time as a linear layer, i.e. transposed, for a fast output matmul.
@@ -205,23 +251,41 @@ impl<L: Projection> LlamaForCausalLM<L> {
         let device = ids.device();
         let [_, t] = ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let (cos, sin) = self.model.rope.tables(past, t, &device);
-        let mask = causal_mask(past, t, self.model.sliding_window, &device);
-        let ctx = AttentionContext {
+        let m = &self.model;
+        let kind = |i: usize| m.layer_types.get(i).copied().unwrap_or(LayerType::FullAttention);
+        let has = |k: LayerType| (0..m.layers.len()).any(|i| kind(i) == k);
+        // One table per kind of layer present: global layers see every earlier key with the main
+        // RoPE base; sliding ones the last `sliding_window` keys, with the local base if any.
+        let (cos, sin) = m.rope.tables(past, t, &device);
+        let full_mask = has(LayerType::FullAttention).then(|| causal_mask(past, t, None, &device));
+        let full = full_mask.as_ref().map(|mask| AttentionContext {
             cos: &cos,
             sin: &sin,
-            mask: &mask,
-        };
+            mask,
+        });
+        let local_tables = m.rope_local.as_ref().map(|r| r.tables(past, t, &device));
+        let (lcos, lsin) = local_tables.as_ref().map_or((&cos, &sin), |(c, s)| (c, s));
+        let sliding_mask = has(LayerType::SlidingAttention).then(|| causal_mask(past, t, m.sliding_window, &device));
+        let sliding = sliding_mask.as_ref().map(|mask| AttentionContext {
+            cos: lcos,
+            sin: lsin,
+            mask,
+        });
         if let Some(c) = cache.as_deref_mut() {
-            c.layers.resize_with(self.model.layers.len(), LayerCache::default);
+            c.layers.resize_with(m.layers.len(), LayerCache::default);
             c.len += t;
         }
-        let mut x = self.model.embed_tokens.forward(ids);
-        for (i, layer) in self.model.layers.iter().enumerate() {
+        let mut x = m.embed_tokens.forward(ids);
+        for (i, layer) in m.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &ctx, layer_cache, i, observer);
+            let ctx = match kind(i) {
+                LayerType::FullAttention => full.as_ref(),
+                LayerType::SlidingAttention => sliding.as_ref(),
+            }
+            .expect("invariant: a context exists for every layer kind present");
+            x = layer.forward(x, ctx, layer_cache, i, observer);
         }
-        self.model.norm.forward(x)
+        m.norm.forward(x)
     }
 
     /// Projects hidden states to vocabulary logits.
@@ -229,12 +293,16 @@ impl<L: Projection> LlamaForCausalLM<L> {
     /// # Shapes
     /// - hidden: `[B, T, H]` → `[B, T, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match (&self.lm_head, &self.tied_head) {
+        let logits = match (&self.lm_head, &self.tied_head) {
             (Some(head), _) => Projection::forward(head, hidden),
             (None, Some(tied)) => burn::tensor::module::linear(hidden, tied.clone(), None),
             (None, None) => {
                 burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None)
             }
+        };
+        match self.model.final_logit_softcapping {
+            Some(c) => logits.div_scalar(c).tanh().mul_scalar(c),
+            None => logits,
         }
     }
 

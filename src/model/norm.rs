@@ -6,21 +6,31 @@ use burn::tensor::{Int, Tensor};
 use super::linear::frozen;
 use super::weights::{VarBuilder, WeightError};
 
-/// `y = x / sqrt(mean(x²) + eps) · weight` over the last axis (computed in f32, as transformers does).
+/// `y = x / sqrt(mean(x²) + eps) · (offset + weight)` over the last axis (computed in f32, as
+/// transformers does). `offset` is 0 for the LLaMA family and 1 for Gemma, whose checkpoints store
+/// the scale minus one (`Gemma2RMSNorm`: `output * (1.0 + self.weight.float())`).
 #[derive(Module, Debug)]
 pub struct RmsNorm {
-    /// Scale, `[hidden]`.
+    /// Scale, `[hidden]` (as the checkpoint stores it: without the offset).
     pub weight: Param<Tensor<1>>,
     /// Epsilon inside the square root.
     pub eps: f64,
+    /// Added to `weight` before scaling: 0, or 1 for Gemma.
+    pub offset: f64,
 }
 
 impl RmsNorm {
-    /// Loads `<prefix>.weight` of shape `[dim]`.
+    /// Loads `<prefix>.weight` of shape `[dim]` (scale = weight).
     pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Self, WeightError> {
+        Self::load_with_offset(vb, dim, eps, 0.0)
+    }
+
+    /// Loads `<prefix>.weight` of shape `[dim]`; the scale is `offset + weight`.
+    pub fn load_with_offset(vb: &VarBuilder, dim: usize, eps: f64, offset: f64) -> Result<Self, WeightError> {
         Ok(Self {
             weight: frozen(vb.get("weight", [dim])?),
             eps,
+            offset,
         })
     }
 
@@ -32,28 +42,43 @@ impl RmsNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let variance = x.clone().square().mean_dim(D - 1);
         let normed = x * variance.add_scalar(self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze::<D>()
+        let scale = if self.offset == 0.0 {
+            self.weight.val()
+        } else {
+            self.weight.val().add_scalar(self.offset)
+        };
+        normed * scale.unsqueeze::<D>()
     }
 }
 
-/// Token embedding table.
+/// Token embedding table, its rows multiplied by `scale` on lookup (1, or `√hidden` for Gemma).
 #[derive(Module, Debug)]
 pub struct Embedding {
     /// `[vocab, hidden]`.
     pub weight: Param<Tensor<2>>,
+    /// Multiplies the looked-up rows (not the table, which the tied output layer shares).
+    pub scale: f64,
 }
 
 impl Embedding {
-    /// Loads `<prefix>.weight` of shape `[vocab, hidden]`.
+    /// Loads `<prefix>.weight` of shape `[vocab, hidden]`, unscaled.
     pub fn load(vb: &VarBuilder, vocab: usize, hidden: usize) -> Result<Self, WeightError> {
         Ok(Self {
             weight: frozen(vb.get("weight", [vocab, hidden])?),
+            scale: 1.0,
         })
+    }
+
+    /// Gemma's scale `√hidden`, rounded to f32 as transformers rounds it
+    /// (`torch.tensor(hidden ** 0.5, dtype=float32)`).
+    pub fn gemma_scale(hidden: usize) -> f64 {
+        f64::from((hidden as f64).sqrt() as f32)
     }
 
     /// # Shapes
     /// - ids: `[B, T]` → `[B, T, H]`
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        burn::tensor::module::embedding(self.weight.val(), ids)
+        let x = burn::tensor::module::embedding(self.weight.val(), ids);
+        if self.scale == 1.0 { x } else { x.mul_scalar(self.scale) }
     }
 }

@@ -18,12 +18,7 @@ pub struct RotaryEmbedding {
 impl RotaryEmbedding {
     /// Frequencies for `cfg`; `freq_factors` (GGUF's `rope_freqs.weight`) divide them when given.
     pub fn new(cfg: &ModelConfig, freq_factors: Option<&[f32]>) -> Self {
-        let d = cfg.head_dim;
-        let theta = cfg.rope_theta as f32;
-        let mut inv_freq: Vec<f32> = (0..d)
-            .step_by(2)
-            .map(|i| 1.0 / theta.powf(i as f32 / d as f32))
-            .collect();
+        let mut inv_freq = Self::plain(cfg.rope_theta, cfg.head_dim).inv_freq;
         match cfg.rope_scaling {
             RopeScaling::Default => {}
             RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor as f32),
@@ -57,6 +52,16 @@ impl RotaryEmbedding {
                 *f /= *s;
             }
         }
+        Self { inv_freq }
+    }
+
+    /// Plain RoPE with base `theta` (no scaling): Gemma 3's sliding-window layers.
+    pub fn plain(theta: f64, head_dim: usize) -> Self {
+        let theta = theta as f32;
+        let inv_freq = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
+            .collect();
         Self { inv_freq }
     }
 

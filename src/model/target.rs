@@ -54,7 +54,10 @@ impl<L: Projection> LlamaForCausalLM<L> {
             layers,
             norm,
             rope,
+            rope_local,
             sliding_window,
+            layer_types,
+            final_logit_softcapping,
         } = model;
         let layers = layers
             .into_iter()
@@ -65,6 +68,8 @@ impl<L: Projection> LlamaForCausalLM<L> {
                     mlp,
                     input_layernorm,
                     post_attention_layernorm,
+                    pre_feedforward_layernorm,
+                    post_feedforward_layernorm,
                 } = block;
                 DecoderLayer {
                     self_attn: Attention {
@@ -77,14 +82,19 @@ impl<L: Projection> LlamaForCausalLM<L> {
                         head_dim: self_attn.head_dim,
                         q_norm: self_attn.q_norm,
                         k_norm: self_attn.k_norm,
+                        scaling: self_attn.scaling,
+                        softcap: self_attn.softcap,
                     },
                     mlp: Mlp {
                         gate_proj: f(i, Target::Gate, mlp.gate_proj),
                         up_proj: f(i, Target::Up, mlp.up_proj),
                         down_proj: f(i, Target::Down, mlp.down_proj),
+                        act: mlp.act,
                     },
                     input_layernorm,
                     post_attention_layernorm,
+                    pre_feedforward_layernorm,
+                    post_feedforward_layernorm,
                 }
             })
             .collect();
@@ -94,7 +104,10 @@ impl<L: Projection> LlamaForCausalLM<L> {
                 layers,
                 norm,
                 rope,
+                rope_local,
                 sliding_window,
+                layer_types,
+                final_logit_softcapping,
             },
             lm_head,
             tied_head,

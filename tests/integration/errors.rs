@@ -61,15 +61,18 @@ fn unsupported_gguf_quantisation_is_named_with_the_supported_list() {
 fn unsupported_architecture_is_named_with_the_supported_list() {
     let bytes = write_gguf(
         &[
-            ("general.architecture", Val::Str("gemma3".into())),
-            ("gemma3.block_count", Val::U32(1)),
+            ("general.architecture", Val::Str("phi3".into())),
+            ("phi3.block_count", Val::U32(1)),
         ],
         &[],
     );
     let mut files = ModelFiles::new();
     files.insert("m.gguf", bytes);
     let err = load_err(&files);
-    assert!(err.contains("gemma3") && err.contains("llama, mistral, qwen2"), "{err}");
+    assert!(
+        err.contains("phi3") && err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3"),
+        "{err}"
+    );
 
     let mut files = hf_files("tiny/llama");
     let cfg = std::fs::read_to_string(fixture("tiny/llama/config.json"))

@@ -32,7 +32,11 @@ fn check(dir: &str, permuted: bool) {
     let alpha = gguf.get("adapter.lora.alpha").and_then(|v| v.as_f64()).unwrap();
     assert_eq!(gguf.tensors.len(), 2 * peft.modules.len());
     for (&(layer, target), module) in &peft.modules {
-        let name = gguf_name(&format!("model.layers.{layer}.{}.weight", target.path())).unwrap();
+        let name = gguf_name(
+            &format!("model.layers.{layer}.{}.weight", target.path()),
+            m.config.model_type,
+        )
+        .unwrap();
         let (a, a_shape) = gguf.tensor_f32(&format!("{name}.lora_a")).unwrap();
         let (b, b_shape) = gguf.tensor_f32(&format!("{name}.lora_b")).unwrap();
         assert_eq!(

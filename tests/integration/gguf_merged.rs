@@ -102,7 +102,7 @@ fn a_merged_q4_k_m_gguf_follows_llama_cpp_s_mix_within_quantisation_error() {
     // Each merged matrix against the trained model's own merged weights, in f32.
     let exact = pollster::block_on(lora_null::lora::export::model_tensors(&m.model, true)).unwrap();
     for (hf, want) in &exact {
-        let name = lora_null::io::gguf_model::gguf_name(hf).unwrap();
+        let name = lora_null::io::gguf_model::gguf_name(hf, m.config.model_type).unwrap();
         if want.shape.len() < 2 || name.contains("attn_q") || name.contains("attn_k") {
             continue; // 1-D tensors stay f32; q/k rows are stored permuted (checked by the logits test).
         }
