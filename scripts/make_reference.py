@@ -9,7 +9,7 @@ How to run (from the repository root):
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf |
                                                                                # init | train | peft | quants | qwen3 |
-                                                                               # kquant | smollm2-kquant | quantize
+                                                                               # gemma | kquant | smollm2-kquant | quantize
 
 (`--only gguf`, `init`, `train` and `peft` read the tiny `llama` model written by `--only tiny`.)
 
@@ -41,6 +41,15 @@ Outputs
                                              reference.json (+ chat renderings)
   tests/fixtures/tiny/qwen3-gguf/            qwen3-{f32,f16}.gguf by llama.cpp's convert_hf_to_gguf.py (from the
                                              llama-cpp-python sdist) + reference.json / reference_f16.json
+  tests/fixtures/tiny/{gemma2,gemma3}/       --only gemma: tiny random Gemma 2 (2 layers: sliding, global; soft-caps 4 / 5)
+                                             and Gemma 3 text (6 layers: 5 sliding, 1 global; q/k norms, local RoPE base
+                                             1e4, global 1e6 with linear scaling 8), sliding window 4, tied embeddings,
+                                             a tiny Gemma-style sentencepiece BPE tokenizer.json (vocab 512, byte
+                                             fallback): config.json, model.safetensors, tokenizer*.json, reference.json
+                                             (+ "tokenizer": ids of sample texts)
+  tests/fixtures/tiny/{gemma2,gemma3}-gguf/  {arch}-{f32,f16}.gguf by llama.cpp's convert_hf_to_gguf.py (norms stored
+                                             +1, tokenizer.ggml.model "llama") + reference.json / reference_f16.json
+                                             (transformers on the GGUF's own weights)
   tests/fixtures/tiny/llama-kquant/          --only kquant: a tiny random llama shaped for K-quants (hidden 256, intermediate
                                              512, head_dim 64: every row a multiple of 256; tied embeddings) written as
                                              f32 GGUF (kept in ~/.cache/lora-null/kquant-work), then llama.cpp's own
@@ -2039,6 +2048,347 @@ def make_qwen3():
 
 
 # ----------------------------------------------------------------------------------------------
+# G. tiny random-weight Gemma 2 and Gemma 3 (text): HF folders, and the GGUFs llama.cpp's converter writes
+# ----------------------------------------------------------------------------------------------
+
+GEMMA_ARCHS = ["gemma2", "gemma3"]
+GEMMA_SEED_IDX = {"gemma2": 5, "gemma3": 6}  # torch seed SEED + idx, weights SEED + 100 + idx (after qwen3's 4)
+GEMMA_GGUF_TYPES = ["f32", "f16"]
+# Gemma's special tokens at Gemma's own ids (google/gemma-2-2b, gemma-3-1b-it: <pad> 0, <eos> 1, <bos> 2,
+# <unk> 3, <mask> 4), then the 256 byte-fallback tokens <0x00>..<0xFF>, then the trained pieces.
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+GEMMA_VOCAB = 512
+GEMMA_SLIDING_WINDOW = 4  # < the 7- and 24-token cases, so the window masks keys
+# Gemma 3's layer pattern is llama.cpp's hard-wired one (5 sliding, then 1 global: load_swa_pattern(ml, 6)),
+# so 6 layers put a global layer in the GGUF too; Gemma 2 alternates (sliding, global).
+GEMMA_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,  # heads * head_dim = 128 != hidden 64, as in the real Gemmas
+    max_position_embeddings=256,
+)
+# Run in a fresh interpreter: the converter must import its bundled gguf-py, not the gguf this script imported.
+GEMMA_CONVERT_WRAPPER = r"""
+import sys
+llama_cpp = sys.argv[1]
+sys.path.insert(0, llama_cpp)
+sys.argv = [llama_cpp + "/convert_hf_to_gguf.py"] + sys.argv[2:]
+import convert_hf_to_gguf  # puts its bundled gguf-py first on sys.path
+from conversion.gemma import Gemma2Model, Gemma3Model
+# Gemma's set_vocab reads a sentencepiece tokenizer.model with the sentencepiece package (neither is in the
+# reference venv, and sentencepiece cannot be installed offline). The tiny tokenizer.json IS a sentencepiece-style
+# BPE (byte_fallback, a Replace(" ", "\u2581") normalizer, a Sequence decoder), which the converter's own
+# _set_vocab_llama_hf (gguf-py's LlamaHfVocab) writes as tokenizer.ggml.model = "llama" with tokens, scores and
+# token types -- the same keys _set_vocab_sentencepiece writes. add_space_prefix False as Gemma's set_vocab sets it.
+def set_vocab(self):
+    self._set_vocab_llama_hf()
+    self.gguf_writer.add_add_space_prefix(False)
+Gemma2Model.set_vocab = set_vocab
+Gemma3Model.set_vocab = set_vocab
+convert_hf_to_gguf.main()
+"""
+# GGUF tensor (llama.cpp's gemma2 / gemma3 names) -> Hugging Face key, per layer
+GEMMA_GGUF_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def gemma_tokenizer() -> Tokenizer:
+    """A tiny Gemma-style tokenizer.json: BPE with byte fallback over "\u2581"-spaced pieces (what transformers'
+    GemmaTokenizer builds: Replace(" ", "\u2581") normalizer, Split(" ", merged_with_previous), decoder
+    Replace + ByteFallback + Fuse, BOS prepended). Pieces are trained on the tiny corpus; the merges are the ones
+    transformers derives from a Gemma vocabulary (generate_merges over the vocab, best = earliest id), so the
+    same vocabulary read back from GGUF (tokens only, no merges) tokenizes identically."""
+    from transformers.tokenization_utils_base import generate_merges
+
+    def train() -> list:
+        trainer_tk = Tokenizer(models.BPE())
+        trainer_tk.normalizer = tokenizers.normalizers.Replace(" ", "\u2581")
+        trainer_tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
+        ppl = (FIXTURES / "smollm2" / "ppl_text.txt").read_text(encoding="utf-8")
+        corpus = TINY_CORPUS + [p for p in ppl.split("\n\n") if p.strip()]
+        n_fixed = len(GEMMA_SPECIALS) + 256
+        # every character of the corpus in the alphabet (a limited alphabet breaks frequency ties at random)
+        trainer = trainers.BpeTrainer(vocab_size=GEMMA_VOCAB - n_fixed, min_frequency=2, show_progress=False)
+        trainer_tk.train_from_iterator(corpus, trainer=trainer)
+        return sorted(trainer_tk.get_vocab().items(), key=lambda kv: kv[1])
+
+    trained = train()
+    assert trained == train(), "BPE training is not deterministic"
+    pieces = list(GEMMA_SPECIALS) + [f"<0x{b:02X}>" for b in range(256)]
+    for piece, _ in trained:
+        if piece not in pieces and len(pieces) < GEMMA_VOCAB:
+            pieces.append(piece)
+    assert len(pieces) == GEMMA_VOCAB, len(pieces)
+    vocab = {p: i for i, p in enumerate(pieces)}
+    merges = generate_merges(vocab, {p: -i for i, p in enumerate(pieces)})
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tk.normalizer = tokenizers.normalizers.Replace(" ", "\u2581")
+    tk.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
+    tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tk.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in GEMMA_SPECIALS])
+    tk.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)])
+    assert tk.get_vocab_size(with_added_tokens=True) == GEMMA_VOCAB
+    return tk
+
+
+def gemma_config(arch: str) -> dict:
+    """config.json in the form of google/gemma-2-2b's / gemma-3-1b-pt's, with the tiny shape."""
+    common = dict(
+        attention_bias=False,
+        attention_dropout=0.0,
+        bos_token_id=2,
+        eos_token_id=1,
+        pad_token_id=0,
+        hidden_activation="gelu_pytorch_tanh",
+        initializer_range=0.02,
+        rms_norm_eps=1e-6,
+        # llama.cpp scales queries by 1/sqrt(head_dim) (1/sqrt(hidden/heads) for the 27B models) and stores no
+        # query_pre_attn_scalar: equal to head_dim here, so the HF folder and its GGUF are the same model.
+        query_pre_attn_scalar=GEMMA_SHAPE["head_dim"],
+        sliding_window=GEMMA_SLIDING_WINDOW,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+        use_cache=True,
+        vocab_size=GEMMA_VOCAB,
+        **GEMMA_SHAPE,
+    )
+    if arch == "gemma2":
+        # caps far below the real 50 / 30 so that tanh bends the tiny model's scores and logits
+        return dict(
+            architectures=["Gemma2ForCausalLM"],
+            model_type="gemma2",
+            num_hidden_layers=2,
+            attn_logit_softcapping=4.0,
+            final_logit_softcapping=5.0,
+            rope_theta=10000.0,
+            **common,
+        )
+    return dict(
+        architectures=["Gemma3ForCausalLM"],
+        model_type="gemma3_text",
+        num_hidden_layers=6,
+        attn_logit_softcapping=None,
+        final_logit_softcapping=None,
+        rope_theta=1000000.0,
+        rope_local_base_freq=10000.0,
+        rope_scaling={"rope_type": "linear", "factor": 8.0},  # as gemma-3-4b and larger (global layers only)
+        sliding_window_pattern=6,
+        **common,
+    )
+
+
+def init_gemma_weights(model, seed: int) -> None:
+    """As init_tiny_weights, but Gemma's norms scale by (1 + w): w = 0.1·randn, so a missing +1 shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            n = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            p.copy_((0.3 if "embed_tokens" in name else 0.1) * n)
+
+
+def gemma_convert(llama_cpp: Path, src: Path, outtype: str, out: Path) -> list:
+    import subprocess
+
+    args = ["--outtype", outtype, "--outfile", str(out), str(src)]
+    res = subprocess.run([sys.executable, "-c", GEMMA_CONVERT_WRAPPER, str(llama_cpp)] + args, cwd=str(ROOT), capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"convert_hf_to_gguf.py failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return ["convert_hf_to_gguf.py", "--outtype", outtype, "--outfile", str(out.relative_to(ROOT)), str(src.relative_to(ROOT))]
+
+
+def gemma_state_from_gguf(path: Path, n_layers: int) -> dict:
+    """The GGUF's tensors under their HF keys, dequantised to f32, with the converter's +1 on every norm undone."""
+    sd = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        data = np.array(t.data)
+        if t.tensor_type == gguf.GGMLQuantizationType.F16:
+            data = data.astype(np.float32)
+        assert data.dtype == np.float32, (t.name, data.dtype)
+        shape = [int(x) for x in reversed(t.shape)]
+        w = torch.from_numpy(data.reshape(shape).copy())
+        if t.name == "token_embd.weight":
+            key = "model.embed_tokens.weight"
+        elif t.name == "output_norm.weight":
+            key = "model.norm.weight"
+        else:
+            _, i, short, param = t.name.split(".")
+            assert int(i) < n_layers
+            key = f"model.layers.{i}.{GEMMA_GGUF_NAMES[short]}.{param}"
+        if key.endswith("norm.weight"):
+            w = w - 1.0
+        sd[key] = w
+    return sd
+
+
+def make_gemma():
+    llama_cpp = qwen3_llama_cpp()
+    sdist = llama_cpp.parent.parent.name
+    conv_path = llama_cpp / "convert_hf_to_gguf.py"
+    tk = gemma_tokenizer()
+    sample_texts = TOKENIZATION_CASES + TINY_CORPUS[:3]
+    for arch in GEMMA_ARCHS:
+        print(f"[gemma] tiny {arch}")
+        seed_everything()
+        cfg = gemma_config(arch)
+        tok_config = {  # google/gemma-2-2b's tokenizer_config.json, with the tiny tokenizer
+            "tokenizer_class": "GemmaTokenizer",
+            "bos_token": "<bos>",
+            "eos_token": "<eos>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "mask_token": "<mask>",
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "spaces_between_special_tokens": False,
+            "model_max_length": GEMMA_SHAPE["max_position_embeddings"],
+        }
+        d = TINY / arch
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        tk.save(str(d / "tokenizer.json"))
+        (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+
+        config = AutoConfig.from_pretrained(str(d))
+        want_types = (
+            ["sliding_attention", "full_attention"] if arch == "gemma2" else ["sliding_attention"] * 5 + ["full_attention"]
+        )
+        assert config.layer_types == want_types, config.layer_types
+        torch.manual_seed(SEED + GEMMA_SEED_IDX[arch])
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        assert type(model).__name__ == cfg["architectures"][0], type(model).__name__
+        init_gemma_weights(model, SEED + 100 + GEMMA_SEED_IDX[arch])
+        sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+        sd.pop("lm_head.weight")
+        save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
+
+        loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+        loaded.eval()
+        assert_float32(loaded)
+        cases, prompt = tiny_case_ids()
+        for ids in cases:
+            diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
+            assert diff <= 1e-5, ("reload changed logits", diff)
+        # the fixture must exercise what makes Gemma Gemma: without the window (or the soft-caps) the same weights
+        # give other logits on the 24-token case
+        longest = max(cases, key=len)
+        assert len(longest) > GEMMA_SLIDING_WINDOW
+        changes = {"sliding_window": 10_000}
+        if arch == "gemma2":
+            changes |= {"attn_logit_softcapping": None, "final_logit_softcapping": None}
+        for key, value in changes.items():
+            other = AutoConfig.from_pretrained(str(d), **{key: value})
+            variant = AutoModelForCausalLM.from_config(other, dtype=torch.float32, attn_implementation="eager").eval()
+            variant.load_state_dict(loaded.state_dict())
+            moved = (forward_logits(variant, longest) - forward_logits(loaded, longest)).abs().max().item()
+            assert moved > 1e-2, (arch, key, moved)
+        rope = {"rope_parameters": loaded.config.rope_parameters}
+        if arch == "gemma3":
+            rope["inv_freq"] = {t: f32_list(getattr(loaded.model.rotary_emb, f"{t}_inv_freq")) for t in ("sliding_attention", "full_attention")}
+        else:
+            rope["inv_freq"] = f32_list(loaded.model.rotary_emb.inv_freq)
+
+        htok = AutoTokenizer.from_pretrained(str(d))
+        tok_cases = []
+        for text in sample_texts:
+            ids = tk.encode(text).ids
+            assert list(htok(text)["input_ids"]) == ids, (text, list(htok(text)["input_ids"]), ids)
+            assert ids[0] == 2, "BOS first"
+            tok_cases.append({"text": text, "add_special_tokens": True, "ids": ids})
+
+        meta = versions() | {"arch": cfg["architectures"][0], "model_type": cfg["model_type"]}
+        meta |= {"seed": SEED + 100 + GEMMA_SEED_IDX[arch], "attn_implementation": "eager", "rope": rope}
+        meta |= {
+            "layer_types": config.layer_types,
+            "auto_tokenizer_class": type(htok).__name__,
+            "tokenizer": f"tiny Gemma-style tokenizer (vocab {GEMMA_VOCAB}: 5 specials, 256 byte-fallback tokens, pieces "
+            "trained on the tiny corpus; merges = transformers' generate_merges by id)",
+        }
+        ref = tiny_reference(loaded, cases, prompt, meta)
+        ref["tokenizer"] = tok_cases
+        write_json(d / "reference.json", ref)
+        print(f"  greedy {prompt} -> {ref['greedy']['new_ids']}")
+
+        g = TINY / f"{arch}-gguf"
+        if g.exists():
+            shutil.rmtree(g)
+        g.mkdir(parents=True)
+        f32_logits = None
+        st_logits = [forward_logits(loaded, ids) for ids in cases]
+        for kind in GEMMA_GGUF_TYPES:
+            path = g / f"{arch}-{kind}.gguf"
+            argv = gemma_convert(llama_cpp, d, kind, path)
+            info = qwen3_gguf_summary(path)
+            kv, tensors = info["metadata"], info["tensors"]
+            assert kv["general.architecture"] == arch and kv["tokenizer.ggml.model"] == "llama", kv
+            assert f"{arch}.attention.sliding_window" in kv and "output.weight" not in tensors, kv
+            # the GGUF's own weights (norms minus the converter's +1) in the transformers model: its logits are
+            # the reference for this file (f16 rounding included)
+            gmodel = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+            gmodel.eval()
+            gsd = gemma_state_from_gguf(path, cfg["num_hidden_layers"])
+            assert set(gsd) == set(sd), set(gsd) ^ set(sd)
+            w_err = max((gsd[k] - sd[k]).abs().max().item() for k in sd)
+            missing, unexpected = gmodel.load_state_dict(gsd, strict=False)
+            assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+            assert gmodel.lm_head.weight.data_ptr() == gmodel.model.embed_tokens.weight.data_ptr()
+            logits = [forward_logits(gmodel, ids) for ids in cases]
+            max_diff = max((a - b).abs().max().item() for a, b in zip(logits, st_logits))
+            if kind == "f32":
+                f32_logits = logits
+                assert w_err <= 1e-6 and max_diff <= 1e-4, (w_err, max_diff)
+            vs_f32 = max((a - b).abs().max().item() for a, b in zip(logits, f32_logits))
+            # transformers' own GGUF tokenizer for gemma (merges rebuilt from the token order) agrees
+            gtok = AutoTokenizer.from_pretrained(str(g), gguf_file=path.name)
+            gtok_agrees = all(list(gtok(c["text"])["input_ids"]) == c["ids"] for c in tok_cases)
+            print(f"  {path.name}: {path.stat().st_size} bytes, max |logits - safetensors| = {max_diff:.3e}, "
+                  f"max |weight diff| = {w_err:.3e}, transformers' GGUF tokenizer agrees: {gtok_agrees}")
+            meta = versions() | {
+                "arch": cfg["architectures"][0],
+                "source": f"tests/fixtures/tiny/{arch}",
+                "gguf_file": path.name,
+                "gguf_sha256": sha256_file(path),
+                "converter": {
+                    "sdist": sdist,
+                    "script": "vendor/llama.cpp/convert_hf_to_gguf.py",
+                    "script_sha256": sha256_file(conv_path),
+                    "argv": argv,
+                    "override": "set_vocab -> _set_vocab_llama_hf (tokenizer.json; no tokenizer.model / sentencepiece)",
+                },
+                "gguf_metadata": kv,
+                "tensor_types": {n: t["type"] for n, t in tensors.items()},
+                "reference": "transformers on the GGUF's weights (gguf-py dequantised, norms - 1) in the HF model",
+                "max_abs_logit_diff_vs_safetensors": max_diff,
+                "max_abs_logit_diff_vs_f32_gguf": vs_f32,
+                "max_abs_weight_diff_vs_safetensors": w_err,
+                "transformers_gguf_tokenizer_agrees": gtok_agrees,
+                "attn_implementation": "eager",
+            }
+            ref_g = tiny_reference(gmodel, cases, prompt, meta)
+            ref_g["tokenizer"] = tok_cases
+            write_json(g / ("reference.json" if kind == "f32" else f"reference_{kind}.json"), ref_g)
+
+
+# ----------------------------------------------------------------------------------------------
 # K. llama.cpp's own quantisations: a tiny K-quant-shaped llama (committed) and SmolLM2 (reference only).
 #    llama-quantize / llama-perplexity come from scripts/llama-cpp-tools.sh (llama-cpp-python==0.3.36 sdist).
 # ----------------------------------------------------------------------------------------------
@@ -2737,7 +3087,7 @@ def make_quantize():
     return types
 
 
-PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "kquant", "quantize"]
+PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "gemma", "kquant", "quantize"]
 # parts run only with --only (slow, write nothing but a small JSON into the repo)
 EXTRA_PARTS = ["smollm2-kquant"]
 
@@ -2764,6 +3114,8 @@ def main():
         make_quants()
     if "qwen3" in parts:
         make_qwen3()
+    if "gemma" in parts:
+        make_gemma()
     if "kquant" in parts:
         make_kquant()
     if "quantize" in parts:

@@ -382,6 +382,21 @@ fn on_qwen3_every_method_starts_from_the_base_and_exports_for_the_original() {
 }
 
 #[test]
+fn on_gemma_every_method_starts_from_the_base_and_exports_for_the_original() {
+    for dir in ["tiny/gemma2", "tiny/gemma3"] {
+        let base = logits_rows(&load(&hf_files(dir), &Device::flex()), &IDS);
+        for method in InitMethod::ALL {
+            let m = init_on(dir, method, 8.0);
+            let d = max_rel_diff(&logits_rows(&m, &IDS), &base);
+            assert!(d < INIT_LOGIT_TOL, "{dir} {}: relative logit change {d}", method.name());
+        }
+        for method in [InitMethod::Null, InitMethod::NullV2, InitMethod::Lora] {
+            export_round_trip(dir, method);
+        }
+    }
+}
+
+#[test]
 fn the_init_export_is_a_residual_base_plus_an_adapter_that_rebuild_the_base() {
     let m = init(InitMethod::Null, 4.0);
     let files = pollster::block_on(m.export_init(SaveDtype::F32)).unwrap();

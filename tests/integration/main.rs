@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod datasets;
 mod errors;
+mod gemma;
 mod gguf_adapter;
 mod gguf_merged;
 mod gguf_writer;

@@ -9,14 +9,14 @@ use crate::common::*;
 /// Both sides compute in f32 on 2 layers of width 64: only summation order differs, so the
 /// logits agree to a few ulps of their magnitude (~1); 1e-4 leaves headroom without hiding bugs
 /// (a wrong rotation or norm moves logits by >1e-2).
-const TINY_TOL: f32 = 1e-4;
+pub const TINY_TOL: f32 = 1e-4;
 /// Inverse frequencies are computed in f32 as transformers does: a few ulps apart at most.
 const INV_FREQ_REL_TOL: f32 = 1e-6;
 /// The same f32 weights through two loaders run the identical computation: any difference is a
 /// loader bug (a wrong un-permutation moves logits by >1e-2); 1e-5 allows only rounding noise.
 const SAME_MODEL_TOL: f32 = 1e-5;
 
-fn check_logits(files: &lora_null::io::ModelFiles, reference: &str) {
+pub fn check_logits(files: &lora_null::io::ModelFiles, reference: &str) {
     let device = Device::flex();
     let m = load(files, &device);
     let r = json(reference);
@@ -36,7 +36,7 @@ fn check_logits(files: &lora_null::io::ModelFiles, reference: &str) {
     }
 }
 
-fn check_greedy(files: &lora_null::io::ModelFiles, reference: &str) {
+pub fn check_greedy(files: &lora_null::io::ModelFiles, reference: &str) {
     let m = load(files, &Device::flex());
     let r = json(reference);
     let prompt = ids(&r["greedy"]["ids"]);

@@ -1,0 +1,177 @@
+//! Gemma 2 and Gemma 3 (text): tiny random-weight models against transformers, as Hugging Face
+//! folders and as the GGUFs llama.cpp's converter writes from them (norms stored +1, a
+//! sentencepiece vocabulary without merges), sliding-window layers exercised (window 4 < 24 ids).
+
+use burn::tensor::Device;
+use lora_null::model::config::LayerType;
+use lora_null::model::rope::RotaryEmbedding;
+
+use crate::common::*;
+use crate::tiny_models::{TINY_TOL, check_greedy, check_logits};
+
+const ARCHS: [&str; 2] = ["gemma2", "gemma3"];
+
+/// Largest |Δ| over all cases relative to the largest |logit| (for the report; the assertions
+/// use the absolute `TINY_TOL`).
+fn max_relative_error(files: &lora_null::io::ModelFiles, reference: &str) -> f32 {
+    let m = load(files, &Device::flex());
+    let (mut diff, mut scale) = (0f32, 0f32);
+    for case in json(reference)["cases"].as_array().unwrap() {
+        for (g, w) in logits_rows(&m, &ids(&case["ids"]))
+            .iter()
+            .zip(case["logits"].as_array().unwrap())
+        {
+            let w = floats(w);
+            diff = diff.max(max_abs_diff(g, &w));
+            scale = w.iter().fold(scale, |s, v| s.max(v.abs()));
+        }
+    }
+    diff / scale
+}
+
+#[test]
+fn tiny_gemma_folders_match_transformers() {
+    for arch in ARCHS {
+        let files = hf_files(&format!("tiny/{arch}"));
+        let reference = format!("tiny/{arch}/reference.json");
+        check_logits(&files, &reference);
+        eprintln!(
+            "{arch}: max relative logit error {:.2e}",
+            max_relative_error(&files, &reference)
+        );
+    }
+}
+
+#[test]
+fn tiny_gemma_converted_by_llama_cpp_to_gguf_matches_transformers() {
+    for arch in ARCHS {
+        for (kind, reference) in [("f32", "reference.json"), ("f16", "reference_f16.json")] {
+            let files = gguf_files(&fixture(&format!("tiny/{arch}-gguf/{arch}-{kind}.gguf")));
+            let reference = format!("tiny/{arch}-gguf/{reference}");
+            check_logits(&files, &reference);
+            eprintln!(
+                "{arch} {kind} GGUF: max relative logit error {:.2e}",
+                max_relative_error(&files, &reference)
+            );
+        }
+    }
+}
+
+#[test]
+fn gemma_gguf_and_folder_read_the_same_config() {
+    for arch in ARCHS {
+        let device = Device::flex();
+        let a = load(&hf_files(&format!("tiny/{arch}")), &device).config;
+        let b = load(
+            &gguf_files(&fixture(&format!("tiny/{arch}-gguf/{arch}-f32.gguf"))),
+            &device,
+        )
+        .config;
+        assert_eq!(a.layer_types, b.layer_types, "{arch}");
+        assert_eq!(a.sliding_window, b.sliding_window, "{arch}");
+        assert_eq!(a.rope_local_base_freq, b.rope_local_base_freq, "{arch}");
+        assert_eq!(a.rope_scaling, b.rope_scaling, "{arch}");
+        assert_eq!(a.query_pre_attn_scalar, b.query_pre_attn_scalar, "{arch}");
+        assert_eq!(a.attn_logit_softcapping, b.attn_logit_softcapping, "{arch}");
+        assert_eq!(a.final_logit_softcapping, b.final_logit_softcapping, "{arch}");
+        assert_eq!(a.hidden_act, b.hidden_act, "{arch}");
+        assert!(
+            a.layer_types.contains(&LayerType::SlidingAttention) && a.layer_types.contains(&LayerType::FullAttention),
+            "{arch}: the fixture has both kinds of layer"
+        );
+    }
+}
+
+#[test]
+fn gemma_greedy_generation_with_kv_cache_matches_transformers() {
+    for arch in ARCHS {
+        check_greedy(
+            &hf_files(&format!("tiny/{arch}")),
+            &format!("tiny/{arch}/reference.json"),
+        );
+    }
+}
+
+#[test]
+fn gemma3_local_and_global_inverse_frequencies_match_transformers() {
+    let m = load(&hf_files("tiny/gemma3"), &Device::flex());
+    let inv = &json("tiny/gemma3/reference.json")["meta"]["rope"]["inv_freq"];
+    let local = RotaryEmbedding::plain(m.config.rope_local_base_freq.unwrap(), m.config.head_dim);
+    for (got, want) in [
+        (RotaryEmbedding::new(&m.config, None), &inv["full_attention"]),
+        (local, &inv["sliding_attention"]),
+    ] {
+        let want = floats(want);
+        assert_eq!(got.inv_freq().len(), want.len());
+        for (g, w) in got.inv_freq().iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1e-3),
+                "{:?} vs {want:?}",
+                got.inv_freq()
+            );
+        }
+    }
+}
+
+#[test]
+fn gemma_tokenizer_rebuilt_from_gguf_metadata_encodes_like_tokenizer_json() {
+    for arch in ARCHS {
+        let device = Device::flex();
+        let hf = load(&hf_files(&format!("tiny/{arch}")), &device).tokenizer;
+        let gguf = load(
+            &gguf_files(&fixture(&format!("tiny/{arch}-gguf/{arch}-f32.gguf"))),
+            &device,
+        )
+        .tokenizer;
+        let cases = json(&format!("tiny/{arch}/reference.json"))["tokenizer"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(cases.len() >= 8, "the fixture covers bytes, spaces and specials");
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            let want = ids(&case["ids"]);
+            assert_eq!(hf.encode(text).unwrap(), want, "tokenizer.json: {text:?}");
+            assert_eq!(gguf.encode(text).unwrap(), want, "GGUF metadata: {text:?}");
+            assert_eq!(
+                gguf.decode(&want, true).unwrap(),
+                hf.decode(&want, true).unwrap(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(gguf.eos_id(), hf.eos_id(), "{arch}");
+    }
+}
+
+#[test]
+fn gemma_logits_stay_within_the_soft_cap() {
+    let m = load(&hf_files("tiny/gemma2"), &Device::flex());
+    let cap = m.config.final_logit_softcapping.unwrap() as f32;
+    let rows = logits_rows(&m, &[2, 40, 41, 300, 7]);
+    let top = rows.iter().flatten().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(top < cap && top > TINY_TOL, "max |logit| {top} vs cap {cap}");
+}
+
+#[test]
+fn gemma_decoding_with_the_kv_cache_equals_the_full_forward_past_the_window() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use lora_null::model::llama::KvCache;
+    use lora_null::model::observe::NoObserver;
+    let ids: Vec<u32> = json("tiny/gemma3/reference.json")["cases"][2]["ids"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_u64().unwrap() as u32).collect())
+        .unwrap();
+    for arch in ARCHS {
+        let m = load(&hf_files(&format!("tiny/{arch}")), &Device::flex());
+        assert!(ids.len() > m.config.sliding_window.unwrap(), "the window is exercised");
+        let full = logits_rows(&m, &ids);
+        let mut cache = KvCache::default();
+        for (pos, &id) in ids.iter().enumerate() {
+            let input = Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &m.model.device());
+            let hidden = m.model.hidden_states(input, Some(&mut cache), &mut NoObserver);
+            let step: Vec<f32> = m.model.logits(hidden).into_data().try_into_vec_as::<f32>().unwrap();
+            let d = max_abs_diff(&step, &full[pos]);
+            assert!(d < TINY_TOL, "{arch}: position {pos}: cached vs full max |Δ| = {d}");
+        }
+    }
+}
