@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::variant::{Activation, LayerType, gemma_layer_types};
+use super::variant::{default_activation, gemma_defaults, parse_activation};
+
 /// Architectures this crate runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,27 +30,6 @@ pub enum Architecture {
 
 /// The `model_type` strings we accept, for error messages.
 pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma2, gemma3 (text)";
-
-/// The MLP's gate activation (`hidden_act` / `hidden_activation` in config.json).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Activation {
-    /// `silu` (SwiGLU): the LLaMA family.
-    #[serde(rename = "silu")]
-    Silu,
-    /// `gelu_pytorch_tanh` (GeGLU with the tanh approximation of GELU): Gemma.
-    #[serde(rename = "gelu_pytorch_tanh")]
-    GeluTanh,
-}
-
-/// Whether a layer attends globally or within the sliding window (config.json `layer_types`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerType {
-    /// `full_attention`: every earlier position.
-    FullAttention,
-    /// `sliding_attention`: the last `sliding_window` positions, with the local RoPE base.
-    SlidingAttention,
-}
 
 impl Architecture {
     /// Parses a `model_type` (config.json) or `general.architecture` (GGUF) value.
@@ -253,70 +235,6 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
     Option::<f64>::deserialize(d).map(Some)
 }
 
-/// Gemma 2 / 3 defaults where config.json leaves a field out (transformers' `Gemma2Config`,
-/// `Gemma3TextConfig`): the sliding-window pattern (every `n`-th layer global), window, RoPE bases,
-/// query scalar and soft-caps.
-struct GemmaDefaults {
-    pattern: usize,
-    sliding_window: usize,
-    rope_theta: f64,
-    rope_local_base_freq: Option<f64>,
-    query_pre_attn_scalar: f64,
-    attn_logit_softcapping: Option<f64>,
-    final_logit_softcapping: Option<f64>,
-}
-
-fn gemma_defaults(arch: Architecture) -> GemmaDefaults {
-    match arch {
-        Architecture::Gemma3 => GemmaDefaults {
-            pattern: 6,
-            sliding_window: 4096,
-            rope_theta: 1_000_000.0,
-            rope_local_base_freq: Some(10_000.0),
-            query_pre_attn_scalar: 256.0,
-            attn_logit_softcapping: None,
-            final_logit_softcapping: None,
-        },
-        _ => GemmaDefaults {
-            pattern: 2,
-            sliding_window: 4096,
-            rope_theta: 10_000.0,
-            rope_local_base_freq: None,
-            query_pre_attn_scalar: 256.0,
-            attn_logit_softcapping: Some(50.0),
-            final_logit_softcapping: Some(30.0),
-        },
-    }
-}
-
-/// Gemma's layer kinds for `n` layers: every `pattern`-th layer global, the others sliding
-/// (transformers: `sliding_attention if (i + 1) % pattern else full_attention`).
-pub fn gemma_layer_types(n: usize, pattern: usize) -> Vec<LayerType> {
-    (0..n)
-        .map(|i| {
-            if pattern > 0 && (i + 1) % pattern == 0 {
-                LayerType::FullAttention
-            } else {
-                LayerType::SlidingAttention
-            }
-        })
-        .collect()
-}
-
-fn parse_activation(name: &str) -> Result<Activation, ConfigError> {
-    match name {
-        "silu" | "swish" => Ok(Activation::Silu),
-        "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-        other => Err(ConfigError::Invalid(format!(
-            "hidden activation `{other}` is not supported; supported: silu, gelu_pytorch_tanh"
-        ))),
-    }
-}
-
-fn default_activation() -> Activation {
-    Activation::Silu
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
@@ -327,6 +245,7 @@ enum OneOrMany {
 impl ModelConfig {
     /// Parses a Hugging Face `config.json`.
     pub fn from_hf_json(json: &str) -> Result<Self, ConfigError> {
+        refuse_multimodal(json)?;
         let raw: RawConfig = serde_json::from_str(json)?;
         let arch_name = raw
             .model_type
@@ -499,7 +418,12 @@ impl ModelConfig {
                 "layer_types".into(),
                 serde_json::to_value(&self.layer_types).expect("invariant: plain data"),
             );
-            map.insert("query_pre_attn_scalar".into(), self.query_pre_attn_scalar.into());
+            // transformers' strict config wants an int here (Gemma2Config: `query_pre_attn_scalar: int`).
+            let scalar = match self.query_pre_attn_scalar {
+                Some(q) if q.fract() == 0.0 && q > 0.0 && q < u32::MAX as f64 => serde_json::json!(q as u64),
+                other => serde_json::json!(other),
+            };
+            map.insert("query_pre_attn_scalar".into(), scalar);
             map.insert("attn_logit_softcapping".into(), self.attn_logit_softcapping.into());
             map.insert("final_logit_softcapping".into(), self.final_logit_softcapping.into());
             if let Some(local) = self.rope_local_base_freq {
@@ -548,6 +472,19 @@ impl ModelConfig {
         let head = if self.tie_word_embeddings { 0 } else { embed };
         embed + head + h + self.num_hidden_layers * block
     }
+}
+
+/// Gemma 3 with vision (`Gemma3ForConditionalGeneration`, `model_type` `gemma3`) nests its text
+/// model under `text_config`: say so, rather than that `hidden_size` is missing.
+fn refuse_multimodal(json: &str) -> Result<(), ConfigError> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    if v.get("text_config").is_some() && v.get("hidden_size").is_none() {
+        let name = v.get("model_type").and_then(|m| m.as_str()).unwrap_or("?");
+        return Err(ConfigError::UnsupportedArchitecture(format!(
+            "{name} (with a vision tower under `text_config`; its text model, gemma3_text, is supported)"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_rope_scaling(p: &serde_json::Value) -> Result<RopeScaling, ConfigError> {

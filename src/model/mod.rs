@@ -1,12 +1,15 @@
-//! The LLaMA-family model in burn: configuration, the architecture tables, weights, and modules
-//! named after the Hugging Face checkpoint keys. Blocks are generic over their linear layers
-//! ([`Projection`]), so LoRA (in `lora`) wraps them without this module knowing.
+//! The model in burn (the LLaMA family and Gemma 2 / 3): configuration, the architecture tables,
+//! weights, and modules named after the Hugging Face checkpoint keys. Blocks are generic over
+//! their linear layers ([`Projection`]), so LoRA (in `lora`) wraps them without this module
+//! knowing.
 //!
-//! `arch`, `config` and `summary` are plain data and build without burn (the page uses them).
+//! `arch`, `config`, `variant` and `summary` are plain data and build without burn (the page
+//! uses them).
 
 pub mod arch;
 pub mod config;
 pub mod summary;
+pub mod variant;
 
 #[cfg(feature = "engine")]
 pub mod attention;

@@ -175,3 +175,52 @@ fn gemma_decoding_with_the_kv_cache_equals_the_full_forward_past_the_window() {
         }
     }
 }
+
+#[test]
+fn the_config_written_for_an_exported_gemma_reads_back_the_same() {
+    for arch in ARCHS {
+        let cfg = load(&hf_files(&format!("tiny/{arch}")), &Device::flex()).config;
+        let json = cfg.to_hf_json();
+        // transformers' strict Gemma configs take an integer query scalar
+        assert!(json["query_pre_attn_scalar"].is_u64(), "{arch}: {json}");
+        let back = lora_null::model::ModelConfig::from_hf_json(&json.to_string()).unwrap();
+        assert_eq!(back, cfg, "{arch}");
+    }
+}
+
+#[test]
+fn a_gemma_config_without_the_optional_fields_gets_transformers_defaults() {
+    use lora_null::model::ModelConfig;
+    let minimal = |model_type: &str, layers: usize| {
+        serde_json::json!({"model_type": model_type, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+            "vocab_size": 512})
+        .to_string()
+    };
+    let g2 = ModelConfig::from_hf_json(&minimal("gemma2", 4)).unwrap();
+    assert_eq!(
+        (g2.attn_logit_softcapping, g2.final_logit_softcapping),
+        (Some(50.0), Some(30.0))
+    );
+    assert_eq!(g2.query_pre_attn_scalar, Some(256.0));
+    assert_eq!(g2.sliding_window, Some(4096));
+    assert!(g2.tie_word_embeddings);
+    use LayerType::{FullAttention as F, SlidingAttention as S};
+    assert_eq!(g2.layer_types, vec![S, F, S, F]);
+    let g3 = ModelConfig::from_hf_json(&minimal("gemma3_text", 7)).unwrap();
+    assert_eq!((g3.attn_logit_softcapping, g3.final_logit_softcapping), (None, None));
+    assert_eq!((g3.rope_theta, g3.rope_local_base_freq), (1_000_000.0, Some(10_000.0)));
+    assert_eq!(g3.layer_types, vec![S, S, S, S, S, F, S]);
+    // transformers ≥ 5 writes the two RoPE bases as per-kind rope_parameters
+    let mut v: serde_json::Value = serde_json::from_str(&minimal("gemma3_text", 2)).unwrap();
+    v["rope_parameters"] = serde_json::json!({
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}});
+    let g3 = ModelConfig::from_hf_json(&v.to_string()).unwrap();
+    assert_eq!(g3.rope_scaling, lora_null::model::RopeScaling::Linear { factor: 8.0 });
+    assert_eq!((g3.rope_theta, g3.rope_local_base_freq), (1e6, Some(1e4)));
+    // Gemma 3 with vision nests the text model: refused by name, with what is supported
+    let multimodal = serde_json::json!({"model_type": "gemma3", "text_config": {"hidden_size": 64}}).to_string();
+    let err = ModelConfig::from_hf_json(&multimodal).unwrap_err().to_string();
+    assert!(err.contains("gemma3_text") && err.contains("supported: llama"), "{err}");
+}
