@@ -2193,12 +2193,13 @@ def gemma_config(arch: str) -> dict:
 
 
 def init_gemma_weights(model, seed: int) -> None:
-    """As init_tiny_weights, but Gemma's norms scale by (1 + w): w = 0.1·randn, so a missing +1 shows."""
+    """0.1·randn for every parameter. Gemma's norms scale by (1 + w), so w = 0.1·randn (a missing +1 shows);
+    the embeddings are multiplied by √hidden = 8 on lookup, so 0.1 (not init_tiny_weights' 0.3) keeps one tied
+    row from winning every greedy step."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            n = torch.randn(p.shape, generator=g, dtype=torch.float32)
-            p.copy_((0.3 if "embed_tokens" in name else 0.1) * n)
+        for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            p.copy_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float32))
 
 
 def gemma_convert(llama_cpp: Path, src: Path, outtype: str, out: Path) -> list:

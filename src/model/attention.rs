@@ -81,12 +81,12 @@ impl Attention<Linear> {
             q_proj: Linear::load(&vb.pp("q_proj"), h, q, bias)?,
             k_proj: Linear::load(&vb.pp("k_proj"), h, kv, bias)?,
             v_proj: Linear::load(&vb.pp("v_proj"), h, kv, bias)?,
-            // Qwen2 has biases on q/k/v only; Llama's `attention_bias` covers o_proj too.
+            // Qwen2 has biases on q/k/v only; Llama's and Gemma's `attention_bias` cover o_proj too.
             o_proj: Linear::load(
                 &vb.pp("o_proj"),
                 q,
                 h,
-                bias && cfg.model_type == super::Architecture::Llama,
+                bias && (cfg.model_type == super::Architecture::Llama || cfg.model_type.is_gemma()),
             )?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,

@@ -224,3 +224,18 @@ fn a_gemma_config_without_the_optional_fields_gets_transformers_defaults() {
     let err = ModelConfig::from_hf_json(&multimodal).unwrap_err().to_string();
     assert!(err.contains("gemma3_text") && err.contains("supported: llama"), "{err}");
 }
+
+#[test]
+fn gemma_parameter_count_matches_the_checkpoint() {
+    for arch in ARCHS {
+        let cfg = load(&hf_files(&format!("tiny/{arch}")), &Device::flex()).config;
+        let bytes = std::fs::read(fixture(&format!("tiny/{arch}/model.safetensors"))).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let stored: usize = st
+            .tensors()
+            .iter()
+            .map(|(_, t)| t.shape().iter().product::<usize>())
+            .sum();
+        assert_eq!(cfg.num_parameters(), stored, "{arch}");
+    }
+}
