@@ -82,3 +82,10 @@ fn the_gguf_adapter_holds_the_peft_update_with_llama_cpp_q_k_rows_for_llama() {
 fn the_gguf_adapter_keeps_hugging_face_rows_for_qwen3() {
     check("tiny/qwen3", false);
 }
+
+#[test]
+fn the_gguf_adapter_keeps_hugging_face_rows_for_gemma() {
+    // llama.cpp runs Gemma with NEOX rope (Hugging Face's rotate-half): its converter permutes nothing.
+    check("tiny/gemma2", false);
+    check("tiny/gemma3", false);
+}

@@ -121,3 +121,24 @@ fn a_merged_q4_k_m_gguf_follows_llama_cpp_s_mix_within_quantisation_error() {
     let logits = logits_rows(&reload(bytes), &IDS);
     assert!(logits.iter().flatten().all(|v| v.is_finite()));
 }
+
+#[test]
+fn a_merged_gemma_gguf_keeps_llama_cpp_s_norms_and_computes_the_trained_model() {
+    for arch in ["gemma2", "gemma3"] {
+        let name = format!("{arch}-f32.gguf");
+        let (files, m) = trained(&fixture(&format!("tiny/{arch}-gguf/{name}")));
+        let want = logits_rows(&m, &IDS);
+        let bytes = pollster::block_on(m.export_gguf_merged(&files, MergedQuant::F16)).unwrap();
+        let source = GgufFile::parse(files.get(&name).unwrap()).unwrap();
+        let merged = GgufFile::parse(&bytes).unwrap();
+        // llama.cpp's converter stores Gemma's norms as 1 + w: the loader took the 1 off, the
+        // merged file must put it back (a missing 1 scales every norm by ~0.1).
+        for info in source.tensors.iter().filter(|t| t.name.ends_with("norm.weight")) {
+            let (a, _) = source.tensor_f32(&info.name).unwrap();
+            let (b, _) = merged.tensor_f32(&info.name).unwrap();
+            assert!(max_abs_diff(&a, &b) < 1e-6, "{arch}: {} differs", info.name);
+        }
+        let d = rel(&logits_rows(&reload(bytes), &IDS), &want);
+        assert!(d < F16_LOGIT_REL_TOL, "{arch}: merged f16 GGUF differs by {d} relative");
+    }
+}
