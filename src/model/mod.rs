@@ -3,11 +3,12 @@
 //! their linear layers ([`Projection`]), so LoRA (in `lora`) wraps them without this module
 //! knowing.
 //!
-//! `arch`, `config`, `variant` and `summary` are plain data and build without burn (the page
-//! uses them).
+//! `arch`, `config` (read from config.json by `config_json`), `variant` and `summary` are plain
+//! data and build without burn (the page uses them).
 
 pub mod arch;
 pub mod config;
+mod config_json;
 pub mod summary;
 pub mod variant;
 
