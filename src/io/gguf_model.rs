@@ -47,6 +47,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     };
     let token_id = |k: &str| file.get(k).and_then(|v| v.as_int()).and_then(|v| u32::try_from(v).ok());
     let layers = usize_key("block_count")?;
+    crate::model::config::check_layer_count(layers).map_err(|e| GgufError::Truncated(e.to_string()))?;
     let head_dim = opt_usize("attention.key_length").unwrap_or(hidden / heads.max(1));
     let window = opt_usize("attention.sliding_window").filter(|&w| w > 0);
     let gemma = model_type

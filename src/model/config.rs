@@ -31,6 +31,20 @@ pub enum Architecture {
 /// The `model_type` strings we accept, for error messages.
 pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma2, gemma3 (text)";
 
+/// More decoder layers than any real model has (Llama 3.1 405B: 126); a larger count is a
+/// corrupt file, refused before anything is allocated per layer.
+pub const MAX_LAYERS: usize = 4096;
+
+/// Refuses a layer count above [`MAX_LAYERS`].
+pub fn check_layer_count(n: usize) -> Result<(), ConfigError> {
+    if n > MAX_LAYERS {
+        return Err(ConfigError::Invalid(format!(
+            "{n} layers is more than any model has (at most {MAX_LAYERS}); the file is corrupt"
+        )));
+    }
+    Ok(())
+}
+
 impl Architecture {
     /// Parses a `model_type` (config.json) or `general.architecture` (GGUF) value.
     pub fn parse(name: &str) -> Result<Self, ConfigError> {

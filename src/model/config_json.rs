@@ -102,6 +102,7 @@ impl ModelConfig {
             _ => raw.sliding_window,
         };
         let n = raw.num_hidden_layers;
+        super::config::check_layer_count(n)?;
         let layer_types = match (&gemma, raw.layer_types) {
             (Some(_), Some(types)) => types,
             (Some(g), None) => gemma_layer_types(n, raw.sliding_window_pattern.unwrap_or(g.pattern)),

@@ -183,3 +183,23 @@ fn a_truncated_gguf_says_truncated() {
     let err = GgufFile::parse(b"GGML\x03\0\0\0").unwrap_err().to_string();
     assert!(err.contains("not a GGUF file"), "{err}");
 }
+
+#[test]
+fn an_absurd_layer_count_is_refused_before_allocating() {
+    let bytes = write_gguf(
+        &[
+            ("general.architecture", Val::Str("gemma2".into())),
+            ("gemma2.block_count", Val::U32(u32::MAX)),
+            ("gemma2.embedding_length", Val::U32(64)),
+            ("gemma2.feed_forward_length", Val::U32(128)),
+            ("gemma2.attention.head_count", Val::U32(4)),
+            ("gemma2.attention.sliding_window", Val::U32(4)),
+            ("gemma2.vocab_size", Val::U32(16)),
+        ],
+        &[],
+    );
+    let mut files = ModelFiles::new();
+    files.insert("m.gguf", bytes);
+    let err = load_err(&files);
+    assert!(err.contains("layers") && err.contains("corrupt"), "{err}");
+}
