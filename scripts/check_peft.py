@@ -1,6 +1,7 @@
 """Checks that an adapter exported by `lora-null train` works in Hugging Face PEFT as it is.
 
-It loads the ORIGINAL base model (the GGUF) in transformers (float32), applies the adapter with
+It loads the ORIGINAL base model (a GGUF file, or a Hugging Face folder) in transformers (float32), applies the
+adapter with
 `PeftModel.from_pretrained(base, adapter_dir)`, and compares, with `lora-null eval --adapter`:
   - the logits of the first window of the text (max absolute difference), and
   - the perplexity over non-overlapping windows (same definition as `lora-null eval`).
@@ -9,6 +10,7 @@ It also reports how far the adapter moved the base (so a no-op adapter cannot pa
 Run (reference venv: pip install -r scripts/requirements-reference.txt):
     python scripts/check_peft.py --model assets/models/SmolLM2-135M-Instruct.Q4_1.gguf \
         --adapter out/null --text tests/fixtures/smollm2/ppl_text.txt --seq-len 128
+    python scripts/check_peft.py --model tests/fixtures/tiny/phi3 --adapter out/phi3-null --text ... --seq-len 64
 One thread, deterministic. Exits non-zero if the logits differ by more than --tol.
 """
 import argparse, json, math, os, subprocess, sys, tempfile
@@ -28,9 +30,13 @@ from safetensors.numpy import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 torch.set_num_threads(1)
-d, f = os.path.split(os.path.abspath(a.model))
-tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-base = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+if os.path.isdir(a.model):
+    tok = AutoTokenizer.from_pretrained(a.model)
+    base = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager").eval()
+else:
+    d, f = os.path.split(os.path.abspath(a.model))
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    base = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
 ids = tok(open(a.text, encoding="utf-8").read())["input_ids"]
 first = torch.tensor([ids[: a.seq_len]])
 with torch.no_grad():

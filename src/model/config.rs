@@ -15,10 +15,13 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3 (`Qwen3ForCausalLM`): Llama with an RMSNorm over each query and key head.
     Qwen3,
+    /// Phi-3, 3.5 and 4-mini (`Phi3ForCausalLM`): Llama with q/k/v fused in `qkv_proj`, gate/up
+    /// in `gate_up_proj`, partial rotary dimensions and LongRoPE scaling.
+    Phi3,
 }
 
 /// The `model_type` strings we accept, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, phi3";
 
 impl Architecture {
     /// Parses a `model_type` (config.json) or `general.architecture` (GGUF) value.
@@ -28,6 +31,7 @@ impl Architecture {
             "mistral" | "MistralForCausalLM" => Ok(Self::Mistral),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Self::Qwen2),
             "qwen3" | "Qwen3ForCausalLM" => Ok(Self::Qwen3),
+            "phi3" | "Phi3ForCausalLM" => Ok(Self::Phi3),
             other => Err(ConfigError::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -39,6 +43,7 @@ impl Architecture {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
         }
     }
 
@@ -49,12 +54,18 @@ impl Architecture {
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Phi3 => "Phi3ForCausalLM",
         }
     }
 
     /// Whether attention normalises each query and key head (`q_norm`, `k_norm`).
     pub fn has_qk_norm(self) -> bool {
         self == Self::Qwen3
+    }
+
+    /// Whether q/k/v and gate/up are fused layers (`qkv_proj`, `gate_up_proj`).
+    pub fn fuses_projections(self) -> bool {
+        self == Self::Phi3
     }
 }
 
@@ -71,7 +82,7 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Invalid(String),
     /// A RoPE scaling type we do not implement.
-    #[error("rope scaling type `{0}` is not supported; supported: default, linear, llama3")]
+    #[error("rope scaling type `{0}` is not supported; supported: default, linear, llama3, longrope")]
     UnsupportedRope(String),
 }
 
@@ -96,6 +107,20 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         /// Context length the model was pre-trained with.
         original_max_position_embeddings: f64,
+    },
+    /// Phi-3's LongRoPE (also called `su`): per-frequency divisors, `short_factor` while every
+    /// position is within the pre-training context and `long_factor` beyond it, and cos/sin
+    /// multiplied by `attention_factor`.
+    #[serde(alias = "su")]
+    Longrope {
+        /// Divisors for sequences within `original_max_position_embeddings`.
+        short_factor: Vec<f64>,
+        /// Divisors for longer sequences.
+        long_factor: Vec<f64>,
+        /// Context length the model was pre-trained with.
+        original_max_position_embeddings: f64,
+        /// Scale of cos and sin (default `√(1 + ln f / ln original)`, f = context / original).
+        attention_factor: f64,
     },
 }
 
@@ -124,6 +149,10 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     /// RoPE scaling.
     pub rope_scaling: RopeScaling,
+    /// Head dimensions that are rotated, from the first (`head_dim · partial_rotary_factor`);
+    /// `None` rotates all of them.
+    #[serde(default)]
+    pub rotary_dim: Option<usize>,
     /// Whether `lm_head` shares the embedding matrix.
     pub tie_word_embeddings: bool,
     /// Whether q/k/v/o have biases (`attention_bias`; always true for q/k/v on qwen2).
@@ -156,6 +185,8 @@ struct RawConfig {
     rope_scaling: Option<serde_json::Value>,
     /// transformers ≥ 5 writes `rope_parameters: {rope_type, rope_theta, ...}`.
     rope_parameters: Option<serde_json::Value>,
+    partial_rotary_factor: Option<f64>,
+    original_max_position_embeddings: Option<f64>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     max_position_embeddings: Option<usize>,
@@ -187,10 +218,23 @@ impl ModelConfig {
             .rope_theta
             .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
             .unwrap_or(10_000.0);
+        let max_position_embeddings = raw.max_position_embeddings.unwrap_or(2048);
         let rope_scaling = match rope_params {
-            Some(p) => parse_rope_scaling(p)?,
+            Some(p) => parse_rope_scaling(p, max_position_embeddings, raw.original_max_position_embeddings)?,
             None => RopeScaling::Default,
         };
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1));
+        let partial = raw
+            .partial_rotary_factor
+            .or_else(|| {
+                rope_params
+                    .and_then(|p| p.get("partial_rotary_factor"))
+                    .and_then(|v| v.as_f64())
+            })
+            .unwrap_or(1.0);
+        // transformers: int(head_dim * partial_rotary_factor)
+        let rotary_dim =
+            ((head_dim as f64 * partial) as usize != head_dim).then_some((head_dim as f64 * partial) as usize);
         let sliding_window = match model_type {
             Architecture::Qwen2 | Architecture::Qwen3 if raw.use_sliding_window != Some(true) => None,
             Architecture::Llama => None,
@@ -203,14 +247,15 @@ impl ModelConfig {
             num_hidden_layers: raw.num_hidden_layers,
             num_attention_heads: raw.num_attention_heads,
             num_key_value_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
-            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
+            head_dim,
             vocab_size: raw.vocab_size,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
+            rotary_dim,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             attention_bias: raw.attention_bias.unwrap_or(model_type == Architecture::Qwen2),
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            max_position_embeddings,
             sliding_window,
             bos_token_id: raw.bos_token_id,
             eos_token_id: match raw.eos_token_id {
@@ -249,6 +294,27 @@ impl ModelConfig {
                 self.head_dim
             )));
         }
+        let rot = self.rotary_dim();
+        if rot == 0 || rot > self.head_dim || !rot.is_multiple_of(2) {
+            return Err(ConfigError::Invalid(format!(
+                "the rotary dimensions ({rot}) must be even and within head_dim ({})",
+                self.head_dim
+            )));
+        }
+        if let RopeScaling::Longrope {
+            short_factor,
+            long_factor,
+            ..
+        } = &self.rope_scaling
+            && (short_factor.len() != rot / 2 || long_factor.len() != rot / 2)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "longrope needs {} short and long factors (one per rotated pair), got {} and {}",
+                rot / 2,
+                short_factor.len(),
+                long_factor.len()
+            )));
+        }
         Ok(())
     }
 
@@ -281,6 +347,22 @@ impl ModelConfig {
                 serde_json::to_value(&self.rope_scaling).expect("invariant: plain data"),
             );
         }
+        if let RopeScaling::Longrope {
+            original_max_position_embeddings,
+            ..
+        } = &self.rope_scaling
+        {
+            map.insert(
+                "original_max_position_embeddings".into(),
+                (*original_max_position_embeddings as usize).into(),
+            );
+        }
+        if let Some(rot) = self.rotary_dim {
+            map.insert(
+                "partial_rotary_factor".into(),
+                (rot as f64 / self.head_dim as f64).into(),
+            );
+        }
         if let Some(w) = self.sliding_window {
             map.insert("sliding_window".into(), w.into());
         }
@@ -299,6 +381,11 @@ impl ModelConfig {
         v
     }
 
+    /// Head dimensions that are rotated.
+    pub fn rotary_dim(&self) -> usize {
+        self.rotary_dim.unwrap_or(self.head_dim)
+    }
+
     /// Number of parameters of the base model.
     pub fn num_parameters(&self) -> usize {
         let (h, i, hd) = (self.hidden_size, self.intermediate_size, self.head_dim);
@@ -313,7 +400,11 @@ impl ModelConfig {
     }
 }
 
-fn parse_rope_scaling(p: &serde_json::Value) -> Result<RopeScaling, ConfigError> {
+fn parse_rope_scaling(
+    p: &serde_json::Value,
+    max_position_embeddings: usize,
+    top_level_original: Option<f64>,
+) -> Result<RopeScaling, ConfigError> {
     let kind = p
         .get("rope_type")
         .or_else(|| p.get("type"))
@@ -333,6 +424,37 @@ fn parse_rope_scaling(p: &serde_json::Value) -> Result<RopeScaling, ConfigError>
             high_freq_factor: num("high_freq_factor")?,
             original_max_position_embeddings: num("original_max_position_embeddings")?,
         }),
+        "longrope" | "su" => {
+            let factors = |key: &str| -> Result<Vec<f64>, ConfigError> {
+                p.get(key)
+                    .and_then(|v| v.as_array())
+                    .and_then(|a| a.iter().map(|x| x.as_f64()).collect::<Option<Vec<f64>>>())
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!("rope scaling `{kind}` needs a list of numbers `{key}`"))
+                    })
+            };
+            // Phi-3 keeps `original_max_position_embeddings` at the top level of config.json.
+            let original = num("original_max_position_embeddings")
+                .ok()
+                .or(top_level_original)
+                .ok_or_else(|| ConfigError::Invalid("longrope needs `original_max_position_embeddings`".into()))?;
+            // transformers' `_compute_longrope_parameters`.
+            let factor = p
+                .get("factor")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(max_position_embeddings as f64 / original);
+            let attention_factor = match p.get("attention_factor").and_then(|v| v.as_f64()) {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / original.ln()).sqrt(),
+            };
+            Ok(RopeScaling::Longrope {
+                short_factor: factors("short_factor")?,
+                long_factor: factors("long_factor")?,
+                original_max_position_embeddings: original,
+                attention_factor,
+            })
+        }
         other => Err(ConfigError::UnsupportedRope(other.to_string())),
     }
 }

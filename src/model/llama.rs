@@ -32,7 +32,12 @@ impl DecoderLayer<Linear> {
     fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self, WeightError> {
         Ok(Self {
             self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
-            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size)?,
+            mlp: Mlp::load(
+                &vb.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.model_type.fuses_projections(),
+            )?,
             input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
             post_attention_layernorm: RmsNorm::load(
                 &vb.pp("post_attention_layernorm"),

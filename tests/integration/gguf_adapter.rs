@@ -78,3 +78,8 @@ fn the_gguf_adapter_holds_the_peft_update_with_llama_cpp_q_k_rows_for_llama() {
 fn the_gguf_adapter_keeps_hugging_face_rows_for_qwen3() {
     check("tiny/qwen3", false);
 }
+
+#[test]
+fn the_gguf_adapter_names_phi3_s_fused_layers_as_llama_cpp_does() {
+    check("tiny/phi3", false);
+}
