@@ -1,6 +1,6 @@
 """Checks that an adapter exported by `lora-null train` works in Hugging Face PEFT as it is.
 
-It loads the ORIGINAL base model (the GGUF, or a Hugging Face folder) in transformers (float32), applies the
+It loads the ORIGINAL base model (a GGUF file, or a Hugging Face folder) in transformers (float32), applies the
 adapter with
 `PeftModel.from_pretrained(base, adapter_dir)`, and compares, with `lora-null eval --adapter`:
   - the logits of the first window of the text (max absolute difference), and
@@ -10,10 +10,12 @@ It also reports how far the adapter moved the base (so a no-op adapter cannot pa
 Run (reference venv: pip install -r scripts/requirements-reference.txt):
     python scripts/check_peft.py --model assets/models/SmolLM2-135M-Instruct.Q4_1.gguf \
         --adapter out/null --text tests/fixtures/smollm2/ppl_text.txt --seq-len 128
-or, on a Hugging Face folder (e.g. the tiny Gemma fixtures, whose GGUFs transformers cannot configure: it maps
-no soft-cap, query scalar or layer pattern from GGUF metadata):
+    python scripts/check_peft.py --model tests/fixtures/tiny/phi3 --adapter out/phi3-null --text ... --seq-len 64
+or, for the tiny Gemma fixtures (whose GGUFs transformers cannot configure: it maps no soft-cap, query scalar or
+layer pattern from GGUF metadata), on the Hugging Face folder:
     lora-null train --model tests/fixtures/tiny/gemma3 --data tests/fixtures/smollm2/ppl_text.txt \
-        --method null --rank 4 --steps 3 --seq-len 32 --samples 8 --device cpu --out /tmp/g3-null
+        --calib tests/fixtures/smollm2/ppl_text.txt --method null --rank 4 --steps 3 --seq-len 32 --samples 8 \
+        --device cpu --out /tmp/g3-null
     python scripts/check_peft.py --model tests/fixtures/tiny/gemma3 --adapter /tmp/g3-null \
         --text tests/fixtures/smollm2/ppl_text.txt --seq-len 64
 One thread, deterministic. Exits non-zero if the logits differ by more than --tol.

@@ -9,7 +9,7 @@ How to run (from the repository root):
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py            # everything
     ~/.cache/lora-null/venv/bin/python scripts/make_reference.py --only tiny   # one part: smollm2 | tiny | gguf |
                                                                                # init | train | peft | quants | qwen3 |
-                                                                               # gemma | kquant | smollm2-kquant | quantize
+                                                                               # phi3 | gemma | kquant | smollm2-kquant | quantize
 
 (`--only gguf`, `init`, `train` and `peft` read the tiny `llama` model written by `--only tiny`.)
 
@@ -41,6 +41,12 @@ Outputs
                                              reference.json (+ chat renderings)
   tests/fixtures/tiny/qwen3-gguf/            qwen3-{f32,f16}.gguf by llama.cpp's convert_hf_to_gguf.py (from the
                                              llama-cpp-python sdist) + reference.json / reference_f16.json
+  tests/fixtures/tiny/phi3/                  tiny random Phi-3 (fused qkv_proj / gate_up_proj, partial rotary 0.75, LongRoPE
+                                             with a pre-training context of 16, tied embeddings; --only phi3): config.json,
+                                             model.safetensors, tokenizer*.json, reference.json (+ both inv_freq sets)
+  tests/fixtures/tiny/phi3-gguf/             phi3-{f32,f16}.gguf by llama.cpp's convert_hf_to_gguf.py + reference.json /
+                                             reference_f16.json: transformers' Phi3ForCausalLM with each file's tensors
+                                             (transformers' own GGUF loader drops partial rotary and LongRoPE)
   tests/fixtures/tiny/{gemma2,gemma3}/       --only gemma: tiny random Gemma 2 (2 layers: sliding, global; soft-caps 4 / 5)
                                              and Gemma 3 text (6 layers: 5 sliding, 1 global; q/k norms, local RoPE base
                                              1e4, global 1e6 with linear scaling 8), sliding window 4, tied embeddings,
@@ -2048,7 +2054,238 @@ def make_qwen3():
 
 
 # ----------------------------------------------------------------------------------------------
-# G. tiny random-weight Gemma 2 and Gemma 3 (text): HF folders, and the GGUFs llama.cpp's converter writes
+# P. tiny random-weight Phi-3 (fused qkv_proj / gate_up_proj, partial rotary, LongRoPE): HF folder, and the
+#    GGUF llama.cpp's convert_hf_to_gguf.py writes from it
+# ----------------------------------------------------------------------------------------------
+
+PHI3_DIR = TINY / "phi3"
+PHI3_GGUF_DIR = TINY / "phi3-gguf"
+PHI3_SEED_IDX = 5  # next after qwen3's 4
+PHI3_GGUF_TYPES = ["f32", "f16"]
+PHI3_TEMPLATE_FILE = "models/templates/microsoft-Phi-3.5-mini-instruct.jinja"
+# Pre-training context of the tiny LongRoPE: the 24-token case runs past it (long factors), the others within
+# it (short factors), so both factor sets are checked.
+PHI3_ORIGINAL_CONTEXT = 16
+PHI3_PARTIAL_ROTARY = 0.75  # Phi-4-mini's: 12 of the 16 head dimensions rotate
+PHI3_CONVERT_WRAPPER = r"""
+import sys
+llama_cpp = sys.argv[1]
+sys.path.insert(0, llama_cpp)
+sys.argv = [llama_cpp + "/convert_hf_to_gguf.py"] + sys.argv[2:]
+import convert_hf_to_gguf  # puts its bundled gguf-py first on sys.path
+from conversion.phi import Phi3MiniModel
+# Phi-4-mini ships a BPE tokenizer.json (the converter's GPT2Tokenizer path); the tiny one's pre-tokenizer is
+# GPT-2's byte-level regex, whose llama.cpp name is "gpt-2", but its vocab hash is unknown to the converter.
+Phi3MiniModel.set_vocab = lambda self: self._set_vocab_gpt2()
+Phi3MiniModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+convert_hf_to_gguf.main()
+"""
+# llama.cpp's Phi-3 tensor names -> Hugging Face's (the converter's mapping, inverted, for the tiny model)
+PHI3_GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_qkv": "self_attn.qkv_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_up": "mlp.gate_up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def phi3_config() -> dict:
+    """config.json in the form of microsoft/Phi-4-mini-instruct's (partial rotary 0.75, LongRoPE, tied
+    embeddings), with the tiny shape."""
+    rot = int(TINY_SHAPE["head_dim"] * PHI3_PARTIAL_ROTARY)
+    g = torch.Generator().manual_seed(SEED + 200 + PHI3_SEED_IDX)
+    short = [round(float(x), 4) for x in 1.0 + 0.5 * torch.rand(rot // 2, generator=g)]
+    long = [round(float(x), 4) for x in 1.0 + 20.0 * torch.rand(rot // 2, generator=g)]
+    return dict(
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        attention_bias=False,
+        attention_dropout=0.0,
+        bos_token_id=0,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+        hidden_act="silu",
+        initializer_range=0.02,
+        rms_norm_eps=1e-5,
+        original_max_position_embeddings=PHI3_ORIGINAL_CONTEXT,
+        partial_rotary_factor=PHI3_PARTIAL_ROTARY,
+        rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long},
+        rope_theta=10000.0,
+        sliding_window=None,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+        use_cache=True,
+        vocab_size=TINY_VOCAB,
+        **TINY_SHAPE,
+    )
+
+
+def phi3_model_from_gguf(path: Path, config) -> torch.nn.Module:
+    """transformers' Phi3ForCausalLM (from config.json) with the GGUF file's tensors, dequantised by gguf-py.
+    transformers' own GGUF loader drops Phi-3's partial rotary factor and LongRoPE factors (its phi3 table maps
+    rope.dimension_count to nothing), so the reference for a GGUF is the real model class with its weights."""
+    r = gguf.GGUFReader(str(path))
+    sd = {}
+    for t in r.tensors:
+        if t.name.startswith("rope_factors_"):
+            continue
+        if t.name in PHI3_GGUF_TO_HF:
+            key = PHI3_GGUF_TO_HF[t.name]
+        else:
+            blk, i, module, param = t.name.split(".")
+            assert blk == "blk", t.name
+            key = f"model.layers.{i}.{PHI3_GGUF_TO_HF[module]}.{param}"
+        shape = [int(x) for x in reversed(t.shape)]
+        sd[key] = torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape))
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    model.eval()
+    return model
+
+
+def make_phi3():
+    print("[phi3] tiny Phi-3")
+    seed_everything()
+    llama_cpp = qwen3_llama_cpp()
+    sdist = llama_cpp.parent.parent.name
+    chat_template = (llama_cpp / PHI3_TEMPLATE_FILE).read_text(encoding="utf-8")
+    tk = build_tiny_tokenizer()
+    cfg = phi3_config()
+    tok_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|im_end|>",
+        "unk_token": None,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": TINY_SHAPE["max_position_embeddings"],
+        "chat_template": chat_template,
+    }
+    d = PHI3_DIR
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    tk.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+
+    config = AutoConfig.from_pretrained(str(d))
+    assert type(config).__name__ == "Phi3Config", config
+    rp = config.rope_parameters
+    assert rp["rope_type"] == "longrope" and rp["partial_rotary_factor"] == PHI3_PARTIAL_ROTARY, rp
+    torch.manual_seed(SEED + PHI3_SEED_IDX)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    assert type(model).__name__ == "Phi3ForCausalLM"
+    init_tiny_weights(model, SEED + 100 + PHI3_SEED_IDX)
+    sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    sd.pop("lm_head.weight")
+    h, hd = cfg["hidden_size"], cfg["head_dim"]
+    qkv = (cfg["num_attention_heads"] + 2 * cfg["num_key_value_heads"]) * hd
+    assert sd["model.layers.0.self_attn.qkv_proj.weight"].shape == (qkv, h)
+    assert sd["model.layers.0.mlp.gate_up_proj.weight"].shape == (2 * cfg["intermediate_size"], h)
+    save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+    loaded.eval()
+    assert_float32(loaded)
+    cases, prompt = tiny_case_ids()
+    assert max(len(c) for c in cases) > PHI3_ORIGINAL_CONTEXT >= len(prompt) + 10, "both factor sets exercised"
+    for ids in cases:
+        diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
+        assert diff <= 1e-5, ("reload changed logits", diff)
+    rot = loaded.model.rotary_emb
+    short_inv = rot.original_inv_freq.detach().clone()
+    assert short_inv.numel() == int(hd * PHI3_PARTIAL_ROTARY) // 2
+    rope_info = {
+        "rope_parameters": loaded.config.rope_parameters,
+        "inv_freq_short": f32_list(short_inv),
+        "attention_scaling": float(rot.attention_scaling),
+    }
+    # the long set, as transformers switches to it past the pre-training context
+    forward_logits(loaded, cases[-1])
+    rope_info["inv_freq_long"] = f32_list(rot.long_inv_freq.detach().clone())
+    assert not torch.equal(rot.long_inv_freq, short_inv)
+    sample_texts = TOKENIZATION_CASES + TINY_CORPUS[:3]
+    auto_tok = AutoTokenizer.from_pretrained(str(d))
+    for text in sample_texts:
+        assert list(auto_tok(text)["input_ids"]) == tk.encode(text).ids, text
+    meta = versions() | {"arch": cfg["architectures"][0], "model_type": cfg["model_type"]}
+    meta |= {"seed": SEED + 100 + PHI3_SEED_IDX, "attn_implementation": "eager", "rope": rope_info}
+    meta |= {
+        "tokenizer": "tiny tokenizer (tests/fixtures/tiny/tokenizer.json)",
+        "chat_template_source": f"{sdist} sdist: vendor/llama.cpp/{PHI3_TEMPLATE_FILE}",
+    }
+    ref = tiny_reference(loaded, cases, prompt, meta)
+    write_json(d / "reference.json", ref)
+    print(f"  greedy {prompt} -> {ref['greedy']['new_ids']}")
+
+    g = PHI3_GGUF_DIR
+    if g.exists():
+        shutil.rmtree(g)
+    g.mkdir(parents=True)
+    import subprocess
+
+    summary = {}
+    for kind in PHI3_GGUF_TYPES:
+        path = g / f"phi3-{kind}.gguf"
+        args = ["--outtype", kind, "--outfile", str(path), str(d)]
+        res = subprocess.run([sys.executable, "-c", PHI3_CONVERT_WRAPPER, str(llama_cpp)] + args, cwd=str(ROOT),
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            sys.exit(f"convert_hf_to_gguf.py failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        info = qwen3_gguf_summary(path)
+        kv, tensors = info["metadata"], info["tensors"]
+        assert kv["general.architecture"] == "phi3" and kv["tokenizer.ggml.model"] == "gpt2", kv
+        assert kv["phi3.rope.dimension_count"] == int(hd * PHI3_PARTIAL_ROTARY), kv
+        assert kv["phi3.rope.scaling.original_context_length"] == PHI3_ORIGINAL_CONTEXT, kv
+        assert "rope_factors_long.weight" in tensors and "rope_factors_short.weight" in tensors, tensors
+        assert "blk.0.attn_qkv.weight" in tensors and "blk.0.attn_q.weight" not in tensors, tensors
+        model_g = phi3_model_from_gguf(path, config)
+        w_err = max((model_g.state_dict()[k] - v).abs().max().item() for k, v in sd.items())
+        if kind == "f32":
+            assert w_err == 0.0, w_err
+        logits_diff = max((forward_logits(model_g, ids) - forward_logits(loaded, ids)).abs().max().item() for ids in cases)
+        print(f"  {path.name}: {path.stat().st_size} bytes, max |weight diff| = {w_err:.3e}, "
+              f"max |logits - safetensors| = {logits_diff:.3e}")
+        meta_g = versions() | {
+            "arch": "Phi3ForCausalLM",
+            "source": "tests/fixtures/tiny/phi3",
+            "gguf_file": path.name,
+            "gguf_sha256": sha256_file(path),
+            "converter": {
+                "sdist": sdist,
+                "script": "vendor/llama.cpp/convert_hf_to_gguf.py",
+                "argv": ["convert_hf_to_gguf.py"] + args[:3] + [str(d.relative_to(ROOT))],
+                "override": "set_vocab -> _set_vocab_gpt2, get_vocab_base_pre -> 'gpt-2' (tiny vocab hash unknown)",
+            },
+            "reference": "transformers' Phi3ForCausalLM from tiny/phi3/config.json with the GGUF's tensors "
+            "(dequantised by gguf-py): transformers' GGUF loader drops partial rotary and LongRoPE",
+            "gguf_metadata": kv,
+            "tensors": tensors,
+            "max_abs_weight_diff_vs_safetensors": w_err,
+            "max_abs_logit_diff_vs_safetensors": logits_diff,
+            "attn_implementation": "eager",
+        }
+        write_json(g / ("reference.json" if kind == "f32" else f"reference_{kind}.json"),
+                   tiny_reference(model_g, cases, prompt, meta_g))
+        summary[kind] = logits_diff
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# H. tiny random-weight Gemma 2 and Gemma 3 (text): HF folders, and the GGUFs llama.cpp's converter writes
 # ----------------------------------------------------------------------------------------------
 
 GEMMA_ARCHS = ["gemma2", "gemma3"]
@@ -3088,7 +3325,7 @@ def make_quantize():
     return types
 
 
-PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "gemma", "kquant", "quantize"]
+PARTS = ["smollm2", "tiny", "gguf", "init", "train", "peft", "quants", "qwen3", "phi3", "gemma", "kquant", "quantize"]
 # parts run only with --only (slow, write nothing but a small JSON into the repo)
 EXTRA_PARTS = ["smollm2-kquant"]
 
@@ -3115,6 +3352,8 @@ def main():
         make_quants()
     if "qwen3" in parts:
         make_qwen3()
+    if "phi3" in parts:
+        make_phi3()
     if "gemma" in parts:
         make_gemma()
     if "kquant" in parts:

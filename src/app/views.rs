@@ -154,7 +154,7 @@ fn CalibratePanel() -> impl IntoView {
             rank: num(&rank, 16),
             samples: num(&samples, 16),
             seq_len: num(&seq_len, 128),
-            targets: Target::ALL.to_vec(),
+            targets: Target::DEFAULT.to_vec(),
         };
         run_task(ui, "collecting statistics", Command::Calibrate(opts), NONE);
     };
@@ -228,7 +228,7 @@ fn TrainPanel() -> impl IntoView {
             steps: num(&steps, 20),
             batch: num(&batch, 2),
             max_len: num(&max_len, 128),
-            targets: Target::ALL.to_vec(),
+            targets: Target::DEFAULT.to_vec(),
         };
         ui.paused.set(false);
         run_task(ui, "training", Command::Train(opts), NONE);

@@ -26,6 +26,24 @@ pub struct AdapterState {
 }
 
 impl LoadedModel {
+    /// The requested targets as this model's architecture has them (on Phi-3, `q`/`k`/`v` name
+    /// the fused `qkv_proj` and `gate`/`up` the fused `gate_up_proj`); an error names the layers
+    /// it has.
+    pub fn resolve_targets(&self, requested: &[Target]) -> Result<Vec<Target>, EngineError> {
+        self.config
+            .model_type
+            .spec()
+            .resolve(requested)
+            .map_err(EngineError::Targets)
+    }
+
+    /// The layer `target` of block `layer` (an error if the architecture has none).
+    pub(crate) fn linear(&self, layer: usize, target: Target) -> Result<&crate::lora::LoraLinear, EngineError> {
+        self.model
+            .linear(layer, target)
+            .ok_or_else(|| EngineError::Targets(format!("layer {layer} has no {}", target.module_name())))
+    }
+
     /// Initialises adapters on every target of every layer, changing the base weights for the
     /// methods that do. `progress(done, total)` after each module.
     pub async fn init_adapters(
@@ -40,6 +58,10 @@ impl LoadedModel {
             return Err(InitError::AlreadyAdapted.into());
         }
         config.check(calib.is_some())?;
+        let config = LoraConfig {
+            targets: self.resolve_targets(&config.targets)?,
+            ..config
+        };
         let device = self.model.device();
         let scale = config.scale();
         let mut rng = crate::linalg::Rng::new(config.seed);
@@ -48,7 +70,7 @@ impl LoadedModel {
         let mut record = InitRecord::default();
         for layer in 0..layers {
             for (k, &target) in config.targets.iter().enumerate() {
-                let w = read_matrix(self.model.linear(layer, target).base().weight_out_in())
+                let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
                     .await
                     .map_err(CalibError::Device)?;
                 check_rank(config.rank, layer, target, w.rows, w.cols)?;
@@ -64,7 +86,11 @@ impl LoadedModel {
                 let f = factors(exec, job)
                     .await
                     .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
-                let factors = attach_factors(self.model.linear_mut(layer, target), &f, scale, config.method, &device);
+                let linear = self
+                    .model
+                    .linear_mut(layer, target)
+                    .ok_or_else(|| EngineError::Targets(format!("layer {layer} has no {}", target.module_name())))?;
+                let factors = attach_factors(linear, &f, scale, config.method, &device);
                 record.factors.insert((layer, target), factors);
                 progress(layer * config.targets.len() + k + 1, total);
             }

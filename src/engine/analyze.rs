@@ -33,7 +33,7 @@ impl Default for CalibOptions {
             seq_len: 512,
             seed: 233,
             normalization: Normalization::SignedMax,
-            targets: Target::ALL.to_vec(),
+            targets: Target::DEFAULT.to_vec(),
         }
     }
 }
@@ -107,6 +107,7 @@ impl LoadedModel {
         exec: &dyn Executor,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<SpectraReport, EngineError> {
+        let targets = &self.resolve_targets(targets)?;
         let n = self.model.num_layers();
         let mut layers = Vec::with_capacity(n);
         for layer in 0..n {
@@ -145,7 +146,7 @@ impl LoadedModel {
             out.sites.insert(site, site_spectrum(e, stats.trace, rank));
         }
         for &target in targets {
-            let w = read_matrix(self.model.linear(layer, target).base().weight_out_in())
+            let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
                 .await
                 .map_err(CalibError::Device)?;
             let sv = singular_values(exec, w.clone())

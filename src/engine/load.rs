@@ -28,7 +28,13 @@ fn check_fits(
     choice: &DeviceChoice,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<(), EngineError> {
-    let biggest = (c.vocab_size * c.hidden_size).max(c.intermediate_size * c.hidden_size) as u64 * 4;
+    // Phi-3's fused gate_up_proj holds both MLP inputs' rows in one tensor.
+    let mlp_rows = if c.model_type.fuses_projections() {
+        2 * c.intermediate_size
+    } else {
+        c.intermediate_size
+    };
+    let biggest = (c.vocab_size * c.hidden_size).max(mlp_rows * c.hidden_size) as u64 * 4;
     if let Some(limit) = choice
         .adapter
         .as_ref()

@@ -70,6 +70,9 @@ pub enum EngineError {
     /// Adapter initialisation failed.
     #[error(transparent)]
     Init(#[from] crate::lora::InitError),
+    /// A requested target is not a layer of this architecture.
+    #[error("{0}")]
+    Targets(String),
     /// Export failed.
     #[error(transparent)]
     Export(#[from] crate::lora::export::ExportError),

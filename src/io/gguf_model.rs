@@ -39,20 +39,32 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         Some(v) => v,
         None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
     };
+    let head_dim = opt_usize("attention.key_length").unwrap_or(hidden / heads.max(1));
+    let max_position_embeddings = opt_usize("context_length").unwrap_or(2048);
     let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
         Some("linear") => RopeScaling::Linear {
             factor: opt_f64("rope.scaling.factor").unwrap_or(1.0),
         },
-        _ => RopeScaling::Default,
+        _ => match longrope_from_gguf(file, max_position_embeddings, opt_usize, opt_f64)? {
+            Some(longrope) => longrope,
+            None => RopeScaling::Default,
+        },
+    };
+    // llama.cpp's `rope.dimension_count`: Phi-3's partial rotation (Phi-4-mini rotates 3/4).
+    let rotary_dim = opt_usize("rope.dimension_count").filter(|&d| d != head_dim);
+    // Phi-3's converter writes 0 for "no window" (Phi-4); Mistral's window is real.
+    let sliding_window = match model_type {
+        Architecture::Mistral | Architecture::Phi3 | Architecture::Gemma2 | Architecture::Gemma3 => {
+            opt_usize("attention.sliding_window").filter(|&w| w > 0)
+        }
+        _ => None,
     };
     let token_id = |k: &str| file.get(k).and_then(|v| v.as_int()).and_then(|v| u32::try_from(v).ok());
     let layers = usize_key("block_count")?;
     crate::model::config::check_layer_count(layers).map_err(|e| GgufError::Truncated(e.to_string()))?;
-    let head_dim = opt_usize("attention.key_length").unwrap_or(hidden / heads.max(1));
-    let window = opt_usize("attention.sliding_window").filter(|&w| w > 0);
     let gemma = model_type
         .is_gemma()
-        .then(|| gemma_from_gguf(file, arch_name, model_type, layers, window));
+        .then(|| gemma_from_gguf(file, arch_name, model_type, layers, sliding_window));
     let cfg = ModelConfig {
         model_type,
         hidden_size: hidden,
@@ -65,19 +77,21 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         rms_norm_eps: opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         rope_theta: opt_f64("rope.freq_base").unwrap_or(10_000.0),
         rope_scaling,
+        rotary_dim,
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
-        max_position_embeddings: opt_usize("context_length").unwrap_or(2048),
-        sliding_window: window.filter(|_| matches!(model_type, Architecture::Mistral) || model_type.is_gemma()),
+        max_position_embeddings,
+        sliding_window,
         hidden_act: if model_type.is_gemma() {
             Activation::GeluTanh
         } else {
             Activation::Silu
         },
-        layer_types: match (&gemma, window) {
+        layer_types: match (&gemma, sliding_window) {
             (Some(g), _) => g.layer_types.clone(),
-            (None, Some(_)) if model_type == Architecture::Mistral => vec![LayerType::SlidingAttention; layers],
-            _ => vec![LayerType::FullAttention; layers],
+            // Mistral's (and Phi-3's) window applies to every layer.
+            (None, Some(_)) => vec![LayerType::SlidingAttention; layers],
+            (None, None) => vec![LayerType::FullAttention; layers],
         },
         rope_local_base_freq: gemma.as_ref().and_then(|g| g.rope_local_base_freq),
         // llama.cpp stores no query_pre_attn_scalar: it scales by 1/√head_dim, and by
@@ -147,6 +161,40 @@ fn gemma_from_gguf(
         rope_local_base_freq,
         is_27b,
     }
+}
+
+/// Phi-3's LongRoPE as llama.cpp's converter stores it: the factor lists as the tensors
+/// `rope_factors_short.weight` / `rope_factors_long.weight`, with `rope.scaling.attn_factor` and
+/// `rope.scaling.original_context_length`. `None` when the file has no factor tensors.
+fn longrope_from_gguf(
+    file: &GgufFile,
+    max_position_embeddings: usize,
+    opt_usize: impl Fn(&str) -> Option<usize>,
+    opt_f64: impl Fn(&str) -> Option<f64>,
+) -> Result<Option<RopeScaling>, GgufError> {
+    let (short, long) = ("rope_factors_short.weight", "rope_factors_long.weight");
+    if file.tensor_info(long).is_none() {
+        return Ok(None);
+    }
+    let factors = |name: &str| -> Result<Vec<f64>, GgufError> {
+        Ok(file.tensor_f32(name)?.0.into_iter().map(f64::from).collect())
+    };
+    let original = opt_usize("rope.scaling.original_context_length").ok_or_else(|| GgufError::MissingKey {
+        key: "rope.scaling.original_context_length".into(),
+        expected: "the pre-training context of a LongRoPE model",
+    })? as f64;
+    let factor = max_position_embeddings as f64 / original;
+    let attention_factor = opt_f64("rope.scaling.attn_factor").unwrap_or(if factor <= 1.0 {
+        1.0
+    } else {
+        (1.0 + factor.ln() / original.ln()).sqrt()
+    });
+    Ok(Some(RopeScaling::Longrope {
+        short_factor: factors(short)?,
+        long_factor: factors(long)?,
+        original_max_position_embeddings: original,
+        attention_factor,
+    }))
 }
 
 /// Serves Hugging Face keys from a GGUF file.

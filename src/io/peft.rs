@@ -167,6 +167,16 @@ pub enum PeftError {
         /// Module.
         module: String,
     },
+    /// The adapter adapts a layer the model does not have (another architecture's).
+    #[error(
+        "the adapter adapts `{module}`, which this model does not have (its adaptable layers are {have}); the adapter was made for another architecture"
+    )]
+    NoModule {
+        /// The adapter's module name.
+        module: String,
+        /// The model's module names.
+        have: String,
+    },
 }
 
 /// The PEFT key prefix of a module: `base_model.model.model.layers.{i}.self_attn.q_proj`.

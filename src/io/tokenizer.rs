@@ -326,9 +326,12 @@ pub fn render_chat_template(
 fn split_regex(pre: &str) -> Option<&'static str> {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    // Phi-4-mini's (tokenizer.json), which llama.cpp names "gpt-4o".
+    const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     match pre {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => Some(LLAMA3),
         "qwen2" | "deepseek-r1-qwen" => Some(QWEN2),
+        "gpt-4o" => Some(GPT4O),
         _ => None,
     }
 }
@@ -401,4 +404,32 @@ fn gguf_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i128], pre: &s
                   "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": false, "vocab": vocab, "merges": merges}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_regex;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior};
+
+    #[test]
+    fn the_gpt_4o_split_cuts_text_as_hugging_face_tokenizers_does() {
+        let regex = split_regex("gpt-4o").expect("gpt-4o has its own split");
+        let split = Split::new(
+            SplitPattern::Regex(regex.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .unwrap();
+        let mut s = PreTokenizedString::from("HelloWORLD's 12345 don't\n\n  x/y");
+        split.pre_tokenize(&mut s).unwrap();
+        let pieces: Vec<&str> = s
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect();
+        // `tokenizers.pre_tokenizers.Split(Regex(<Phi-4-mini's regex>), "isolated")` in Python 0.23
+        let want = ["Hello", "WORLD's", " ", "123", "45", " don't", "\n\n", " ", " x", "/y"];
+        assert_eq!(pieces, want);
+    }
 }

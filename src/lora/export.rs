@@ -61,7 +61,7 @@ pub async fn trained_factors(
     let mut out = BTreeMap::new();
     for layer in 0..model.num_layers() {
         for target in Target::ALL {
-            if let Some(lora) = &model.linear(layer, target).adapter {
+            if let Some(lora) = model.linear(layer, target).and_then(|l| l.adapter.as_ref()) {
                 let a = host(lora.lora_a.val()).await?;
                 let b = host(lora.lora_b.val()).await?;
                 out.insert((layer, target), (a, b));
@@ -182,7 +182,9 @@ pub async fn model_tensors(model: &LoraModel, merge: bool) -> Result<BTreeMap<St
             }
         }
         for target in Target::ALL {
-            let lin = model.linear(i, target);
+            let Some(lin) = model.linear(i, target) else {
+                continue;
+            };
             let w = if merge {
                 lin.clone().merge().weight_out_in()
             } else {
@@ -213,7 +215,17 @@ pub fn attach_adapter(model: &mut LoraModel, adapter: &PeftAdapter, device: &Dev
                 module: "model".into(),
             });
         }
-        let lin = model.linear_mut(layer, target);
+        let have: Vec<&str> = Target::ALL
+            .into_iter()
+            .filter(|&t| model.linear(layer, t).is_some())
+            .map(|t| t.module_name())
+            .collect();
+        let Some(lin) = model.linear_mut(layer, target) else {
+            return Err(PeftError::NoModule {
+                module: target.module_name().into(),
+                have: have.join(", "),
+            });
+        };
         let (out_f, in_f) = lin.base.dims();
         let r = m.a.shape[0];
         if m.a.shape != [r, in_f] || m.b.shape != [out_f, r] {

@@ -18,6 +18,7 @@ pub fn llama_cpp_arch(arch: Architecture) -> &'static str {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
         Architecture::Qwen3 => "qwen3",
+        Architecture::Phi3 => "phi3",
         Architecture::Gemma2 => "gemma2",
         Architecture::Gemma3 => "gemma3",
     }

@@ -75,7 +75,10 @@ fn pick(quant: MergedQuant, gguf: &str, row: usize, n_layers: usize) -> Option<Q
             let is = |t: &str| gguf.contains(&format!(".{t}."));
             match layer {
                 None => QuantType::Q6_K,
-                Some(l) if (is("attn_v") || is("ffn_down")) && more_bits(l, n_layers) => QuantType::Q6_K,
+                // llama-quantize treats Phi-3's fused `attn_qkv` as `attn_v`.
+                Some(l) if (is("attn_v") || is("attn_qkv") || is("ffn_down")) && more_bits(l, n_layers) => {
+                    QuantType::Q6_K
+                }
                 Some(_) => QuantType::Q4_K,
             }
         }
@@ -202,6 +205,8 @@ mod tests {
         assert_eq!(pick(q, "blk.0.attn_v.weight", 256, n), Some(QuantType::Q6_K));
         assert_eq!(pick(q, "blk.2.attn_v.weight", 256, n), Some(QuantType::Q4_K));
         assert_eq!(pick(q, "blk.2.attn_q.weight", 256, n), Some(QuantType::Q4_K));
+        assert_eq!(pick(q, "blk.0.attn_qkv.weight", 256, n), Some(QuantType::Q6_K));
+        assert_eq!(pick(q, "blk.2.attn_qkv.weight", 256, n), Some(QuantType::Q4_K));
         assert_eq!(pick(q, "token_embd.weight", 256, n), Some(QuantType::Q6_K));
         assert_eq!(
             pick(q, "blk.2.attn_q.weight", 576, n),

@@ -44,7 +44,7 @@ impl LoraConfig {
             rank,
             alpha: rank as f64,
             use_rslora: false,
-            targets: Target::ALL.to_vec(),
+            targets: Target::DEFAULT.to_vec(),
             seed: 42,
         }
     }

@@ -60,7 +60,9 @@ pub async fn update_and_original(
     target: Target,
     changes_base: bool,
 ) -> Result<Option<(Matrix, Matrix)>, ExportError> {
-    let lin = model.linear(layer, target);
+    let Some(lin) = model.linear(layer, target) else {
+        return Ok(None);
+    };
     let Some(adapter) = &lin.adapter else {
         return Ok(None);
     };

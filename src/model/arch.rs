@@ -33,6 +33,12 @@ pub enum Target {
     /// `mlp.down_proj`.
     #[serde(rename = "down_proj")]
     Down,
+    /// `self_attn.qkv_proj`: q, k and v fused in one layer (Phi-3), rows `[q; k; v]`.
+    #[serde(rename = "qkv_proj")]
+    Qkv,
+    /// `mlp.gate_up_proj`: gate and up fused in one layer (Phi-3), rows `[gate; up]`.
+    #[serde(rename = "gate_up_proj")]
+    GateUp,
 }
 
 /// Where in a block a linear layer reads its input. Layers that share an input share a site:
@@ -78,8 +84,9 @@ pub struct SiteSpec {
     pub label: &'static str,
 }
 
-/// The LLaMA family's seven linear layers, in block order.
-pub const TARGETS: [TargetSpec; 7] = [
+/// Every target of every architecture: the LLaMA family's seven linear layers in block order,
+/// then Phi-3's fused ones.
+pub const TARGETS: [TargetSpec; 9] = [
     TargetSpec {
         target: Target::Q,
         short: "q",
@@ -136,6 +143,23 @@ pub const TARGETS: [TargetSpec; 7] = [
         gguf: "ffn_down",
         site: Site::MlpHidden,
     },
+    TargetSpec {
+        target: Target::Qkv,
+        short: "qkv",
+        module: "qkv_proj",
+        path: "self_attn.qkv_proj",
+        gguf: "attn_qkv",
+        site: Site::AttnInput,
+    },
+    TargetSpec {
+        target: Target::GateUp,
+        short: "gate_up",
+        module: "gate_up_proj",
+        path: "mlp.gate_up_proj",
+        // llama.cpp stores Phi-3's fused gate/up as `ffn_up` with 2·intermediate rows.
+        gguf: "ffn_up",
+        site: Site::MlpInput,
+    },
 ];
 
 /// The LLaMA family's four activation sites, in block order.
@@ -166,16 +190,31 @@ pub const SITES: [SiteSpec; 4] = [
 #[derive(Debug, Clone, Copy)]
 pub struct ArchSpec {
     /// Adaptable linear layers, in block order.
-    pub targets: &'static [TargetSpec],
+    pub targets: &'static [Target],
     /// Their input sites, in block order.
     pub sites: &'static [SiteSpec],
 }
 
-/// Every architecture we run shares one block layout of adaptable layers: llama, mistral,
-/// qwen2/3, and Gemma 2/3 (whose extra norms are not adaptable; its GeGLU product is the
-/// `mlp_hidden` site, the input of `down_proj`).
+/// llama, mistral, qwen2/3 and Gemma 2/3 share one block layout: seven separate layers (Gemma's
+/// extra norms are not adaptable; its GeGLU product is the `mlp_hidden` site, the input of
+/// `down_proj`).
 pub const LLAMA_FAMILY: ArchSpec = ArchSpec {
-    targets: &TARGETS,
+    targets: &[
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ],
+    sites: &SITES,
+};
+
+/// Phi-3 (3, 3.5, 4-mini): q/k/v fused in `qkv_proj`, gate/up in `gate_up_proj`; the same four
+/// inputs.
+pub const PHI3: ArchSpec = ArchSpec {
+    targets: &[Target::Qkv, Target::O, Target::GateUp, Target::Down],
     sites: &SITES,
 };
 
@@ -189,13 +228,59 @@ impl Architecture {
             | Architecture::Qwen3
             | Architecture::Gemma2
             | Architecture::Gemma3 => &LLAMA_FAMILY,
+            Architecture::Phi3 => &PHI3,
         }
     }
 }
 
+impl ArchSpec {
+    /// The requested targets as this architecture has them, sorted and without repeats: a target
+    /// it has is kept, and a part of a fused layer names the fused layer (on Phi-3, `q`, `k` or
+    /// `v` is `qkv_proj` and `gate` or `up` is `gate_up_proj`, so the default list of all seven
+    /// means every layer on every architecture). Anything else is an error naming what it has.
+    pub fn resolve(&self, requested: &[Target]) -> Result<Vec<Target>, String> {
+        let mut out = Vec::with_capacity(requested.len());
+        for &t in requested {
+            let fused = match t {
+                Target::Q | Target::K | Target::V => Target::Qkv,
+                Target::Gate | Target::Up => Target::GateUp,
+                other => other,
+            };
+            match [t, fused].into_iter().find(|c| self.targets.contains(c)) {
+                Some(have) => out.push(have),
+                None => {
+                    let names: Vec<&str> = self.targets.iter().map(|t| t.module_name()).collect();
+                    return Err(format!(
+                        "this model has no `{}`; its adaptable layers are {}",
+                        t.module_name(),
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
 impl Target {
-    /// All seven, in block order.
-    pub const ALL: [Target; 7] = [
+    /// Every target of every architecture.
+    pub const ALL: [Target; 9] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+        Target::Qkv,
+        Target::GateUp,
+    ];
+
+    /// The LLaMA family's seven, in block order: the default target list (on a fused
+    /// architecture they name its fused layers, see [`ArchSpec::resolve`]).
+    pub const DEFAULT: [Target; 7] = [
         Target::Q,
         Target::K,
         Target::V,
@@ -321,5 +406,22 @@ mod tests {
             sites_of(&[Target::Up, Target::Q, Target::K]),
             vec![Site::AttnInput, Site::MlpInput]
         );
+    }
+
+    #[test]
+    fn targets_resolve_to_what_each_architecture_has() {
+        let all = Target::DEFAULT.to_vec();
+        assert_eq!(LLAMA_FAMILY.resolve(&all).unwrap(), all);
+        assert_eq!(
+            PHI3.resolve(&all).unwrap(),
+            vec![Target::O, Target::Down, Target::Qkv, Target::GateUp]
+        );
+        assert_eq!(PHI3.resolve(&[Target::V]).unwrap(), vec![Target::Qkv]);
+        let err = LLAMA_FAMILY.resolve(&[Target::Qkv]).unwrap_err();
+        assert!(err.contains("qkv_proj") && err.contains("q_proj, k_proj"), "{err}");
+        for arch in [LLAMA_FAMILY, PHI3] {
+            let sites: Vec<Site> = arch.sites.iter().map(|s| s.site).collect();
+            assert_eq!(sites_of(arch.targets), sites, "every site is read by some target");
+        }
     }
 }

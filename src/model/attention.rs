@@ -12,15 +12,18 @@ use super::observe::ActivationObserver;
 use super::rope::apply_rotary;
 use super::weights::{VarBuilder, WeightError};
 
-/// `self_attn.{q,k,v,o}_proj`, each a [`Projection`] (a plain [`Linear`] when loaded).
+/// `self_attn.{q,k,v,o}_proj` (or Phi-3's fused `qkv_proj` and `o_proj`), each a [`Projection`]
+/// (a plain [`Linear`] when loaded).
 #[derive(Module, Debug)]
 pub struct Attention<L: Projection> {
-    /// `[heads·head_dim, hidden]`.
-    pub q_proj: L,
-    /// `[kv_heads·head_dim, hidden]`.
-    pub k_proj: L,
-    /// `[kv_heads·head_dim, hidden]`.
-    pub v_proj: L,
+    /// `[heads·head_dim, hidden]`; `None` where q/k/v are fused.
+    pub q_proj: Option<L>,
+    /// `[kv_heads·head_dim, hidden]`; `None` where q/k/v are fused.
+    pub k_proj: Option<L>,
+    /// `[kv_heads·head_dim, hidden]`; `None` where q/k/v are fused.
+    pub v_proj: Option<L>,
+    /// Phi-3's fused `[(heads + 2·kv_heads)·head_dim, hidden]`, rows `[q; k; v]`.
+    pub qkv_proj: Option<L>,
     /// `[hidden, heads·head_dim]`.
     pub o_proj: L,
     /// Query heads.
@@ -77,10 +80,17 @@ impl Attention<Linear> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         let bias = cfg.attention_bias;
+        let fused = cfg.model_type.fuses_projections();
+        let separate = |name: &str, out: usize| -> Result<Option<Linear>, WeightError> {
+            (!fused).then(|| Linear::load(&vb.pp(name), h, out, bias)).transpose()
+        };
         Ok(Self {
-            q_proj: Linear::load(&vb.pp("q_proj"), h, q, bias)?,
-            k_proj: Linear::load(&vb.pp("k_proj"), h, kv, bias)?,
-            v_proj: Linear::load(&vb.pp("v_proj"), h, kv, bias)?,
+            q_proj: separate("q_proj", q)?,
+            k_proj: separate("k_proj", kv)?,
+            v_proj: separate("v_proj", kv)?,
+            qkv_proj: fused
+                .then(|| Linear::load(&vb.pp("qkv_proj"), h, q + 2 * kv, bias))
+                .transpose()?,
             // Qwen2 has biases on q/k/v only; Llama's and Gemma's `attention_bias` cover o_proj too.
             o_proj: Linear::load(
                 &vb.pp("o_proj"),
@@ -113,9 +123,20 @@ impl<L: Projection> Attention<L> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), nh);
-        let k = heads(self.k_proj.forward(x.clone()), nkv);
-        let v = heads(self.v_proj.forward(x), nkv);
+        let (q, k, v) = match (&self.qkv_proj, &self.q_proj, &self.k_proj, &self.v_proj) {
+            (Some(qkv), ..) => {
+                let y = qkv.forward(x);
+                let (q, kv) = (nh * hd, nkv * hd);
+                (
+                    y.clone().narrow(2, 0, q),
+                    y.clone().narrow(2, q, kv),
+                    y.narrow(2, q + kv, kv),
+                )
+            }
+            (None, Some(q), Some(k), Some(v)) => (q.forward(x.clone()), k.forward(x.clone()), v.forward(x)),
+            _ => unreachable!("invariant: Attention::load builds either qkv_proj or all of q/k/v_proj"),
+        };
+        let (q, k, v) = (heads(q, nh), heads(k, nkv), heads(v, nkv));
         // Qwen3 normalises each head (over head_dim) before rotating it.
         let norm = |n: &Option<RmsNorm>, y: Tensor<4>| match n {
             Some(n) => n.forward(y),

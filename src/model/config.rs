@@ -19,6 +19,9 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3 (`Qwen3ForCausalLM`): Llama with an RMSNorm over each query and key head.
     Qwen3,
+    /// Phi-3, 3.5 and 4-mini (`Phi3ForCausalLM`): Llama with q/k/v fused in `qkv_proj`, gate/up
+    /// in `gate_up_proj`, partial rotary dimensions and LongRoPE scaling.
+    Phi3,
     /// Gemma 2 (`Gemma2ForCausalLM`): scaled embeddings, `(1 + w)` norms around attention and
     /// MLP, GeGLU, alternating sliding-window and global layers, soft-capped scores and logits.
     Gemma2,
@@ -29,7 +32,7 @@ pub enum Architecture {
 }
 
 /// The `model_type` strings we accept, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma2, gemma3 (text)";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3 (text)";
 
 /// More decoder layers than any real model has (Llama 3.1 405B: 126); a larger count is a
 /// corrupt file, refused before anything is allocated per layer.
@@ -53,6 +56,7 @@ impl Architecture {
             "mistral" | "MistralForCausalLM" => Ok(Self::Mistral),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Self::Qwen2),
             "qwen3" | "Qwen3ForCausalLM" => Ok(Self::Qwen3),
+            "phi3" | "Phi3ForCausalLM" => Ok(Self::Phi3),
             "gemma2" | "Gemma2ForCausalLM" => Ok(Self::Gemma2),
             // GGUF calls it `gemma3`; Gemma3ForConditionalGeneration (`gemma3`, with vision) nests its
             // text config under `text_config`, which we do not read, so only the text model is accepted.
@@ -68,6 +72,7 @@ impl Architecture {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
             Self::Gemma2 => "gemma2",
             Self::Gemma3 => "gemma3_text",
         }
@@ -80,6 +85,7 @@ impl Architecture {
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Phi3 => "Phi3ForCausalLM",
             Self::Gemma2 => "Gemma2ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
         }
@@ -102,6 +108,11 @@ impl Architecture {
     pub fn norm_offset(self) -> f64 {
         if self.is_gemma() { 1.0 } else { 0.0 }
     }
+
+    /// Whether q/k/v and gate/up are fused layers (`qkv_proj`, `gate_up_proj`).
+    pub fn fuses_projections(self) -> bool {
+        self == Self::Phi3
+    }
 }
 
 /// Errors in a model configuration.
@@ -117,7 +128,7 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Invalid(String),
     /// A RoPE scaling type we do not implement.
-    #[error("rope scaling type `{0}` is not supported; supported: default, linear, llama3")]
+    #[error("rope scaling type `{0}` is not supported; supported: default, linear, llama3, longrope")]
     UnsupportedRope(String),
 }
 
@@ -142,6 +153,20 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         /// Context length the model was pre-trained with.
         original_max_position_embeddings: f64,
+    },
+    /// Phi-3's LongRoPE (also called `su`): per-frequency divisors, `short_factor` while every
+    /// position is within the pre-training context and `long_factor` beyond it, and cos/sin
+    /// multiplied by `attention_factor`.
+    #[serde(alias = "su")]
+    Longrope {
+        /// Divisors for sequences within `original_max_position_embeddings`.
+        short_factor: Vec<f64>,
+        /// Divisors for longer sequences.
+        long_factor: Vec<f64>,
+        /// Context length the model was pre-trained with.
+        original_max_position_embeddings: f64,
+        /// Scale of cos and sin (default `√(1 + ln f / ln original)`, f = context / original).
+        attention_factor: f64,
     },
 }
 
@@ -170,6 +195,10 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     /// RoPE scaling.
     pub rope_scaling: RopeScaling,
+    /// Head dimensions that are rotated, from the first (`head_dim · partial_rotary_factor`);
+    /// `None` rotates all of them.
+    #[serde(default)]
+    pub rotary_dim: Option<usize>,
     /// Whether `lm_head` shares the embedding matrix.
     pub tie_word_embeddings: bool,
     /// Whether q/k/v/o have biases (`attention_bias`; always true for q/k/v on qwen2).
@@ -251,6 +280,27 @@ impl ModelConfig {
                 self.head_dim
             )));
         }
+        let rot = self.rotary_dim();
+        if rot == 0 || rot > self.head_dim || !rot.is_multiple_of(2) {
+            return Err(ConfigError::Invalid(format!(
+                "the rotary dimensions ({rot}) must be even and within head_dim ({})",
+                self.head_dim
+            )));
+        }
+        if let RopeScaling::Longrope {
+            short_factor,
+            long_factor,
+            ..
+        } = &self.rope_scaling
+            && (short_factor.len() != rot / 2 || long_factor.len() != rot / 2)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "longrope needs {} short and long factors (one per rotated pair), got {} and {}",
+                rot / 2,
+                short_factor.len(),
+                long_factor.len()
+            )));
+        }
         Ok(())
     }
 
@@ -305,6 +355,22 @@ impl ModelConfig {
                 serde_json::to_value(&self.rope_scaling).expect("invariant: plain data"),
             );
         }
+        if let RopeScaling::Longrope {
+            original_max_position_embeddings,
+            ..
+        } = &self.rope_scaling
+        {
+            map.insert(
+                "original_max_position_embeddings".into(),
+                (*original_max_position_embeddings as usize).into(),
+            );
+        }
+        if let Some(rot) = self.rotary_dim {
+            map.insert(
+                "partial_rotary_factor".into(),
+                (rot as f64 / self.head_dim as f64).into(),
+            );
+        }
         if let Some(w) = self.sliding_window {
             map.insert("sliding_window".into(), w.into());
         }
@@ -321,6 +387,11 @@ impl ModelConfig {
             }
         }
         v
+    }
+
+    /// Head dimensions that are rotated.
+    pub fn rotary_dim(&self) -> usize {
+        self.rotary_dim.unwrap_or(self.head_dim)
     }
 
     /// Number of parameters of the base model.

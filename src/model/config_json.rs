@@ -26,6 +26,8 @@ struct RawConfig {
     rope_scaling: Option<serde_json::Value>,
     /// transformers ≥ 5 writes `rope_parameters: {rope_type, rope_theta, ...}`.
     rope_parameters: Option<serde_json::Value>,
+    partial_rotary_factor: Option<f64>,
+    original_max_position_embeddings: Option<f64>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     max_position_embeddings: Option<usize>,
@@ -84,10 +86,23 @@ impl ModelConfig {
             .rope_theta
             .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
             .unwrap_or(gemma.as_ref().map_or(10_000.0, |g| g.rope_theta));
+        let max_position_embeddings = raw.max_position_embeddings.unwrap_or(2048);
         let rope_scaling = match rope_params {
-            Some(p) => parse_rope_scaling(p)?,
+            Some(p) => parse_rope_scaling(p, max_position_embeddings, raw.original_max_position_embeddings)?,
             None => RopeScaling::Default,
         };
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1));
+        let partial = raw
+            .partial_rotary_factor
+            .or_else(|| {
+                rope_params
+                    .and_then(|p| p.get("partial_rotary_factor"))
+                    .and_then(|v| v.as_f64())
+            })
+            .unwrap_or(1.0);
+        // transformers: int(head_dim * partial_rotary_factor)
+        let rotary_dim =
+            ((head_dim as f64 * partial) as usize != head_dim).then_some((head_dim as f64 * partial) as usize);
         let local_theta = per_kind
             .and_then(|p| p.get("sliding_attention"))
             .and_then(|p| p.get("rope_theta"))
@@ -124,15 +139,16 @@ impl ModelConfig {
             num_hidden_layers: raw.num_hidden_layers,
             num_attention_heads: raw.num_attention_heads,
             num_key_value_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
-            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
+            head_dim,
             vocab_size: raw.vocab_size,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
+            rotary_dim,
             // Gemma ties the output layer to the embeddings unless config.json says otherwise.
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(gemma.is_some()),
             attention_bias: raw.attention_bias.unwrap_or(model_type == Architecture::Qwen2),
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            max_position_embeddings,
             sliding_window,
             hidden_act,
             layer_types,
@@ -174,7 +190,11 @@ fn refuse_multimodal(json: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn parse_rope_scaling(p: &serde_json::Value) -> Result<RopeScaling, ConfigError> {
+fn parse_rope_scaling(
+    p: &serde_json::Value,
+    max_position_embeddings: usize,
+    top_level_original: Option<f64>,
+) -> Result<RopeScaling, ConfigError> {
     let kind = p
         .get("rope_type")
         .or_else(|| p.get("type"))
@@ -194,6 +214,37 @@ fn parse_rope_scaling(p: &serde_json::Value) -> Result<RopeScaling, ConfigError>
             high_freq_factor: num("high_freq_factor")?,
             original_max_position_embeddings: num("original_max_position_embeddings")?,
         }),
+        "longrope" | "su" => {
+            let factors = |key: &str| -> Result<Vec<f64>, ConfigError> {
+                p.get(key)
+                    .and_then(|v| v.as_array())
+                    .and_then(|a| a.iter().map(|x| x.as_f64()).collect::<Option<Vec<f64>>>())
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!("rope scaling `{kind}` needs a list of numbers `{key}`"))
+                    })
+            };
+            // Phi-3 keeps `original_max_position_embeddings` at the top level of config.json.
+            let original = num("original_max_position_embeddings")
+                .ok()
+                .or(top_level_original)
+                .ok_or_else(|| ConfigError::Invalid("longrope needs `original_max_position_embeddings`".into()))?;
+            // transformers' `_compute_longrope_parameters`.
+            let factor = p
+                .get("factor")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(max_position_embeddings as f64 / original);
+            let attention_factor = match p.get("attention_factor").and_then(|v| v.as_f64()) {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / original.ln()).sqrt(),
+            };
+            Ok(RopeScaling::Longrope {
+                short_factor: factors("short_factor")?,
+                long_factor: factors("long_factor")?,
+                original_max_position_embeddings: original,
+                attention_factor,
+            })
+        }
         other => Err(ConfigError::UnsupportedRope(other.to_string())),
     }
 }

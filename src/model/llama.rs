@@ -46,7 +46,13 @@ impl DecoderLayer<Linear> {
         let gemma_norm = |name: &str| cfg.model_type.is_gemma().then(|| norm(name)).transpose();
         Ok(Self {
             self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
-            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)?,
+            mlp: Mlp::load(
+                &vb.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.model_type.fuses_projections(),
+                cfg.hidden_act,
+            )?,
             input_layernorm: norm("input_layernorm")?,
             post_attention_layernorm: norm("post_attention_layernorm")?,
             pre_feedforward_layernorm: gemma_norm("pre_feedforward_layernorm")?,

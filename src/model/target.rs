@@ -8,31 +8,36 @@ use super::llama::{DecoderLayer, LlamaForCausalLM, LlamaModel};
 use super::mlp::Mlp;
 
 impl<L: Projection> LlamaForCausalLM<L> {
-    /// The module `target` of block `layer`.
-    pub fn linear(&self, layer: usize, target: Target) -> &L {
-        let block = &self.model.layers[layer];
+    /// The module `target` of block `layer`; `None` if the block has no such layer (a fused
+    /// architecture's `q_proj`, or a layer index past the last).
+    pub fn linear(&self, layer: usize, target: Target) -> Option<&L> {
+        let block = self.model.layers.get(layer)?;
         match target {
-            Target::Q => &block.self_attn.q_proj,
-            Target::K => &block.self_attn.k_proj,
-            Target::V => &block.self_attn.v_proj,
-            Target::O => &block.self_attn.o_proj,
-            Target::Gate => &block.mlp.gate_proj,
-            Target::Up => &block.mlp.up_proj,
-            Target::Down => &block.mlp.down_proj,
+            Target::Q => block.self_attn.q_proj.as_ref(),
+            Target::K => block.self_attn.k_proj.as_ref(),
+            Target::V => block.self_attn.v_proj.as_ref(),
+            Target::Qkv => block.self_attn.qkv_proj.as_ref(),
+            Target::O => Some(&block.self_attn.o_proj),
+            Target::Gate => block.mlp.gate_proj.as_ref(),
+            Target::Up => block.mlp.up_proj.as_ref(),
+            Target::GateUp => block.mlp.gate_up_proj.as_ref(),
+            Target::Down => Some(&block.mlp.down_proj),
         }
     }
 
-    /// The module `target` of block `layer`, mutably.
-    pub fn linear_mut(&mut self, layer: usize, target: Target) -> &mut L {
-        let block = &mut self.model.layers[layer];
+    /// The module `target` of block `layer`, mutably (`None` as for [`Self::linear`]).
+    pub fn linear_mut(&mut self, layer: usize, target: Target) -> Option<&mut L> {
+        let block = self.model.layers.get_mut(layer)?;
         match target {
-            Target::Q => &mut block.self_attn.q_proj,
-            Target::K => &mut block.self_attn.k_proj,
-            Target::V => &mut block.self_attn.v_proj,
-            Target::O => &mut block.self_attn.o_proj,
-            Target::Gate => &mut block.mlp.gate_proj,
-            Target::Up => &mut block.mlp.up_proj,
-            Target::Down => &mut block.mlp.down_proj,
+            Target::Q => block.self_attn.q_proj.as_mut(),
+            Target::K => block.self_attn.k_proj.as_mut(),
+            Target::V => block.self_attn.v_proj.as_mut(),
+            Target::Qkv => block.self_attn.qkv_proj.as_mut(),
+            Target::O => Some(&mut block.self_attn.o_proj),
+            Target::Gate => block.mlp.gate_proj.as_mut(),
+            Target::Up => block.mlp.up_proj.as_mut(),
+            Target::GateUp => block.mlp.gate_up_proj.as_mut(),
+            Target::Down => Some(&mut block.mlp.down_proj),
         }
     }
 
@@ -73,9 +78,10 @@ impl<L: Projection> LlamaForCausalLM<L> {
                 } = block;
                 DecoderLayer {
                     self_attn: Attention {
-                        q_proj: f(i, Target::Q, self_attn.q_proj),
-                        k_proj: f(i, Target::K, self_attn.k_proj),
-                        v_proj: f(i, Target::V, self_attn.v_proj),
+                        q_proj: self_attn.q_proj.map(|l| f(i, Target::Q, l)),
+                        k_proj: self_attn.k_proj.map(|l| f(i, Target::K, l)),
+                        v_proj: self_attn.v_proj.map(|l| f(i, Target::V, l)),
+                        qkv_proj: self_attn.qkv_proj.map(|l| f(i, Target::Qkv, l)),
                         o_proj: f(i, Target::O, self_attn.o_proj),
                         num_heads: self_attn.num_heads,
                         num_kv_heads: self_attn.num_kv_heads,
@@ -86,8 +92,9 @@ impl<L: Projection> LlamaForCausalLM<L> {
                         softcap: self_attn.softcap,
                     },
                     mlp: Mlp {
-                        gate_proj: f(i, Target::Gate, mlp.gate_proj),
-                        up_proj: f(i, Target::Up, mlp.up_proj),
+                        gate_proj: mlp.gate_proj.map(|l| f(i, Target::Gate, l)),
+                        up_proj: mlp.up_proj.map(|l| f(i, Target::Up, l)),
+                        gate_up_proj: mlp.gate_up_proj.map(|l| f(i, Target::GateUp, l)),
                         down_proj: f(i, Target::Down, mlp.down_proj),
                         act: mlp.act,
                     },

@@ -69,7 +69,7 @@ pub fn config(method: InitMethod, rank: usize, alpha: f64) -> LoraConfig {
         rank,
         alpha,
         use_rslora: false,
-        targets: Target::ALL.to_vec(),
+        targets: Target::DEFAULT.to_vec(),
         seed: 7,
     }
 }
@@ -192,7 +192,7 @@ fn train(
 #[test]
 fn training_lowers_the_loss_and_keeps_the_base_frozen() {
     let mut m = init(InitMethod::Lora, 8.0);
-    let base_w = read(m.model.linear(0, Target::Q).base.weight_out_in());
+    let base_w = read(m.model.linear(0, Target::Q).unwrap().base.weight_out_in());
     let (report, rec) = train(&mut m, &train_config(40, 1e-2), None);
     let report = report.unwrap();
     assert_eq!((report.steps, report.stopped), (40, false));
@@ -205,7 +205,7 @@ fn training_lowers_the_loss_and_keeps_the_base_frozen() {
         "eval_every 0: only the last"
     );
     assert_eq!(
-        read(m.model.linear(0, Target::Q).base.weight_out_in()),
+        read(m.model.linear(0, Target::Q).unwrap().base.weight_out_in()),
         base_w,
         "the base weight moved"
     );
@@ -219,7 +219,7 @@ fn read(t: burn::tensor::Tensor<2>) -> Vec<f32> {
 fn null_v2_trains_only_the_up_projection() {
     let mut m = init(InitMethod::NullV2, 4.0);
     let factors = |m: &LoadedModel| {
-        let lora = m.model.linear(1, Target::Down).adapter.as_ref().unwrap();
+        let lora = m.model.linear(1, Target::Down).unwrap().adapter.as_ref().unwrap();
         (read(lora.lora_a.val()), read(lora.lora_b.val()))
     };
     let (a0, b0) = factors(&m);
@@ -394,6 +394,44 @@ fn on_gemma_every_method_starts_from_the_base_and_exports_for_the_original() {
             export_round_trip(dir, method);
         }
     }
+}
+
+#[test]
+fn on_phi3_every_method_adapts_the_fused_layers_and_exports_for_the_original() {
+    let base = logits_rows(&load(&hf_files("tiny/phi3"), &Device::flex()), &IDS);
+    for method in InitMethod::ALL {
+        let m = init_on("tiny/phi3", method, 8.0);
+        let targets = &m.adapter.as_ref().unwrap().config.targets;
+        assert_eq!(
+            targets,
+            &[Target::O, Target::Down, Target::Qkv, Target::GateUp],
+            "the default targets name phi3's fused layers"
+        );
+        let d = max_rel_diff(&logits_rows(&m, &IDS), &base);
+        assert!(d < INIT_LOGIT_TOL, "phi3 {}: relative logit change {d}", method.name());
+    }
+    for method in [
+        InitMethod::Null,
+        InitMethod::NullV2,
+        InitMethod::Lora,
+        InitMethod::Pissa,
+    ] {
+        export_round_trip("tiny/phi3", method);
+    }
+    // A llama-style adapter names layers phi3 does not have: refused, naming what it has.
+    let mut llama = init_on("tiny/llama", InitMethod::Lora, 8.0);
+    train_a_few_steps(&mut llama);
+    let (files, _) = pollster::block_on(llama.export_peft(SaveDtype::F32)).unwrap();
+    let get = |n: &str| files.iter().find(|(f, _)| f == n).unwrap().1.clone();
+    let mut phi3 = load(&hf_files("tiny/phi3"), &Device::flex());
+    let err = phi3
+        .attach_peft(&get("adapter_config.json"), &get("adapter_model.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("qkv_proj") && err.contains("another architecture"),
+        "{err}"
+    );
 }
 
 #[test]

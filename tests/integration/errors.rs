@@ -61,8 +61,8 @@ fn unsupported_gguf_quantisation_is_named_with_the_supported_list() {
 fn unsupported_architecture_is_named_with_the_supported_list() {
     let bytes = write_gguf(
         &[
-            ("general.architecture", Val::Str("phi3".into())),
-            ("phi3.block_count", Val::U32(1)),
+            ("general.architecture", Val::Str("falcon".into())),
+            ("falcon.block_count", Val::U32(1)),
         ],
         &[],
     );
@@ -70,7 +70,7 @@ fn unsupported_architecture_is_named_with_the_supported_list() {
     files.insert("m.gguf", bytes);
     let err = load_err(&files);
     assert!(
-        err.contains("phi3") && err.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3"),
+        err.contains("falcon") && err.contains("llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3"),
         "{err}"
     );
 

@@ -89,3 +89,8 @@ fn the_gguf_adapter_keeps_hugging_face_rows_for_gemma() {
     check("tiny/gemma2", false);
     check("tiny/gemma3", false);
 }
+
+#[test]
+fn the_gguf_adapter_names_phi3_s_fused_layers_as_llama_cpp_does() {
+    check("tiny/phi3", false);
+}

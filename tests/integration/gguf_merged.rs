@@ -142,3 +142,20 @@ fn a_merged_gemma_gguf_keeps_llama_cpp_s_norms_and_computes_the_trained_model() 
         assert!(d < F16_LOGIT_REL_TOL, "{arch}: merged f16 GGUF differs by {d} relative");
     }
 }
+
+#[test]
+fn a_merged_phi3_gguf_keeps_the_fused_layers_and_longrope_factors() {
+    let (files, m) = trained(&fixture("tiny/phi3-gguf/phi3-f32.gguf"));
+    let want = logits_rows(&m, &IDS);
+    let bytes = pollster::block_on(m.export_gguf_merged(&files, MergedQuant::F16)).unwrap();
+    let merged = GgufFile::parse(&bytes).unwrap();
+    for name in [
+        "rope_factors_long.weight",
+        "rope_factors_short.weight",
+        "blk.0.attn_qkv.weight",
+    ] {
+        assert!(merged.tensor_info(name).is_some(), "{name} kept");
+    }
+    let d = rel(&logits_rows(&reload(bytes), &IDS), &want);
+    assert!(d < F16_LOGIT_REL_TOL, "merged phi3 GGUF differs by {d} relative");
+}

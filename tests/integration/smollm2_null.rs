@@ -70,7 +70,7 @@ fn null_directions_are_at_least_10x_quieter_than_top_directions_on_held_out_ques
     let opts = CalibOptions {
         samples: 32,
         seq_len: 256,
-        targets: Target::ALL.to_vec(),
+        targets: Target::DEFAULT.to_vec(),
         ..CalibOptions::default()
     };
     let calib = pollster::block_on(m.calibrate(&calib_text, &opts, &mut |_, _| {})).unwrap();
@@ -131,7 +131,7 @@ fn null_initialisation_of_smollm2_leaves_its_logits_unchanged() {
     let opts = CalibOptions {
         samples: 8,
         seq_len: 128,
-        targets: Target::ALL.to_vec(),
+        targets: Target::DEFAULT.to_vec(),
         ..CalibOptions::default()
     };
     let calib = pollster::block_on(m.calibrate(&calib_text, &opts, &mut |_, _| {})).unwrap();
@@ -140,7 +140,7 @@ fn null_initialisation_of_smollm2_leaves_its_logits_unchanged() {
         rank: 16,
         alpha: 32.0,
         use_rslora: false,
-        targets: Target::ALL.to_vec(),
+        targets: Target::DEFAULT.to_vec(),
         seed: 1,
     };
     pollster::block_on(m.init_adapters(config, Some(&calib), &mut EighCache::default(), &Inline, &mut |_, _| {}))

@@ -104,13 +104,90 @@ fn qwen3_chat_template_with_thinking_renders_like_transformers() {
 }
 
 #[test]
+fn tiny_phi3_with_fused_layers_partial_rotary_and_longrope_matches_transformers() {
+    // cases of 1 and 7 tokens use the short factors, the 24-token case (past the pre-training
+    // context of 16) the long ones
+    check_logits(&hf_files("tiny/phi3"), "tiny/phi3/reference.json");
+}
+
+#[test]
+fn tiny_phi3_converted_by_llama_cpp_to_gguf_matches_transformers() {
+    for (file, reference) in [
+        ("phi3-f32.gguf", "reference.json"),
+        ("phi3-f16.gguf", "reference_f16.json"),
+    ] {
+        let files = gguf_files(&fixture(&format!("tiny/phi3-gguf/{file}")));
+        check_logits(&files, &format!("tiny/phi3-gguf/{reference}"));
+    }
+    // The tokenizer rebuilt from the GGUF's metadata equals tokenizer.json.
+    let device = Device::flex();
+    let a = load(&hf_files("tiny/phi3"), &device);
+    let b = load(&gguf_files(&fixture("tiny/phi3-gguf/phi3-f32.gguf")), &device);
+    // GGUF stores the LongRoPE factors and eps as f32: the same configuration up to that rounding.
+    assert_eq!(
+        (a.config.rotary_dim, a.config.max_position_embeddings),
+        (b.config.rotary_dim, b.config.max_position_embeddings)
+    );
+    let factors = |c: &lora_null::model::ModelConfig| match &c.rope_scaling {
+        lora_null::model::RopeScaling::Longrope {
+            short_factor,
+            long_factor,
+            original_max_position_embeddings,
+            attention_factor,
+        } => [
+            short_factor.clone(),
+            long_factor.clone(),
+            vec![*original_max_position_embeddings, *attention_factor],
+        ]
+        .concat(),
+        other => panic!("longrope expected, got {other:?}"),
+    };
+    for (x, y) in factors(&a.config).iter().zip(factors(&b.config)) {
+        assert!((x - y).abs() <= 1e-6 * x.abs(), "LongRoPE from GGUF: {x} vs {y}");
+    }
+    let text = "Hello world, 123 tokens!\n\tand  more";
+    assert_eq!(a.tokenizer.encode(text).unwrap(), b.tokenizer.encode(text).unwrap());
+}
+
+#[test]
+fn phi3_longrope_frequencies_and_scaling_match_transformers() {
+    let m = load(&hf_files("tiny/phi3"), &Device::flex());
+    let rope = &json("tiny/phi3/reference.json")["meta"]["rope"];
+    let scaling = rope["attention_scaling"].as_f64().unwrap() as f32;
+    assert!(scaling > 1.0, "LongRoPE scales cos/sin: {scaling}");
+    let r = RotaryEmbedding::new(&m.config, None);
+    let close = |got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "one frequency per rotated pair");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= INV_FREQ_REL_TOL * w.abs().max(1e-3),
+                "{got:?} vs {want:?}"
+            );
+        }
+    };
+    close(r.inv_freq(), &floats(&rope["inv_freq_short"]));
+    let (cos, _) = r.tables(0, 17, &Device::flex());
+    let cos = cos.into_data().try_to_vec::<f32>().unwrap();
+    let rot = r.inv_freq().len() * 2;
+    let long = floats(&rope["inv_freq_long"]);
+    // position 3 of a 17-token call (past the context of 16): cos(3·long)·scaling
+    for (k, f) in long.iter().enumerate() {
+        let want = (3.0 * f).cos() * scaling;
+        assert!(
+            (cos[3 * rot + k] - want).abs() < 1e-5,
+            "long set in use past the context"
+        );
+    }
+}
+
+#[test]
 fn tiny_mistral_logits_match_transformers() {
     check_logits(&hf_files("tiny/mistral"), "tiny/mistral/reference.json");
 }
 
 #[test]
 fn greedy_generation_with_kv_cache_matches_transformers_for_every_architecture() {
-    for arch in ["llama", "llama3", "qwen2", "qwen3", "mistral"] {
+    for arch in ["llama", "llama3", "qwen2", "qwen3", "mistral", "phi3"] {
         check_greedy(
             &hf_files(&format!("tiny/{arch}")),
             &format!("tiny/{arch}/reference.json"),

@@ -53,7 +53,7 @@ fn four_adamw_steps_match_pytorch_loss_gradient_norm_schedule_and_factors() {
     for (key, f) in r["init"].as_object().unwrap() {
         let (layer, module) = key.split_once('.').unwrap();
         let (layer, target) = (layer.parse().unwrap(), target_of(module));
-        m.model.linear_mut(layer, target).adapter = Some(LoraAdapter::new(
+        m.model.linear_mut(layer, target).unwrap().adapter = Some(LoraAdapter::new(
             matrix_tensor(&f["lora_A"], &device),
             matrix_tensor(&f["lora_B"], &device),
             scale,
@@ -136,6 +136,7 @@ fn four_adamw_steps_match_pytorch_loss_gradient_norm_schedule_and_factors() {
         let adapter = m
             .model
             .linear(layer.parse().unwrap(), target_of(module))
+            .unwrap()
             .adapter
             .as_ref()
             .unwrap();

@@ -66,7 +66,8 @@ pub struct LoraArgs {
     /// Use rsLoRA scaling alpha/√r.
     #[arg(long)]
     pub rslora: bool,
-    /// Modules to adapt, comma-separated.
+    /// Modules to adapt, comma-separated (on phi3, q/k/v name the fused qkv_proj and gate/up the
+    /// fused gate_up_proj; qkv and gate_up name them directly).
     #[arg(long, default_value = "q,k,v,o,gate,up,down", value_delimiter = ',', value_parser = Target::parse)]
     pub targets: Vec<Target>,
     /// Seed of the random initialisations (lora, gaussian).
