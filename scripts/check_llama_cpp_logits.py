@@ -29,10 +29,14 @@ DRIVER = r"""
 #include "llama.h"
 #include <stdio.h>
 #include <stdlib.h>
-/* driver MODEL.gguf ID... : the f32 logits of every position, to stdout */
+#include <string.h>
+/* driver MODEL.gguf [--lora ADAPTER.gguf] ID... : the f32 logits of every position, to stdout */
 int main(int argc, char **argv) {
-    if (argc < 3) return 2;
-    int n = argc - 2;
+    int first = 2;
+    const char *lora = NULL;
+    if (argc > 3 && strcmp(argv[2], "--lora") == 0) { lora = argv[3]; first = 4; }
+    if (argc <= first) return 2;
+    int n = argc - first;
     llama_backend_init();
     struct llama_model *model = llama_model_load_from_file(argv[1], llama_model_default_params());
     if (!model) return 3;
@@ -41,9 +45,15 @@ int main(int argc, char **argv) {
     cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32;
     struct llama_context *ctx = llama_init_from_model(model, cp);
     if (!ctx) return 4;
+    if (lora) {
+        struct llama_adapter_lora *ad = llama_adapter_lora_init(model, lora);
+        float scale = 1.0f;
+        if (!ad) return 6;
+        if (llama_set_adapters_lora(ctx, &ad, 1, &scale) != 0) return 7;
+    }
     struct llama_batch b = llama_batch_init(n, 0, 1);
     for (int i = 0; i < n; i++) {
-        b.token[i] = atoi(argv[i + 2]); b.pos[i] = i; b.n_seq_id[i] = 1; b.seq_id[i][0] = 0; b.logits[i] = 1;
+        b.token[i] = atoi(argv[i + first]); b.pos[i] = i; b.n_seq_id[i] = 1; b.seq_id[i][0] = 0; b.logits[i] = 1;
     }
     b.n_tokens = n;
     if (llama_decode(ctx, b) != 0) return 5;
@@ -68,6 +78,16 @@ def build_driver(work: Path) -> Path:
     return work / "driver"
 
 
+def run_driver(driver: Path, gguf: Path, ids, lora: Path | None = None) -> np.ndarray:
+    """llama.cpp's logits [len(ids), vocab] for `ids` on `gguf`, with the LoRA adapter GGUF `lora` if given."""
+    args = [str(driver), str(gguf)] + (["--lora", str(lora)] if lora else []) + [str(int(i)) for i in ids]
+    out = subprocess.run(args, capture_output=True)
+    if out.returncode != 0:
+        what = f"{gguf}" + (f" + {lora}" if lora else "")
+        sys.exit(f"{what}: llama.cpp driver exited {out.returncode}\n{out.stderr.decode(errors='replace')[-2000:]}")
+    return np.frombuffer(out.stdout, dtype=np.float32).reshape(len(ids), -1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rel-tol", type=float, default=5e-3)
@@ -79,11 +99,7 @@ def main():
             cases = json.loads((TINY / ref).read_text())["cases"]
             worst = scale = 0.0
             for case in cases:
-                ids = [str(i) for i in case["ids"]]
-                out = subprocess.run([str(driver), str(TINY / gguf)] + ids, capture_output=True)
-                if out.returncode != 0:
-                    sys.exit(f"{gguf}: driver exited {out.returncode}\n{out.stderr.decode()[-2000:]}")
-                got = np.frombuffer(out.stdout, dtype=np.float32).reshape(len(ids), -1)
+                got = run_driver(driver, TINY / gguf, case["ids"])
                 want = np.array(case["logits"], dtype=np.float32)
                 worst = max(worst, float(np.abs(got - want).max()))
                 scale = max(scale, float(np.abs(want).max()))
