@@ -155,6 +155,16 @@ def write_json(path: Path, obj) -> None:
     print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
 
 
+def write_hf_folder(d: Path, cfg: dict, tk: Tokenizer, tok_config: dict) -> None:
+    """A fresh Hugging Face folder: config.json, tokenizer.json and tokenizer_config.json."""
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    tk.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -1912,12 +1922,7 @@ def make_qwen3():
         "chat_template": chat_template,
     }
     d = QWEN3_DIR
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    tk.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    write_hf_folder(d, cfg, tk, tok_config)
 
     config = AutoConfig.from_pretrained(str(d))
     assert type(config).__name__ == "Qwen3Config" and config.head_dim == 16, config
@@ -2172,12 +2177,7 @@ def make_phi3():
         "chat_template": chat_template,
     }
     d = PHI3_DIR
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    tk.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    write_hf_folder(d, cfg, tk, tok_config)
 
     config = AutoConfig.from_pretrained(str(d))
     assert type(config).__name__ == "Phi3Config", config
@@ -2497,12 +2497,7 @@ def make_gemma():
             "model_max_length": GEMMA_SHAPE["max_position_embeddings"],
         }
         d = TINY / arch
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        tk.save(str(d / "tokenizer.json"))
-        (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        write_hf_folder(d, cfg, tk, tok_config)
 
         config = AutoConfig.from_pretrained(str(d))
         want_types = (

@@ -309,21 +309,7 @@ pub fn llama_cpp_permutes_qk(arch: Architecture) -> bool {
 /// [`unpermute_rows`]): within each head, halves `(j, i)` become interleaved pairs `(i, j)`.
 /// Returns `None` if `rows` is not a multiple of `2·heads`.
 pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
-    if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
-        return None;
-    }
-    let half = rows / heads / 2;
-    let mut out = vec![0f32; data.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = h * 2 * half + j * half + i;
-                let dst = h * 2 * half + i * 2 + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    Some(out)
+    move_rows(data, rows, cols, heads, true)
 }
 
 /// Undoes llama.cpp's rotary permutation of q/k rows: within each head, rows stored as
@@ -331,6 +317,12 @@ pub fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Opt
 /// `w.reshape(h, d/2, 2, cols).swapaxes(1, 2).reshape(rows, cols)` (transformers'
 /// `reverse_permute_weights`). Returns `None` if `rows` is not a multiple of `2·heads`.
 pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
+    move_rows(data, rows, cols, heads, false)
+}
+
+/// Within each head, row `j·half + i` (halves) ↔ row `2i + j` (interleaved pairs);
+/// `interleave` picks the direction.
+fn move_rows(data: &[f32], rows: usize, cols: usize, heads: usize, interleave: bool) -> Option<Vec<f32>> {
     if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
         return None;
     }
@@ -339,8 +331,9 @@ pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> O
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let src = h * 2 * half + i * 2 + j;
-                let dst = h * 2 * half + j * half + i;
+                let halves = h * 2 * half + j * half + i;
+                let pairs = h * 2 * half + i * 2 + j;
+                let (src, dst) = if interleave { (halves, pairs) } else { (pairs, halves) };
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }

@@ -199,15 +199,7 @@ pub struct ArchSpec {
 /// extra norms are not adaptable; its GeGLU product is the `mlp_hidden` site, the input of
 /// `down_proj`).
 pub const LLAMA_FAMILY: ArchSpec = ArchSpec {
-    targets: &[
-        Target::Q,
-        Target::K,
-        Target::V,
-        Target::O,
-        Target::Gate,
-        Target::Up,
-        Target::Down,
-    ],
+    targets: &Target::DEFAULT,
     sites: &SITES,
 };
 
