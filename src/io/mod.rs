@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod dataset;
 pub mod gguf;
+pub mod gguf_bpe;
 pub mod gguf_model;
 pub mod gguf_sentencepiece;
 pub mod gguf_write;
