@@ -22,7 +22,9 @@ use super::{Matrix, Rng};
 /// Options of [`smallest_eigenpairs`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartialOptions {
-    /// Stop once every wanted residual `‖C v − λ v‖ / ‖C‖_F` is at most this.
+    /// Stop once every wanted residual `‖C v − λ v‖ / ‖C‖_F` is at most this. Covariances
+    /// have their smallest eigenvalues at 1e-8..1e-10 of the largest, so the default (1e-12)
+    /// is well below them; the rounding floor of the residual itself is ~1e-15.
     pub tol: f64,
     /// Iteration cap; the result reports non-convergence rather than failing.
     pub max_iter: usize,
@@ -30,18 +32,19 @@ pub struct PartialOptions {
     pub oversample: usize,
     /// Seed of the Gaussian start block (the result depends only on C, r and the options).
     pub seed: u64,
-    /// At or below this width the full `eigh` is used: it is cheaper than the iteration there.
+    /// At or below this width the full `eigh` is used: it is cheaper than the iteration there
+    /// (SmolLM2's 576-wide covariances: full 2x faster; at 1536 the iteration wins 1.4-2x).
     pub full_below: usize,
 }
 
 impl Default for PartialOptions {
     fn default() -> Self {
         Self {
-            tol: 1e-10,
-            max_iter: 200,
-            oversample: 16,
+            tol: 1e-12,
+            max_iter: 300,
+            oversample: 32,
             seed: 0x5EED,
-            full_below: 256,
+            full_below: 1024,
         }
     }
 }
