@@ -18,17 +18,20 @@ pub enum DecomposeError {
     /// The matrix is not positive definite where it must be.
     #[error("{0} is not positive definite even after damping")]
     NotPositiveDefinite(&'static str),
+    /// The matrix is all zeros (or not square), so it has no meaningful eigenbasis.
+    #[error("{0} is zero or not square; accumulate the statistics before decomposing them")]
+    Degenerate(&'static str),
 }
 
-fn to_faer(m: &Matrix) -> Mat<f64> {
+pub(super) fn to_faer(m: &Matrix) -> Mat<f64> {
     Mat::from_fn(m.rows, m.cols, |i, j| m[(i, j)])
 }
 
-fn from_faer(m: MatRef<'_, f64>) -> Matrix {
+pub(super) fn from_faer(m: MatRef<'_, f64>) -> Matrix {
     Matrix::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)])
 }
 
-fn check_finite(m: &Matrix, what: &'static str) -> Result<(), DecomposeError> {
+pub(super) fn check_finite(m: &Matrix, what: &'static str) -> Result<(), DecomposeError> {
     if m.data.iter().all(|v| v.is_finite()) {
         Ok(())
     } else {

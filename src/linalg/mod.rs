@@ -5,6 +5,7 @@ pub mod decompose;
 pub mod init;
 pub mod jobs;
 pub mod matrix;
+pub mod partial;
 pub mod rng;
 pub mod spectra;
 
