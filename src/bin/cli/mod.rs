@@ -2,6 +2,7 @@
 
 mod adapt;
 mod bench;
+mod bench_eigen;
 mod experiment;
 mod export;
 mod files;
