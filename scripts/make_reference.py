@@ -165,6 +165,18 @@ def write_hf_folder(d: Path, cfg: dict, tk: Tokenizer, tok_config: dict) -> None
     (d / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", "utf-8")
 
 
+def reload_checked(d: Path, model, cases, label: str = ""):
+    """The model transformers loads back from d (config.json + model.safetensors), checked to give the saved
+    model's logits on `cases`: the reference is what a user of the folder gets."""
+    loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+    loaded.eval()
+    assert_float32(loaded)
+    for ids in cases:
+        diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
+        assert diff <= 1e-5, (label, "reload changed logits", diff)
+    return loaded
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -632,13 +644,7 @@ def make_tiny():
             sd.pop("lm_head.weight")
         save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
 
-        # reference from the model transformers loads back from config.json + model.safetensors
-        loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
-        loaded.eval()
-        assert_float32(loaded)
-        for ids in cases:
-            diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
-            assert diff <= 1e-5, (name, "reload changed logits", diff)
+        loaded = reload_checked(d, model, cases, name)
 
         theta = cfg["rope_theta"]
         inv = loaded.model.rotary_emb.inv_freq.detach().clone()
@@ -1940,13 +1946,8 @@ def make_qwen3():
             assert w.shape == (cfg["head_dim"],) and (w - 1).abs().min() > 0, (n, w)
     save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
 
-    loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
-    loaded.eval()
-    assert_float32(loaded)
     cases, prompt = tiny_case_ids()
-    for ids in cases:
-        diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
-        assert diff <= 1e-5, ("reload changed logits", diff)
+    loaded = reload_checked(d, model, cases)
     inv = loaded.model.rotary_emb.inv_freq.detach().clone()
     assert torch.allclose(inv, default_inv_freq(cfg["rope_theta"], cfg["head_dim"]), rtol=1e-6, atol=0)
     rope_info = {"rope_parameters": loaded.config.rope_parameters, "inv_freq": f32_list(inv)}
@@ -2197,14 +2198,9 @@ def make_phi3():
     assert sd["model.layers.0.mlp.gate_up_proj.weight"].shape == (2 * cfg["intermediate_size"], h)
     save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
 
-    loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
-    loaded.eval()
-    assert_float32(loaded)
     cases, prompt = tiny_case_ids()
     assert max(len(c) for c in cases) > PHI3_ORIGINAL_CONTEXT >= len(prompt) + 10, "both factor sets exercised"
-    for ids in cases:
-        diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
-        assert diff <= 1e-5, ("reload changed logits", diff)
+    loaded = reload_checked(d, model, cases)
     rot = loaded.model.rotary_emb
     short_inv = rot.original_inv_freq.detach().clone()
     assert short_inv.numel() == int(hd * PHI3_PARTIAL_ROTARY) // 2
@@ -2514,13 +2510,8 @@ def make_gemma():
         sd.pop("lm_head.weight")
         save_file(dict(sorted(sd.items())), str(d / "model.safetensors"), metadata={"format": "pt"})
 
-        loaded = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
-        loaded.eval()
-        assert_float32(loaded)
         cases, prompt = tiny_case_ids()
-        for ids in cases:
-            diff = (forward_logits(loaded, ids) - forward_logits(model, ids)).abs().max().item()
-            assert diff <= 1e-5, ("reload changed logits", diff)
+        loaded = reload_checked(d, model, cases, arch)
         # the fixture must exercise what makes Gemma Gemma: without the window (or the soft-caps) the same weights
         # give other logits on the 24-token case
         longest = max(cases, key=len)
