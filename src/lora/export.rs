@@ -215,17 +215,18 @@ pub fn attach_adapter(model: &mut LoraModel, adapter: &PeftAdapter, device: &Dev
                 module: "model".into(),
             });
         }
-        let have: Vec<&str> = Target::ALL
-            .into_iter()
-            .filter(|&t| model.linear(layer, t).is_some())
-            .map(|t| t.module_name())
-            .collect();
-        let Some(lin) = model.linear_mut(layer, target) else {
+        if model.linear(layer, target).is_none() {
+            let have: Vec<&str> = Target::ALL
+                .into_iter()
+                .filter(|&t| model.linear(layer, t).is_some())
+                .map(|t| t.module_name())
+                .collect();
             return Err(PeftError::NoModule {
                 module: target.module_name().into(),
                 have: have.join(", "),
             });
-        };
+        }
+        let lin = model.linear_mut(layer, target).expect("invariant: checked just above");
         let (out_f, in_f) = lin.base.dims();
         let r = m.a.shape[0];
         if m.a.shape != [r, in_f] || m.b.shape != [out_f, r] {
