@@ -21,6 +21,47 @@ pub enum LoadProgress {
 /// Above this many bytes of f32 weights the load warns that smaller GPUs may not hold the model.
 const LARGE_MODEL_BYTES: u64 = 2 << 30;
 
+/// Above this many bytes of f32 weights, [`BaseStorage::Auto`] keeps the base packed.
+const PACK_ABOVE_BYTES: u64 = 1 << 30;
+
+/// How the frozen base weights are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseStorage {
+    /// Packed when the model would take more than 1 GiB as f32, else f32.
+    #[default]
+    Auto,
+    /// Every weight decoded to f32 once, at load: fastest, 4 bytes per parameter.
+    F32,
+    /// Quantised and 16-bit matrices stay as stored and are decoded when their layer runs (the
+    /// others are f32); training then checkpoints per block. Needs a GGUF file.
+    Packed,
+}
+
+impl std::str::FromStr for BaseStorage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "packed" => Ok(Self::Packed),
+            other => Err(format!("unknown base storage `{other}`; use auto, f32 or packed")),
+        }
+    }
+}
+
+impl BaseStorage {
+    /// Whether a model of this configuration is loaded packed. In the browser, `auto` stays f32:
+    /// a packed embedding reads token ids back synchronously, which WebGPU cannot.
+    pub fn packs(self, c: &ModelConfig) -> bool {
+        match self {
+            Self::F32 => false,
+            Self::Packed => true,
+            Self::Auto => !cfg!(target_arch = "wasm32") && c.num_parameters() as u64 * 4 > PACK_ABOVE_BYTES,
+        }
+    }
+}
+
 /// Refuses a model whose largest tensor exceeds the adapter's storage-binding limit (before
 /// anything is uploaded), and notes a large total.
 fn check_fits(
@@ -59,9 +100,15 @@ fn check_fits(
 impl LoadedModel {
     /// Parses the files and builds the model on `device` in one go.
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, EngineError> {
+        Self::load_as(files, device, BaseStorage::Auto)
+    }
+
+    /// [`Self::load`] with the base weights held as `base` says.
+    pub fn load_as(files: &ModelFiles, device: &Device, base: BaseStorage) -> Result<Self, EngineError> {
         let ckpt = Checkpoint::parse(files)?;
         let weights = ckpt.weights()?;
-        let vb = VarBuilder::new(weights.source(), device, ckpt.config.model_type.model_type());
+        let vb = VarBuilder::new(weights.source(), device, ckpt.config.model_type.model_type())
+            .with_packing(base.packs(&ckpt.config));
         let model = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors())
             .finish()
             .map_err(crate::io::LoadError::from)?;
@@ -74,12 +121,14 @@ impl LoadedModel {
     pub async fn load_with_progress(
         files: &ModelFiles,
         choice: &DeviceChoice,
+        base: BaseStorage,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Self, EngineError> {
         let ckpt = Checkpoint::parse(files)?;
         check_fits(&ckpt.config, choice, progress)?;
         let weights = ckpt.weights()?;
-        let vb = VarBuilder::new(weights.source(), &choice.device, ckpt.config.model_type.model_type());
+        let vb = VarBuilder::new(weights.source(), &choice.device, ckpt.config.model_type.model_type())
+            .with_packing(base.packs(&ckpt.config));
         let mut builder = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors());
         loop {
             let (done, total) = builder.progress();

@@ -26,7 +26,7 @@ pub use adapt::AdapterState;
 pub use analyze::{CalibOptions, Calibration};
 pub use export::ExportFiles;
 pub use jobs::{EighCache, Executor, Inline, JobError};
-pub use load::LoadProgress;
+pub use load::{BaseStorage, LoadProgress};
 pub use train::{CheckpointKind, Control, TrainHooks, TrainReport};
 
 use crate::hint::Hint;

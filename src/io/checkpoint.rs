@@ -3,6 +3,7 @@
 //! Everything works on bytes, so the browser and the CLI share it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::LoadError;
 use super::gguf::GgufFile;
@@ -13,10 +14,11 @@ pub use crate::model::Format;
 use crate::model::ModelConfig;
 use crate::model::weights::Weights;
 
-/// Model files by base name (e.g. `"config.json"`, `"model-00001-of-00002.safetensors"`).
+/// Model files by base name (e.g. `"config.json"`, `"model-00001-of-00002.safetensors"`). The
+/// bytes are shared: a model whose weights stay packed reads them from here, without a copy.
 #[derive(Debug, Default, Clone)]
 pub struct ModelFiles {
-    files: BTreeMap<String, Vec<u8>>,
+    files: BTreeMap<String, Arc<Vec<u8>>>,
     origin: Option<String>,
 }
 
@@ -29,7 +31,7 @@ impl ModelFiles {
     /// Adds a file under its base name (any directory part is dropped).
     pub fn insert(&mut self, name: &str, bytes: Vec<u8>) {
         let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-        self.files.insert(base.to_string(), bytes);
+        self.files.insert(base.to_string(), Arc::new(bytes));
     }
 
     /// Records where the files came from (the GGUF file or folder name the user gave), which
@@ -59,12 +61,17 @@ impl ModelFiles {
 
     /// Bytes of a file.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.files.get(name).map(Vec::as_slice)
+        self.files.get(name).map(|b| b.as_slice())
+    }
+
+    /// The shared buffer of a file.
+    pub fn shared(&self, name: &str) -> Option<Arc<Vec<u8>>> {
+        self.files.get(name).cloned()
     }
 
     /// Total bytes.
     pub fn total_bytes(&self) -> usize {
-        self.files.values().map(Vec::len).sum()
+        self.files.values().map(|b| b.len()).sum()
     }
 
     fn require(&self, name: &str, hint: &str) -> Result<&[u8], LoadError> {
@@ -76,7 +83,7 @@ impl ModelFiles {
 }
 
 enum Parsed<'a> {
-    Gguf(GgufFile<'a>),
+    Gguf(GgufFile<'a>, Arc<Vec<u8>>),
     Safetensors(SafetensorsSource<'a>),
 }
 
@@ -98,7 +105,13 @@ impl<'a> Checkpoint<'a> {
     pub fn parse(files: &'a ModelFiles) -> Result<Self, LoadError> {
         let ggufs: Vec<&str> = files.names().filter(|n| n.ends_with(".gguf")).collect();
         match ggufs.as_slice() {
-            [one] => return Self::parse_gguf(files.require(one, "")?),
+            [one] => {
+                let shared = files.shared(one).ok_or_else(|| LoadError::MissingFile {
+                    name: one.to_string(),
+                    hint: String::new(),
+                })?;
+                return Self::parse_gguf(files.require(one, "")?, shared);
+            }
             [] => {}
             many => {
                 return Err(LoadError::Ambiguous(format!(
@@ -113,7 +126,7 @@ impl<'a> Checkpoint<'a> {
         Self::parse_hf(files)
     }
 
-    fn parse_gguf(bytes: &'a [u8]) -> Result<Self, LoadError> {
+    fn parse_gguf(bytes: &'a [u8], shared: Arc<Vec<u8>>) -> Result<Self, LoadError> {
         let file = GgufFile::parse(bytes)?;
         let config = config_from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
@@ -126,7 +139,7 @@ impl<'a> Checkpoint<'a> {
             tokenizer,
             format: Format::Gguf,
             storage,
-            parsed: Parsed::Gguf(file),
+            parsed: Parsed::Gguf(file, shared),
         })
     }
 
@@ -176,8 +189,8 @@ impl<'a> Checkpoint<'a> {
     /// The weights, ready to build the model from.
     pub fn weights(&self) -> Result<CheckpointWeights<'_>, LoadError> {
         Ok(match &self.parsed {
-            Parsed::Gguf(file) => {
-                let source = GgufSource::new(file, &self.config);
+            Parsed::Gguf(file, shared) => {
+                let source = GgufSource::new(file, &self.config).with_shared(shared.clone());
                 let factors = source.rope_freq_factors()?;
                 CheckpointWeights::Gguf(source, factors)
             }

@@ -275,6 +275,7 @@ pub struct GgufFile<'a> {
     /// Tensor index, in file order.
     pub tensors: Vec<TensorInfo>,
     data: &'a [u8],
+    data_start: usize,
 }
 
 const MAGIC: [u8; 4] = *b"GGUF";
@@ -327,6 +328,7 @@ impl<'a> GgufFile<'a> {
             raw_metadata,
             tensors,
             data,
+            data_start,
         };
         for info in &file.tensors {
             file.tensor_bytes(info)?;
@@ -372,6 +374,13 @@ impl<'a> GgufFile<'a> {
                 self.data.len()
             ))),
         }
+    }
+
+    /// Where a tensor's bytes lie in the whole file (bounds checked as [`Self::tensor_bytes`]).
+    pub fn tensor_range(&self, info: &TensorInfo) -> Result<std::ops::Range<usize>, GgufError> {
+        let len = self.tensor_bytes(info)?.len();
+        let start = self.data_start + info.offset;
+        Ok(start..start + len)
     }
 
     /// Dequantises a tensor to f32, returning (values, shape in row-major order).

@@ -2,8 +2,13 @@
 //! Hugging Face names (with llama.cpp's q/k row permutation and Gemma's norm shift undone), and
 //! the tokenizer.
 
-use super::gguf::{GgufError, GgufFile};
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+use super::gguf::{GgmlType, GgufError, GgufFile};
 use crate::model::config::{Activation, LayerType, gemma_layer_types};
+use crate::model::packed::{PackedMatrix, RowDecoder, SharedBytes};
 use crate::model::weights::{WeightError, Weights};
 use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling, Target};
 
@@ -203,6 +208,8 @@ pub struct GgufSource<'a> {
     arch: Architecture,
     /// Query and key/value head counts for undoing llama.cpp's q/k permutation (llama only).
     permute_heads: Option<(usize, usize)>,
+    /// The whole file, shared, for serving matrices packed ([`Weights::packed`]).
+    shared: Option<Arc<Vec<u8>>>,
 }
 
 impl<'a> GgufSource<'a> {
@@ -214,6 +221,26 @@ impl<'a> GgufSource<'a> {
             file,
             arch: cfg.model_type,
             permute_heads,
+            shared: None,
+        }
+    }
+
+    /// Serves 2-D quantised and 16-bit tensors packed, from `bytes`: the buffer `file` was
+    /// parsed from.
+    pub fn with_shared(mut self, bytes: Arc<Vec<u8>>) -> Self {
+        self.shared = Some(bytes);
+        self
+    }
+
+    /// How many q/k heads llama.cpp's permutation of this tensor spans, if it permuted it.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        let (nh, nkv) = self.permute_heads?;
+        if name.contains("self_attn.q_proj") {
+            Some(nh)
+        } else if name.contains("self_attn.k_proj") {
+            Some(nkv)
+        } else {
+            None
         }
     }
 
@@ -267,22 +294,13 @@ impl Weights for GgufSource<'_> {
             .file
             .tensor_f32(&gname)
             .map_err(|e| WeightError::Source(e.to_string()))?;
-        if let Some((nh, nkv)) = self.permute_heads {
-            let heads = if name.contains("self_attn.q_proj") {
-                Some(nh)
-            } else if name.contains("self_attn.k_proj") {
-                Some(nkv)
-            } else {
-                None
-            };
-            if let Some(h) = heads {
-                let cols = if shape.len() == 2 { shape[1] } else { 1 };
-                data = unpermute_rows(&data, shape[0], cols, h).ok_or_else(|| WeightError::Shape {
-                    name: name.to_string(),
-                    expected: vec![h * 2, cols],
-                    got: shape.clone(),
-                })?;
-            }
+        if let Some(h) = self.permuted_heads(name) {
+            let cols = if shape.len() == 2 { shape[1] } else { 1 };
+            data = unpermute_rows(&data, shape[0], cols, h).ok_or_else(|| WeightError::Shape {
+                name: name.to_string(),
+                expected: vec![h * 2, cols],
+                got: shape.clone(),
+            })?;
         }
         // llama.cpp's converter stores Gemma's norm weights with the 1 of `x̂ · (1 + w)` added
         // (conversion/gemma.py, modify_tensors): take it off, so the weight means what the
@@ -294,9 +312,65 @@ impl Weights for GgufSource<'_> {
         Ok(Some(burn::tensor::TensorData::new(data, shape)))
     }
 
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>, WeightError> {
+        let (Some(shared), Some(gname)) = (&self.shared, gguf_name(name, self.arch)) else {
+            return Ok(None);
+        };
+        let Some(info) = self.file.tensor_info(&gname) else {
+            return Ok(None);
+        };
+        let Some(decode) = row_decoder(info.ggml_type) else {
+            return Ok(None);
+        };
+        if info.dims.len() != 2 {
+            return Ok(None);
+        }
+        let source = |e: String| WeightError::Source(format!("{gname}: {e}"));
+        let range = self.file.tensor_range(info).map_err(|e| source(e.to_string()))?;
+        let bytes = SharedBytes::new(shared.clone(), range)
+            .ok_or_else(|| source("the tensor lies outside the file it was parsed from".into()))?;
+        let (rows, cols) = (info.dims[1], info.dims[0]);
+        let mut m = PackedMatrix::new(bytes, rows, cols, &info.ggml_type.name(), decode).map_err(source)?;
+        if let Some(h) = self.permuted_heads(name) {
+            let order = unpermute_order(rows, h).ok_or_else(|| WeightError::Shape {
+                name: name.to_string(),
+                expected: vec![h * 2, cols],
+                got: vec![rows, cols],
+            })?;
+            m = m.with_row_order(order).map_err(source)?;
+        }
+        Ok(Some(m))
+    }
+
     fn describe(&self, name: &str) -> String {
         gguf_name(name, self.arch).map_or_else(String::new, |g| format!(" (GGUF tensor `{g}`)"))
     }
+}
+
+/// Decodes rows of a stored type that is worth keeping packed: the block-quantised types and the
+/// 16-bit floats (f32 gains nothing).
+fn row_decoder(t: GgmlType) -> Option<RowDecoder> {
+    fn halves(bytes: &[u8], out: &mut [f32], f: fn([u8; 2]) -> f32) -> Option<()> {
+        (bytes.len() == 2 * out.len()).then(|| {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f([c[0], c[1]]);
+            }
+        })
+    }
+    match t {
+        GgmlType::F16 => Some(Arc::new(|b, o| halves(b, o, |c| f16::from_le_bytes(c).to_f32()))),
+        GgmlType::Bf16 => Some(Arc::new(|b, o| halves(b, o, |c| bf16::from_le_bytes(c).to_f32()))),
+        GgmlType::Quant(q) => Some(Arc::new(move |b, o| super::quants::dequantize_into(q, b, o))),
+        _ => None,
+    }
+}
+
+/// For each Hugging Face row of an un-permuted q/k matrix, the row llama.cpp stored it in (what
+/// [`unpermute_rows`] moves), or `None` if `rows` is not a multiple of `2·heads`.
+pub fn unpermute_order(rows: usize, heads: usize) -> Option<Vec<u32>> {
+    let ids: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+    let moved = unpermute_rows(&ids, rows, 1, heads)?;
+    Some(moved.into_iter().map(|r| r as u32).collect())
 }
 
 /// Whether llama.cpp's converter permutes the rows of `attn_q` / `attn_k` for this architecture

@@ -152,10 +152,7 @@ pub fn init_adapter(cfg: &LoraConfig, init: &InitRecord, base_name: &str) -> Pef
 pub async fn model_tensors(model: &LoraModel, merge: bool) -> Result<BTreeMap<String, HostTensor>, ExportError> {
     let mut out = BTreeMap::new();
     let m = &model.model;
-    out.insert(
-        "model.embed_tokens.weight".into(),
-        host(m.embed_tokens.weight.val()).await?,
-    );
+    out.insert("model.embed_tokens.weight".into(), host(m.embed_tokens.table()).await?);
     out.insert("model.norm.weight".into(), host(m.norm.weight.val()).await?);
     for (i, layer) in m.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");

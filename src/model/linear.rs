@@ -4,10 +4,17 @@
 //!
 //! The model's blocks are generic over [`Projection`]: the plain [`Linear`] here, or any layer
 //! that wraps one (LoRA, in `lora::LoraLinear`), so this module knows nothing of adapters.
+//!
+//! A frozen weight is either a dense f32 tensor or [packed](super::packed): kept as the file
+//! stores it and decoded when the layer runs (see [`Linear::weight_in_out`]).
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use burn::module::{Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::packed::PackedMatrix;
 use super::weights::{VarBuilder, WeightError};
 use crate::linalg::Matrix;
 
@@ -26,12 +33,35 @@ pub trait Projection: Module + ModuleDisplay {
     fn base_mut(&mut self) -> &mut Linear;
 }
 
+/// A frozen matrix kept in its stored encoding, and the device its decoded values go to.
+#[derive(Debug, Clone)]
+pub struct PackedWeight {
+    /// The `[out, in]` matrix as stored.
+    pub matrix: Arc<PackedMatrix>,
+    /// Where decoded values are uploaded.
+    pub device: Device,
+}
+
+impl PackedWeight {
+    /// Rows `range` of the `[out, in]` matrix, transposed to `[in, range.len()]`, on the device.
+    pub fn columns(&self, range: Range<usize>) -> Tensor<2> {
+        let n = range.len();
+        let cols = self.matrix.dims().1;
+        let data = self.matrix.decode_range_transposed(range);
+        Tensor::from_data(TensorData::new(data, [cols, n]), &self.device)
+    }
+}
+
 /// `y = x Wᵀ + b`; weight and bias are frozen.
 #[derive(Module, Debug)]
 pub struct Linear {
-    /// Checkpoint key `<prefix>.weight`, stored TRANSPOSED: `[in_features, out_features]`.
-    /// Use [`Linear::weight_out_in`] / [`Linear::set_weight`] for the checkpoint layout.
-    pub weight: Param<Tensor<2>>,
+    /// Checkpoint key `<prefix>.weight`, stored TRANSPOSED: `[in_features, out_features]`;
+    /// `None` when the weight is packed. Use [`Linear::weight_in_out`] / [`Linear::weight_out_in`]
+    /// / [`Linear::set_weight`] rather than this field.
+    pub weight: Option<Param<Tensor<2>>>,
+    /// The weight in its stored encoding, decoded on use (instead of `weight`).
+    #[module(skip)]
+    pub packed: Option<PackedWeight>,
     /// Optional bias, `[out_features]`.
     pub bias: Option<Param<Tensor<1>>>,
 }
@@ -49,48 +79,129 @@ fn upload_transposed(data: &[f32], rows: usize, cols: usize, device: &Device) ->
 
 impl Linear {
     /// Loads `<prefix>.weight` (checkpoint shape `[out, in]`) and `<prefix>.bias` when `bias`.
+    /// Loads `<prefix>.weight` (checkpoint shape `[out, in]`) and `<prefix>.bias` when `bias`;
+    /// the weight stays packed when the builder packs and the source can.
     pub fn load(vb: &VarBuilder, in_features: usize, out_features: usize, bias: bool) -> Result<Self, WeightError> {
-        let w = vb.host("weight", &[out_features, in_features])?;
-        let values = w
-            .as_slice::<f32>()
-            .map_err(|e| WeightError::Source(format!("{}: {e:?}", vb.key("weight"))))?;
-        let weight = upload_transposed(values, out_features, in_features, vb.device());
         let bias = if bias {
             Some(frozen(vb.get("bias", [out_features])?))
         } else {
             None
         };
+        if let Some(matrix) = vb.packed("weight", [out_features, in_features])? {
+            return Ok(Self {
+                weight: None,
+                packed: Some(PackedWeight {
+                    matrix: Arc::new(matrix),
+                    device: vb.device().clone(),
+                }),
+                bias,
+            });
+        }
+        let w = vb.host("weight", &[out_features, in_features])?;
+        let values = w
+            .as_slice::<f32>()
+            .map_err(|e| WeightError::Source(format!("{}: {e:?}", vb.key("weight"))))?;
+        let weight = upload_transposed(values, out_features, in_features, vb.device());
         Ok(Self {
-            weight: frozen(weight),
+            weight: Some(frozen(weight)),
+            packed: None,
             bias,
         })
     }
 
     /// `(out_features, in_features)`.
     pub fn dims(&self) -> (usize, usize) {
-        let [i, o] = self.weight.val().dims();
-        (o, i)
+        match (&self.weight, &self.packed) {
+            (_, Some(p)) => p.matrix.dims(),
+            (Some(w), None) => {
+                let [i, o] = w.val().dims();
+                (o, i)
+            }
+            (None, None) => (0, 0),
+        }
     }
 
-    /// The weight in the checkpoint layout `[out, in]` (a transposed view).
+    /// Whether the weight is kept packed (decoded on use).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Bytes the frozen weight holds: its stored encoding when packed, else f32.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.packed {
+            Some(p) => p.matrix.stored_bytes(),
+            None => {
+                let (o, i) = self.dims();
+                o * i * 4
+            }
+        }
+    }
+
+    /// The weight in the stored layout `[in, out]`, as f32 (decoded now if packed).
+    pub fn weight_in_out(&self) -> Tensor<2> {
+        match (&self.weight, &self.packed) {
+            (_, Some(p)) => p.columns(0..p.matrix.dims().0),
+            (Some(w), None) => w.val(),
+            (None, None) => unreachable!("invariant: a linear layer holds a dense or a packed weight"),
+        }
+    }
+
+    /// Output features `range` of the weight, `[in, range.len()]` (a vocabulary chunk of the
+    /// output layer), decoding only those rows when packed.
+    pub fn weight_columns(&self, range: Range<usize>) -> Tensor<2> {
+        match &self.packed {
+            Some(p) => p.columns(range),
+            None => self.weight_in_out().narrow(1, range.start, range.len()),
+        }
+    }
+
+    /// Output features `ids` of the weight as rows, `[ids.len(), in]` (the output-layer rows of
+    /// some labels), decoding only those rows when packed. Ids must be below `out_features`.
+    pub fn weight_rows(&self, ids: &[usize]) -> Tensor<2> {
+        match &self.packed {
+            Some(p) => {
+                let cols = p.matrix.dims().1;
+                let mut out = vec![0f32; ids.len() * cols];
+                p.matrix.decode_rows_into(ids, &mut out);
+                Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &p.device)
+            }
+            None => {
+                let w = self.weight_in_out();
+                let index: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let index = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(index, [ids.len()]), &w.device());
+                w.select(1, index).transpose()
+            }
+        }
+    }
+
+    /// The weight in the checkpoint layout `[out, in]`.
     pub fn weight_out_in(&self) -> Tensor<2> {
-        self.weight.val().transpose()
+        match &self.packed {
+            Some(p) => {
+                let (rows, cols) = p.matrix.dims();
+                Tensor::from_data(TensorData::new(p.matrix.decode_range(0..rows), [rows, cols]), &p.device)
+            }
+            None => self.weight_in_out().transpose(),
+        }
     }
 
-    /// Replaces the base weight with `w` given as `[out, in]` (frozen).
+    /// Replaces the base weight with `w` given as `[out, in]` (frozen, dense).
     pub fn set_weight(&mut self, w: &Matrix, device: &Device) {
-        self.weight = frozen(upload_transposed(&w.to_f32(), w.rows, w.cols, device));
+        self.weight = Some(frozen(upload_transposed(&w.to_f32(), w.rows, w.cols, device)));
+        self.packed = None;
     }
 
-    /// Adds `delta` (`[in, out]`, the stored layout) to the base weight (frozen).
+    /// Adds `delta` (`[in, out]`, the stored layout) to the base weight (frozen; a packed weight
+    /// becomes dense: its new values have no exact packed form).
     pub fn add_to_weight(&mut self, delta: Tensor<2>) {
-        self.weight = frozen(self.weight.val() + delta);
+        self.weight = Some(frozen(self.weight_in_out() + delta));
+        self.packed = None;
     }
 }
 
 impl Projection for Linear {
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        burn::tensor::module::linear(x, self.weight_in_out(), self.bias.as_ref().map(|b| b.val()))
     }
 
     fn base(&self) -> &Linear {

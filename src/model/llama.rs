@@ -62,7 +62,11 @@ impl DecoderLayer<Linear> {
 }
 
 impl<L: Projection> DecoderLayer<L> {
-    fn forward(
+    /// One block; `layer` is its index (for observers and caches).
+    ///
+    /// # Shapes
+    /// - x: `[B, T, H]` → `[B, T, H]`
+    pub fn forward(
         &self,
         x: Tensor<3>,
         ctx: &AttentionContext,
@@ -141,10 +145,45 @@ pub struct LlamaForCausalLM<L: Projection = Linear> {
     pub model: LlamaModel<L>,
     /// Output projection `[vocab, hidden]`; `None` when tied to `model.embed_tokens`.
     pub lm_head: Option<Linear>,
-    /// With tied embeddings: `embed_tokens` transposed to `[hidden, vocab]`, a contiguous copy
-    /// so the output matmul does not transpose 49k × 576 values per call (not a checkpoint key).
+    /// With tied embeddings: `embed_tokens` as the output layer (not a checkpoint key). Dense,
+    /// it is a transposed copy so the output matmul does not transpose 49k × 576 values per call;
+    /// packed, it shares the embedding's bytes.
     #[module(skip)]
-    pub tied_head: Option<Tensor<2>>,
+    pub tied_head: Option<Linear>,
+    /// Vocabulary rows per piece when the output layer is taken a piece at a time (a packed head,
+    /// the chunked loss): only this many rows exist as f32 at once. [`VOCAB_CHUNK`] by default.
+    #[module(skip)]
+    pub vocab_chunk: usize,
+}
+
+/// The default [`LlamaForCausalLM::vocab_chunk`]: 8192 rows of a 2048-wide head are 64 MiB in f32.
+pub const VOCAB_CHUNK: usize = 8192;
+
+/// The rotary tables and masks of one forward pass, per kind of layer.
+pub struct Contexts {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    local: Option<(Tensor<2>, Tensor<2>)>,
+    full_mask: Option<Tensor<2>>,
+    sliding_mask: Option<Tensor<2>>,
+    kinds: Vec<LayerType>,
+}
+
+impl Contexts {
+    /// The attention context of block `layer`.
+    pub fn layer(&self, layer: usize) -> AttentionContext<'_> {
+        let kind = self.kinds.get(layer).copied().unwrap_or(LayerType::FullAttention);
+        let (cos, sin) = match (kind, &self.local) {
+            (LayerType::SlidingAttention, Some((c, s))) => (c, s),
+            _ => (&self.cos, &self.sin),
+        };
+        let mask = match kind {
+            LayerType::FullAttention => self.full_mask.as_ref(),
+            LayerType::SlidingAttention => self.sliding_mask.as_ref(),
+        }
+        .expect("invariant: a mask exists for every layer kind present");
+        AttentionContext { cos, sin, mask }
+    }
 }
 
 /// Builds the model block by block, so a caller can report progress (and, in the browser,
@@ -213,8 +252,9 @@ impl<'a> ModelBuilder<'a> {
         // With tied embeddings (SmolLM2, Llama 3.2) the output layer reuses `embed_tokens`; it is
         // loaded a second time as a linear layer, i.e. transposed, for a fast output matmul.
         let (lm_head, tied_head) = if cfg.tie_word_embeddings {
+            // Packed, both views share the file's bytes.
             let head = Linear::load(&m.pp("embed_tokens"), cfg.hidden_size, cfg.vocab_size, false)?;
-            (None, Some(head.weight.val()))
+            (None, Some(head))
         } else {
             let head = Linear::load(&self.vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?;
             (Some(head), None)
@@ -223,6 +263,7 @@ impl<'a> ModelBuilder<'a> {
             model,
             lm_head,
             tied_head,
+            vocab_chunk: VOCAB_CHUNK,
         })
     }
 }
@@ -257,41 +298,46 @@ impl<L: Projection> LlamaForCausalLM<L> {
         let device = ids.device();
         let [_, t] = ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let m = &self.model;
-        let kind = |i: usize| m.layer_types.get(i).copied().unwrap_or(LayerType::FullAttention);
-        let has = |k: LayerType| (0..m.layers.len()).any(|i| kind(i) == k);
-        // One table per kind of layer present: global layers see every earlier key with the main
-        // RoPE base; sliding ones the last `sliding_window` keys, with the local base if any.
-        let (cos, sin) = m.rope.tables(past, t, &device);
-        let full_mask = has(LayerType::FullAttention).then(|| causal_mask(past, t, None, &device));
-        let full = full_mask.as_ref().map(|mask| AttentionContext {
-            cos: &cos,
-            sin: &sin,
-            mask,
-        });
-        let local_tables = m.rope_local.as_ref().map(|r| r.tables(past, t, &device));
-        let (lcos, lsin) = local_tables.as_ref().map_or((&cos, &sin), |(c, s)| (c, s));
-        let sliding_mask = has(LayerType::SlidingAttention).then(|| causal_mask(past, t, m.sliding_window, &device));
-        let sliding = sliding_mask.as_ref().map(|mask| AttentionContext {
-            cos: lcos,
-            sin: lsin,
-            mask,
-        });
+        let contexts = self.contexts(past, t, &device);
         if let Some(c) = cache.as_deref_mut() {
-            c.layers.resize_with(m.layers.len(), LayerCache::default);
+            c.layers.resize_with(self.model.layers.len(), LayerCache::default);
             c.len += t;
         }
-        let mut x = m.embed_tokens.forward(ids);
-        for (i, layer) in m.layers.iter().enumerate() {
+        let mut x = self.model.embed_tokens.forward(ids);
+        for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let ctx = match kind(i) {
-                LayerType::FullAttention => full.as_ref(),
-                LayerType::SlidingAttention => sliding.as_ref(),
-            }
-            .expect("invariant: a context exists for every layer kind present");
-            x = layer.forward(x, ctx, layer_cache, i, observer);
+            x = layer.forward(x, &contexts.layer(i), layer_cache, i, observer);
         }
-        m.norm.forward(x)
+        self.model.norm.forward(x)
+    }
+
+    /// The rotary tables and masks for `t` new positions after `past` cached ones: global layers
+    /// see every earlier key with the main RoPE base; sliding ones the last `sliding_window` keys,
+    /// with the local base if any. Only the kinds of layer present get a mask.
+    pub fn contexts(&self, past: usize, t: usize, device: &Device) -> Contexts {
+        let m = &self.model;
+        let kinds: Vec<LayerType> = (0..m.layers.len())
+            .map(|i| m.layer_types.get(i).copied().unwrap_or(LayerType::FullAttention))
+            .collect();
+        let has = |k: LayerType| kinds.contains(&k);
+        let (cos, sin) = m.rope.tables(past, t, device);
+        Contexts {
+            cos,
+            sin,
+            local: m.rope_local.as_ref().map(|r| r.tables(past, t, device)),
+            full_mask: has(LayerType::FullAttention).then(|| causal_mask(past, t, None, device)),
+            sliding_mask: has(LayerType::SlidingAttention).then(|| causal_mask(past, t, m.sliding_window, device)),
+            kinds,
+        }
+    }
+
+    /// The output layer: `lm_head`, or the tied embedding table.
+    pub fn output_layer(&self) -> &Linear {
+        match (&self.lm_head, &self.tied_head) {
+            (Some(head), _) => head,
+            (None, Some(tied)) => tied,
+            (None, None) => unreachable!("invariant: the builder sets lm_head or tied_head"),
+        }
     }
 
     /// Projects hidden states to vocabulary logits.
@@ -299,12 +345,19 @@ impl<L: Projection> LlamaForCausalLM<L> {
     /// # Shapes
     /// - hidden: `[B, T, H]` → `[B, T, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let logits = match (&self.lm_head, &self.tied_head) {
-            (Some(head), _) => Projection::forward(head, hidden),
-            (None, Some(tied)) => burn::tensor::module::linear(hidden, tied.clone(), None),
-            (None, None) => {
-                burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None)
-            }
+        let head = self.output_layer();
+        let logits = if head.is_packed() {
+            let (vocab, chunk) = (head.dims().0, self.vocab_chunk.max(1));
+            let pieces = (0..vocab)
+                .step_by(chunk)
+                .map(|start| {
+                    let w = head.weight_columns(start..(start + chunk).min(vocab));
+                    burn::tensor::module::linear(hidden.clone(), w, None)
+                })
+                .collect();
+            Tensor::cat(pieces, 2)
+        } else {
+            Projection::forward(head, hidden)
         };
         match self.model.final_logit_softcapping {
             Some(c) => logits.div_scalar(c).tanh().mul_scalar(c),
@@ -314,7 +367,7 @@ impl<L: Projection> LlamaForCausalLM<L> {
 
     /// The device the weights live on.
     pub fn device(&self) -> Device {
-        self.model.embed_tokens.weight.val().device()
+        self.model.norm.weight.val().device()
     }
 }
 

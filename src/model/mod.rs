@@ -19,11 +19,15 @@ pub mod linear;
 #[cfg(feature = "engine")]
 pub mod llama;
 #[cfg(feature = "engine")]
+pub mod loss;
+#[cfg(feature = "engine")]
 pub mod mlp;
 #[cfg(feature = "engine")]
 pub mod norm;
 #[cfg(feature = "engine")]
 pub mod observe;
+#[cfg(feature = "engine")]
+pub mod packed;
 #[cfg(feature = "engine")]
 pub mod rope;
 #[cfg(feature = "engine")]

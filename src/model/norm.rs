@@ -1,9 +1,9 @@
 //! RMSNorm and the token embedding.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
-use super::linear::frozen;
+use super::linear::{PackedWeight, frozen};
 use super::weights::{VarBuilder, WeightError};
 
 /// `y = x / sqrt(mean(x²) + eps) · (offset + weight)` over the last axis (computed in f32, as
@@ -54,19 +54,46 @@ impl RmsNorm {
 /// Token embedding table, its rows multiplied by `scale` on lookup (1, or `√hidden` for Gemma).
 #[derive(Module, Debug)]
 pub struct Embedding {
-    /// `[vocab, hidden]`.
-    pub weight: Param<Tensor<2>>,
+    /// `[vocab, hidden]`; `None` when the table is packed.
+    pub weight: Option<Param<Tensor<2>>>,
+    /// The table in its stored encoding: a lookup decodes only the rows it needs.
+    #[module(skip)]
+    pub packed: Option<PackedWeight>,
     /// Multiplies the looked-up rows (not the table, which the tied output layer shares).
     pub scale: f64,
 }
 
 impl Embedding {
-    /// Loads `<prefix>.weight` of shape `[vocab, hidden]`, unscaled.
+    /// Loads `<prefix>.weight` of shape `[vocab, hidden]`, unscaled; packed when the builder
+    /// packs and the source can.
     pub fn load(vb: &VarBuilder, vocab: usize, hidden: usize) -> Result<Self, WeightError> {
+        if let Some(m) = vb.packed("weight", [vocab, hidden])? {
+            return Ok(Self {
+                weight: None,
+                packed: Some(PackedWeight {
+                    matrix: std::sync::Arc::new(m),
+                    device: vb.device().clone(),
+                }),
+                scale: 1.0,
+            });
+        }
         Ok(Self {
-            weight: frozen(vb.get("weight", [vocab, hidden])?),
+            weight: Some(frozen(vb.get("weight", [vocab, hidden])?)),
+            packed: None,
             scale: 1.0,
         })
+    }
+
+    /// The whole table `[vocab, hidden]` as f32 (decoded now if packed).
+    pub fn table(&self) -> Tensor<2> {
+        match (&self.weight, &self.packed) {
+            (_, Some(p)) => {
+                let (rows, cols) = p.matrix.dims();
+                Tensor::from_data(TensorData::new(p.matrix.decode_range(0..rows), [rows, cols]), &p.device)
+            }
+            (Some(w), None) => w.val(),
+            (None, None) => unreachable!("invariant: an embedding holds a dense or a packed table"),
+        }
     }
 
     /// Gemma's scale `√hidden`, rounded to f32 as transformers rounds it
@@ -78,7 +105,32 @@ impl Embedding {
     /// # Shapes
     /// - ids: `[B, T]` → `[B, T, H]`
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let x = burn::tensor::module::embedding(self.weight.val(), ids);
+        let x = match (&self.weight, &self.packed) {
+            (Some(w), None) => burn::tensor::module::embedding(w.val(), ids),
+            _ => self.lookup_packed(ids),
+        };
         if self.scale == 1.0 { x } else { x.mul_scalar(self.scale) }
+    }
+}
+
+impl Embedding {
+    /// Decodes only the looked-up rows of a packed table. The ids are read back to the host:
+    /// a synchronous read, which the CPU backend and native GPUs allow.
+    fn lookup_packed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let Some(p) = &self.packed else {
+            unreachable!("invariant: called for packed tables only")
+        };
+        let hidden = p.matrix.dims().1;
+        // Ids come from our tokenizer and are below the vocabulary size; a stray one decodes as
+        // a zero row rather than panicking.
+        let rows: Vec<usize> = ids
+            .into_data()
+            .iter::<i64>()
+            .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+            .collect();
+        let mut out = vec![0f32; rows.len() * hidden];
+        p.matrix.decode_rows_into(&rows, &mut out);
+        Tensor::from_data(TensorData::new(out, [b, t, hidden]), &p.device)
     }
 }

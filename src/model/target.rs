@@ -41,6 +41,16 @@ impl<L: Projection> LlamaForCausalLM<L> {
         }
     }
 
+    /// Whether any frozen weight is kept packed (decoded when its layer runs).
+    pub fn has_packed_weights(&self) -> bool {
+        self.output_layer().is_packed()
+            || (0..self.num_layers()).any(|i| {
+                Target::ALL
+                    .into_iter()
+                    .any(|t| self.linear(i, t).is_some_and(|l| l.base().is_packed()))
+            })
+    }
+
     /// Number of blocks.
     pub fn num_layers(&self) -> usize {
         self.model.layers.len()
@@ -53,6 +63,7 @@ impl<L: Projection> LlamaForCausalLM<L> {
             model,
             lm_head,
             tied_head,
+            vocab_chunk,
         } = self;
         let LlamaModel {
             embed_tokens,
@@ -118,6 +129,7 @@ impl<L: Projection> LlamaForCausalLM<L> {
             },
             lm_head,
             tied_head,
+            vocab_chunk,
         }
     }
 }

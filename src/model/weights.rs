@@ -7,6 +7,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::packed::PackedMatrix;
 use crate::linalg::Matrix;
 
 /// Errors while building modules from a checkpoint.
@@ -43,6 +44,13 @@ pub trait Weights {
     /// The tensor stored under `key`, dequantised to f32; `Ok(None)` if absent.
     fn tensor(&self, key: &str) -> Result<Option<TensorData>, WeightError>;
 
+    /// The 2-D tensor under `key` in its stored encoding, when the source can serve it without
+    /// decoding (quantised GGUF blocks, 16-bit floats); `Ok(None)` means "ask [`Weights::tensor`]".
+    fn packed(&self, key: &str) -> Result<Option<PackedMatrix>, WeightError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Where a Hugging Face key is stored, for error messages (e.g. the GGUF tensor name).
     fn describe(&self, key: &str) -> String {
         let _ = key;
@@ -62,6 +70,7 @@ pub struct VarBuilder<'a> {
     prefix: String,
     device: Device,
     arch: &'static str,
+    pack: bool,
 }
 
 impl<'a> VarBuilder<'a> {
@@ -72,7 +81,15 @@ impl<'a> VarBuilder<'a> {
             prefix: String::new(),
             device: device.clone(),
             arch,
+            pack: false,
         }
+    }
+
+    /// Whether frozen matrices stay in their stored encoding where the source allows
+    /// ([`VarBuilder::packed`]); off by default.
+    pub fn with_packing(mut self, pack: bool) -> Self {
+        self.pack = pack;
+        self
     }
 
     /// Descends into a sub-module.
@@ -112,6 +129,27 @@ impl<'a> VarBuilder<'a> {
             });
         }
         Ok(t)
+    }
+
+    /// The matrix `name` in its stored encoding, shape-checked, when this builder packs and the
+    /// source can serve it so; `Ok(None)` otherwise (read it with [`VarBuilder::host`]).
+    pub fn packed(&self, name: &str, expected: [usize; 2]) -> Result<Option<PackedMatrix>, WeightError> {
+        if !self.pack {
+            return Ok(None);
+        }
+        let key = self.key(name);
+        let Some(m) = self.source.packed(&key)? else {
+            return Ok(None);
+        };
+        let (rows, cols) = m.dims();
+        if [rows, cols] != expected {
+            return Err(WeightError::Shape {
+                name: key,
+                expected: expected.to_vec(),
+                got: vec![rows, cols],
+            });
+        }
+        Ok(Some(m))
     }
 
     /// Reads a tensor of the expected shape onto the device.

@@ -58,6 +58,9 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Checkpoint every N steps (default 0: never).
     pub checkpoint_every: usize,
+    /// Gradient checkpointing per block (`train::blockwise`): one more forward pass per step for
+    /// far less memory. `None` (default): on when the base weights are packed.
+    pub checkpoint_blocks: Option<bool>,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +79,7 @@ impl Default for TrainConfig {
             seed: 42,
             eval_every: 0,
             checkpoint_every: 0,
+            checkpoint_blocks: None,
         }
     }
 }

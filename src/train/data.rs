@@ -188,6 +188,8 @@ pub struct Batch {
     pub ids: Tensor<2, Int>,
     /// `[B, T−1, 1]` next-token labels.
     pub labels: Tensor<3, Int>,
+    /// The same labels on the host, row-major (for decoding their output-layer rows).
+    pub label_ids: Vec<usize>,
     /// `[B, T−1]` 1.0 where the label is scored, else 0.0.
     pub mask: Tensor<2>,
     /// Scored tokens in the batch.
@@ -219,6 +221,7 @@ pub fn collate(examples: &[&Example], pad: u32, device: &Device) -> Batch {
         }
     }
     Batch {
+        label_ids: labels.iter().map(|&l| l as usize).collect(),
         ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
         labels: Tensor::from_data(TensorData::new(labels, [b, t - 1, 1]), device),
         mask: Tensor::from_data(TensorData::new(mask, [b, t - 1]), device),

@@ -7,6 +7,8 @@ pub mod config;
 pub mod metrics;
 
 #[cfg(feature = "engine")]
+pub mod blockwise;
+#[cfg(feature = "engine")]
 pub mod checkpoint;
 #[cfg(feature = "engine")]
 pub mod data;

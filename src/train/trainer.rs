@@ -154,15 +154,28 @@ impl<L: Projection> Trainer<L> {
         let tokens: usize = batches.iter().map(|b| b.tokens).sum();
         let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
         let mut loss_sum = 0.0;
+        let blockwise = self
+            .cfg
+            .checkpoint_blocks
+            .unwrap_or_else(|| self.model.has_packed_weights());
+        let scale = 1.0 / scored.max(1) as f64;
         for batch in batches {
-            let nll = masked_nll_sum(&self.model, &batch);
-            let g = nll.clone().div_scalar(scored.max(1) as f64).backward();
-            self.model.visit(&mut Collector {
-                path: Vec::new(),
-                grads: Some(&g),
-                out: &mut grads,
-            });
-            loss_sum += read_f32(nll.inner()).await.map_err(TrainError::Device)?[0] as f64;
+            let model = &self.model;
+            let mut collect = |g: &burn::tensor::Gradients| {
+                model.visit(&mut Collector {
+                    path: Vec::new(),
+                    grads: Some(g),
+                    out: &mut grads,
+                })
+            };
+            let nll = if blockwise {
+                super::blockwise::blockwise_backward(model, &batch, scale, &mut collect)
+            } else {
+                let nll = masked_nll_sum(model, &batch);
+                collect(&nll.clone().mul_scalar(scale).backward());
+                nll.inner()
+            };
+            loss_sum += read_f32(nll).await.map_err(TrainError::Device)?[0] as f64;
         }
         let loss = loss_sum / scored.max(1) as f64;
         let norm_sq: Tensor<1> = grads

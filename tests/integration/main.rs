@@ -13,6 +13,7 @@ mod gguf_merged;
 mod gguf_writer;
 mod init_parity;
 mod layering;
+mod packed;
 mod peft_parity;
 mod robustness;
 mod smollm2;

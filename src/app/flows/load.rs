@@ -8,7 +8,7 @@ use crate::app::session;
 use crate::app::words::page_error;
 use crate::app::worker::WorkerExecutor;
 use crate::device::yield_now;
-use crate::engine::{EighCache, LoadProgress, LoadedModel};
+use crate::engine::{BaseStorage, EighCache, LoadProgress, LoadedModel};
 use crate::io::ModelFiles;
 use crate::io::dataset::parse_dataset;
 
@@ -49,7 +49,7 @@ pub(super) async fn build_model(files: &ModelFiles) -> Result<LoadedModel, Strin
     let choice = session::with(|s| s.device.clone()).ok_or("start the GPU first (WebGPU, or the CPU backend)")?;
     status("parsing the model…");
     yield_now().await;
-    LoadedModel::load_with_progress(files, &choice, &mut |p| match p {
+    LoadedModel::load_with_progress(files, &choice, BaseStorage::Auto, &mut |p| match p {
         LoadProgress::Note(note) => status(format!("note: {note}")),
         LoadProgress::Blocks(done, total) => progress("uploading weights", done as f64 / total.max(1) as f64),
     })

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use lora_null::calib::{CovarianceAccumulator, Normalization, draw_windows};
-use lora_null::engine::{EighCache, Inline, TrainHooks};
+use lora_null::engine::{EighCache, Inline, LoadedModel, TrainHooks};
 use lora_null::io::dataset::Record;
 use lora_null::lora::{InitMethod, LoraConfig};
 use lora_null::model::Site;
@@ -14,6 +14,7 @@ use lora_null::train::{StepMetrics, TrainConfig};
 
 use super::ModelArgs;
 use super::bench_eigen::{self as eigen, BenchEigenArgs, BenchEigenModelArgs};
+use super::bench_packed::{self as packed, BenchPackedArgs};
 use super::files::read_text;
 use super::run::load;
 
@@ -34,6 +35,8 @@ pub enum BenchCommand {
     Eigen(BenchEigenArgs),
     /// The partial eigensolver against the full eigh on a model's MLP covariances.
     EigenModel(BenchEigenModelArgs),
+    /// Forward pass and LoRA training step with the base packed against the base in f32.
+    Packed(BenchPackedArgs),
 }
 
 /// `bench dequant` options.
@@ -128,6 +131,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Dequant(a) => dequant(a),
         BenchCommand::Eigen(a) => eigen::eigen(a),
         BenchCommand::EigenModel(a) => eigen::eigen_model(a),
+        BenchCommand::Packed(a) => packed::packed(a),
     }
 }
 
@@ -139,7 +143,7 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -157,13 +161,7 @@ fn forward(a: BenchForwardArgs) -> anyhow::Result<()> {
         );
     }
     ids.truncate(a.tokens);
-    let run = || -> anyhow::Result<f64> {
-        let start = Instant::now();
-        pollster::block_on(lora_null::eval::forward_sync_probe(&m.model, &ids))?;
-        Ok(start.elapsed().as_secs_f64())
-    };
-    let warmup = run()?;
-    let times: Vec<f64> = (0..a.repeats.max(1)).map(|_| run()).collect::<Result<_, _>>()?;
+    let (warmup, times) = time_forward(&m, &ids, a.repeats)?;
     let med = median(times.clone());
     println!(
         "{}",
@@ -174,6 +172,18 @@ fn forward(a: BenchForwardArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// One warm-up forward pass over `ids`, then `repeats` timed ones (seconds).
+pub fn time_forward(m: &LoadedModel, ids: &[u32], repeats: usize) -> anyhow::Result<(f64, Vec<f64>)> {
+    let run = || -> anyhow::Result<f64> {
+        let start = Instant::now();
+        pollster::block_on(lora_null::eval::forward_sync_probe(&m.model, ids))?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let warmup = run()?;
+    let times = (0..repeats.max(1)).map(|_| run()).collect::<Result<_, _>>()?;
+    Ok((warmup, times))
 }
 
 /// Collects each step's duration.
@@ -196,28 +206,7 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
             a.text.display()
         );
     }
-    // Plain text packs into windows of exactly --tokens tokens (every token scored).
-    let cfg = TrainConfig {
-        lr: 1e-4,
-        steps: Some(a.steps + 1),
-        batch: a.batch,
-        max_len: a.tokens,
-        val_fraction: 0.0,
-        warmup_ratio: 0.0,
-        ..TrainConfig::default()
-    };
-    let lora = LoraConfig::new(InitMethod::Lora, a.rank);
-    let mut times = StepTimes(Vec::new());
-    pollster::block_on(m.fine_tune(
-        &[Record::Text(text)],
-        lora,
-        &cfg,
-        None,
-        &mut EighCache::default(),
-        &Inline,
-        &mut times,
-    ))?;
-    let (warmup, times) = times.0.split_first().map(|(w, t)| (*w, t.to_vec())).unwrap_or_default();
+    let (warmup, times) = time_train(&mut m, &text, a.rank, a.batch, a.tokens, a.steps)?;
     let med = median(times.clone());
     println!(
         "{}",
@@ -323,4 +312,37 @@ fn dequant(a: BenchDequantArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// LoRA (rank `rank`, the 7 default targets) on `text` packed into windows of exactly `tokens`
+/// tokens (every token scored), batch `batch`: one warm-up step, then `steps` timed ones.
+pub fn time_train(
+    m: &mut LoadedModel,
+    text: &str,
+    rank: usize,
+    batch: usize,
+    tokens: usize,
+    steps: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let cfg = TrainConfig {
+        lr: 1e-4,
+        steps: Some(steps + 1),
+        batch,
+        max_len: tokens,
+        val_fraction: 0.0,
+        warmup_ratio: 0.0,
+        ..TrainConfig::default()
+    };
+    let lora = LoraConfig::new(InitMethod::Lora, rank);
+    let mut times = StepTimes(Vec::new());
+    pollster::block_on(m.fine_tune(
+        &[Record::Text(text.to_string())],
+        lora,
+        &cfg,
+        None,
+        &mut EighCache::default(),
+        &Inline,
+        &mut times,
+    ))?;
+    Ok(times.0.split_first().map(|(w, t)| (*w, t.to_vec())).unwrap_or_default())
 }

@@ -3,6 +3,7 @@
 mod adapt;
 mod bench;
 mod bench_eigen;
+mod bench_packed;
 mod experiment;
 mod export;
 mod files;
@@ -33,6 +34,11 @@ pub struct ModelArgs {
     /// `cpu`, or `wgpu` (any adapter, software ones included).
     #[arg(long, default_value = "auto")]
     pub device: lora_null::device::DevicePreference,
+    /// How the frozen base is held: `auto` (packed above 1 GiB of f32 weights), `f32` (decoded
+    /// once at load: fastest), or `packed` (a GGUF's quantised and 16-bit matrices stay as
+    /// stored and are decoded when their layer runs: QLoRA-style memory).
+    #[arg(long, default_value = "auto")]
+    pub base: lora_null::engine::BaseStorage,
 }
 
 #[derive(Subcommand)]

@@ -110,13 +110,18 @@ pub fn load_files(args: &ModelArgs, files: &lora_null::io::ModelFiles) -> anyhow
         ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} blocks").expect("invariant: static template"),
     );
     bar.set_message(format!("loading {} on {}", args.model.display(), choice.description));
-    let loaded = pollster::block_on(LoadedModel::load_with_progress(files, &choice, &mut |p| match p {
-        LoadProgress::Note(note) => bar.println(format!("note: {note}")),
-        LoadProgress::Blocks(done, total) => {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        }
-    }))
+    let loaded = pollster::block_on(LoadedModel::load_with_progress(
+        files,
+        &choice,
+        args.base,
+        &mut |p| match p {
+            LoadProgress::Note(note) => bar.println(format!("note: {note}")),
+            LoadProgress::Blocks(done, total) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        },
+    ))
     .with_context(|| format!("cannot load {}", args.model.display()));
     bar.finish_and_clear();
     Ok((loaded?, choice))

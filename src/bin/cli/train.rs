@@ -68,6 +68,10 @@ pub struct TrainArgs {
     /// Write a checkpoint every N steps to OUT/checkpoints (0: never).
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: usize,
+    /// Gradient checkpointing per block: one more forward pass per step, far less memory
+    /// (default: on when the base is packed).
+    #[arg(long)]
+    checkpoint_blocks: Option<bool>,
     /// Resume from a checkpoint written by --checkpoint-every (same model, data and settings).
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -105,6 +109,7 @@ impl TrainArgs {
             seed: self.seed,
             eval_every: self.eval_every,
             checkpoint_every: self.checkpoint_every,
+            checkpoint_blocks: self.checkpoint_blocks,
         }
     }
 }

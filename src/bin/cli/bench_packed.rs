@@ -1,0 +1,81 @@
+//! `bench packed`: the packed base (decoded when each layer runs; training block by block)
+//! against the same model decoded to f32 once, in one invocation: forward pass and LoRA training
+//! step, same tokens, same device.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use lora_null::engine::{BaseStorage, LoadedModel};
+
+use super::bench::{median, time_forward, time_train};
+use super::files::{read_model_files, read_text};
+
+/// `bench packed` options.
+#[derive(Args)]
+pub struct BenchPackedArgs {
+    /// A .gguf model (its quantised and 16-bit matrices are what stays packed).
+    #[arg(long)]
+    model: PathBuf,
+    /// Text to take the tokens from.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per forward pass.
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    /// LoRA rank of the training step.
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Sequences per training step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per training sequence.
+    #[arg(long, default_value_t = 128)]
+    train_tokens: usize,
+    /// Timed repetitions (forward passes and steps) after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Runs both storages on the CPU backend and prints one JSON line with their medians and ratios.
+pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
+    let text = read_text(&a.text)?;
+    let files = read_model_files(&a.model)?;
+    let device = burn::tensor::Device::flex();
+    let mut out = serde_json::Map::new();
+    for base in [BaseStorage::F32, BaseStorage::Packed] {
+        let mut m = LoadedModel::load_as(&files, &device, base)
+            .with_context(|| format!("cannot load {}", a.model.display()))?;
+        let mut ids = m.tokenizer.encode(&text)?;
+        anyhow::ensure!(
+            ids.len() >= a.tokens.max(a.batch * a.train_tokens),
+            "{} has {} tokens: too few for --tokens / --batch × --train-tokens",
+            a.text.display(),
+            ids.len()
+        );
+        ids.truncate(a.tokens);
+        let (_, forward) = time_forward(&m, &ids, a.repeats)?;
+        let (_, steps) = time_train(&mut m, &text, a.rank, a.batch, a.train_tokens, a.repeats)?;
+        let name = if base == BaseStorage::F32 { "f32" } else { "packed" };
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "forward_median_seconds": median(forward.clone()), "forward_seconds": forward,
+                "step_median_seconds": median(steps.clone()), "step_seconds": steps,
+            }),
+        );
+    }
+    let ratio =
+        |key: &str| out["f32"][key].as_f64().unwrap_or(f64::NAN) / out["packed"][key].as_f64().unwrap_or(f64::NAN);
+    let (fwd, step) = (ratio("forward_median_seconds"), ratio("step_median_seconds"));
+    out.insert("bench".into(), "packed".into());
+    out.insert("tokens".into(), a.tokens.into());
+    out.insert(
+        "train".into(),
+        serde_json::json!({"rank": a.rank, "batch": a.batch, "tokens": a.train_tokens}),
+    );
+    out.insert("forward_speed_packed_vs_f32".into(), fwd.into());
+    out.insert("step_speed_packed_vs_f32".into(), step.into());
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}

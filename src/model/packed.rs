@@ -1,0 +1,251 @@
+//! Frozen weights kept as the file stores them (GGUF blocks, 16-bit floats) and decoded to f32 a
+//! piece at a time, when a layer runs: the QLoRA idea. A 1.24 B model stored as Q4_0 holds 0.7 GB
+//! this way against 5 GB as f32; only the layer being computed exists in f32 at any moment.
+//!
+//! The bytes are shared with the file they came from ([`SharedBytes`]), so holding the model
+//! costs no second copy. Decoding is a function handed over by whoever knows the format (`io`),
+//! so this module knows no file format.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Decodes whole rows: `bytes` holds `out.len() / cols` rows as stored; `None` if the lengths
+/// do not match the format's blocks.
+pub type RowDecoder = Arc<dyn Fn(&[u8], &mut [f32]) -> Option<()> + Send + Sync>;
+
+/// A range of bytes inside a buffer shared with others (a whole model file).
+#[derive(Clone)]
+pub struct SharedBytes {
+    buffer: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl SharedBytes {
+    /// `buffer[range]`; `None` if the range lies outside the buffer.
+    pub fn new(buffer: Arc<Vec<u8>>, range: Range<usize>) -> Option<Self> {
+        (range.start <= range.end && range.end <= buffer.len()).then_some(Self { buffer, range })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buffer[self.range.clone()]
+    }
+}
+
+/// A `[rows, cols]` matrix stored row by row in some encoding, with an optional row order
+/// (llama.cpp stores q/k rows permuted for its rotary layout; we read them back in Hugging Face
+/// order without rewriting the bytes).
+#[derive(Clone)]
+pub struct PackedMatrix {
+    bytes: SharedBytes,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    decode: RowDecoder,
+    encoding: String,
+    row_order: Option<Arc<[u32]>>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedMatrix({}x{} {})", self.rows, self.cols, self.encoding)
+    }
+}
+
+impl PackedMatrix {
+    /// A matrix over `bytes` (exactly `rows` rows of equal size) decoded by `decode`. Checks the
+    /// sizes and decodes the first row once, so later decoding cannot fail; `Err` says why not.
+    pub fn new(
+        bytes: SharedBytes,
+        rows: usize,
+        cols: usize,
+        encoding: &str,
+        decode: RowDecoder,
+    ) -> Result<Self, String> {
+        let len = bytes.as_slice().len();
+        if rows == 0 || cols == 0 || !len.is_multiple_of(rows) {
+            return Err(format!("{len} bytes of {encoding} are not {rows} rows"));
+        }
+        let row_bytes = len / rows;
+        let mut probe = vec![0f32; cols];
+        decode(&bytes.as_slice()[..row_bytes], &mut probe)
+            .ok_or_else(|| format!("a {encoding} row of {row_bytes} bytes does not decode to {cols} values"))?;
+        Ok(Self {
+            bytes,
+            rows,
+            cols,
+            row_bytes,
+            decode,
+            encoding: encoding.to_string(),
+            row_order: None,
+        })
+    }
+
+    /// Reads row `i` from stored row `order[i]`; `Err` unless `order` is a permutation.
+    pub fn with_row_order(mut self, order: Vec<u32>) -> Result<Self, String> {
+        let mut seen = vec![false; self.rows];
+        let ok = order.len() == self.rows
+            && order
+                .iter()
+                .all(|&r| (r as usize) < self.rows && !std::mem::replace(&mut seen[r as usize], true));
+        if !ok {
+            return Err(format!("a row order for {} rows is not a permutation", self.rows));
+        }
+        self.row_order = Some(order.into());
+        Ok(self)
+    }
+
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Bytes held (the stored encoding, not f32).
+    pub fn stored_bytes(&self) -> usize {
+        self.rows * self.row_bytes
+    }
+
+    /// The encoding's name, e.g. `Q4_0`.
+    pub fn encoding(&self) -> &str {
+        &self.encoding
+    }
+
+    fn stored_row(&self, i: usize) -> &[u8] {
+        let r = self.row_order.as_ref().map_or(i, |o| o[i] as usize);
+        &self.bytes.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Decodes the given rows into `out` (`[ids.len(), cols]`). Rows out of range decode as zeros
+    /// (callers pass ids they have checked against the vocabulary).
+    pub fn decode_rows_into(&self, ids: &[usize], out: &mut [f32]) {
+        debug_assert_eq!(out.len(), ids.len() * self.cols);
+        let decode_one = |(row, &i): (&mut [f32], &usize)| {
+            if i < self.rows {
+                // Cannot fail: every row has the size `new` checked.
+                let _ = (self.decode)(self.stored_row(i), row);
+            } else {
+                row.fill(0.0);
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(self.cols).zip(ids.par_iter()).for_each(decode_one);
+        }
+        #[cfg(target_arch = "wasm32")]
+        out.chunks_mut(self.cols).zip(ids.iter()).for_each(decode_one);
+    }
+
+    /// Rows `range` as f32, `[range.len(), cols]` row-major.
+    pub fn decode_range(&self, range: Range<usize>) -> Vec<f32> {
+        let ids: Vec<usize> = range.collect();
+        let mut out = vec![0f32; ids.len() * self.cols];
+        self.decode_rows_into(&ids, &mut out);
+        out
+    }
+
+    /// Rows `range` transposed: `[cols, range.len()]` row-major (the `[in, out]` layout the
+    /// linear layers multiply by).
+    pub fn decode_range_transposed(&self, range: Range<usize>) -> Vec<f32> {
+        let n = range.len();
+        let rows = self.decode_range(range);
+        transpose(&rows, n, self.cols)
+    }
+}
+
+/// `[rows, cols]` → `[cols, rows]`, in tiles so both sides stay in cache (natively, bands of
+/// output rows in parallel).
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; data.len()];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    // One band: output rows j0..j0+TILE, i.e. input columns j0..j0+TILE of every input row.
+    let band = |(b, chunk): (usize, &mut [f32])| {
+        let j0 = b * TILE;
+        let width = chunk.len() / rows;
+        for i0 in (0..rows).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for dj in 0..width {
+                    chunk[dj * rows + i] = data[i * cols + j0 + dj];
+                }
+            }
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(TILE * rows).enumerate().for_each(band);
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(TILE * rows).enumerate().for_each(band);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy encoding: one byte per value, value = byte − 128.
+    fn bytes_matrix(rows: usize, cols: usize) -> (PackedMatrix, Vec<f32>) {
+        let raw: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 251) as u8).collect();
+        let values = raw.iter().map(|&b| f32::from(b) - 128.0).collect();
+        let decode: RowDecoder = Arc::new(|b: &[u8], out: &mut [f32]| {
+            (b.len() == out.len()).then(|| out.iter_mut().zip(b).for_each(|(o, &b)| *o = f32::from(b) - 128.0))
+        });
+        let len = raw.len();
+        let shared = SharedBytes::new(Arc::new(raw), 0..len).unwrap();
+        (PackedMatrix::new(shared, rows, cols, "toy", decode).unwrap(), values)
+    }
+
+    #[test]
+    fn decodes_rows_ranges_and_transposes() {
+        let (m, values) = bytes_matrix(5, 3);
+        assert_eq!(m.decode_range(0..5), values);
+        assert_eq!(m.decode_range(2..4), values[6..12].to_vec());
+        let t = m.decode_range_transposed(1..4);
+        for i in 0..3 {
+            for j in 0..3 {
+                assert_eq!(t[j * 3 + i], values[(1 + i) * 3 + j]);
+            }
+        }
+        let mut out = vec![1f32; 6];
+        m.decode_rows_into(&[4, 9], &mut out);
+        assert_eq!(&out[..3], &values[12..15]);
+        assert_eq!(&out[3..], &[0.0; 3]);
+    }
+
+    #[test]
+    fn row_order_reads_stored_rows_in_the_given_order() {
+        let (m, values) = bytes_matrix(3, 2);
+        let m = m.with_row_order(vec![2, 0, 1]).unwrap();
+        assert_eq!(
+            m.decode_range(0..3),
+            [&values[4..6], &values[0..2], &values[2..4]].concat()
+        );
+        let (m, _) = bytes_matrix(3, 2);
+        assert!(m.clone().with_row_order(vec![0, 0, 1]).is_err());
+        assert!(m.with_row_order(vec![0, 1]).is_err());
+    }
+
+    #[test]
+    fn refuses_bytes_that_are_not_whole_rows() {
+        let decode: RowDecoder = Arc::new(|b: &[u8], out: &mut [f32]| (b.len() == out.len()).then_some(()));
+        let shared = SharedBytes::new(Arc::new(vec![0u8; 10]), 0..10).unwrap();
+        assert!(PackedMatrix::new(shared.clone(), 3, 3, "toy", decode.clone()).is_err());
+        assert!(PackedMatrix::new(shared, 2, 4, "toy", decode).is_err());
+        assert!(SharedBytes::new(Arc::new(vec![0u8; 4]), 2..8).is_none());
+    }
+
+    #[test]
+    fn transpose_matches_the_definition() {
+        let data: Vec<f32> = (0..70 * 45).map(|i| i as f32).collect();
+        let t = transpose(&data, 70, 45);
+        for i in 0..70 {
+            for j in 0..45 {
+                assert_eq!(t[j * 70 + i], data[i * 45 + j]);
+            }
+        }
+    }
+}

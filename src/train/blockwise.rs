@@ -1,0 +1,71 @@
+//! Training a step one block at a time (gradient checkpointing per block), with the loss taken
+//! a vocabulary piece at a time. What it buys: only one block's autodiff graph exists at once, so
+//! a packed base (decoded when a layer runs) is never held in f32 beyond that block, and the
+//! `[tokens, vocab]` logits (150–260 k wide for Qwen and Gemma) never exist with their gradient.
+//! What it costs: one more forward pass per step.
+//!
+//! The gradients are the plain ones: the forward runs without autodiff, keeping each block's
+//! input; the loss's gradient with respect to the final hidden states is computed directly
+//! ([`chunked_nll`]); then each block, from the last, runs again with autodiff and is
+//! back-propagated from the gradient of its output, which gives its parameters' gradients and
+//! the gradient of its input for the block below.
+
+use burn::module::Module;
+use burn::tensor::{Gradients, Tensor};
+
+use super::data::Batch;
+use crate::model::{LlamaForCausalLM, NoObserver, Projection};
+
+/// The summed masked next-token loss of `batch` under `model` (in training mode), and the
+/// gradients of `loss_scale · loss` handed to `collect` one block at a time (from the last block
+/// down); returns the loss sum (no autodiff).
+pub fn blockwise_backward<L: Projection>(
+    model: &LlamaForCausalLM<L>,
+    batch: &Batch,
+    loss_scale: f64,
+    collect: &mut dyn FnMut(&Gradients),
+) -> Tensor<1> {
+    let frozen = model.valid();
+    let device = model.device();
+    let [b, t] = batch.ids.dims();
+    let contexts = frozen.contexts(0, t, &device);
+    // Forward without autodiff, keeping every block's input.
+    let mut inputs = Vec::with_capacity(frozen.model.layers.len());
+    let mut x = frozen.model.embed_tokens.forward(batch.ids.clone());
+    for (i, layer) in frozen.model.layers.iter().enumerate() {
+        inputs.push(x.clone());
+        x = layer.forward(x, &contexts.layer(i), None, i, &mut NoObserver);
+    }
+    let hidden = x.dims()[2];
+    let rows = b * (t - 1);
+    // The final norm with autodiff, the loss and its gradient directly.
+    let top = x.autodiff().require_grad();
+    let normed = model
+        .model
+        .norm
+        .forward(top.clone())
+        .narrow(1, 0, t - 1)
+        .reshape([rows, hidden]);
+    let mask = batch.mask.clone().reshape([rows]);
+    let (nll, d_normed) = frozen.chunked_nll(normed.clone().inner(), &batch.label_ids, mask, Some(loss_scale));
+    let d_normed = d_normed.expect("invariant: chunked_nll returns a gradient when given a scale");
+    let grads = (normed * d_normed.autodiff()).sum().backward();
+    collect(&grads);
+    let mut d_out = top.grad(&grads);
+    // Each block again with autodiff, from the last.
+    for (i, input) in inputs.into_iter().enumerate().rev() {
+        let Some(g) = d_out.take() else { break };
+        let x = if i > 0 {
+            input.autodiff().require_grad()
+        } else {
+            input.autodiff()
+        };
+        let y = model.model.layers[i].forward(x.clone(), &contexts.layer(i), None, i, &mut NoObserver);
+        let grads = (y * g.autodiff()).sum().backward();
+        collect(&grads);
+        if i > 0 {
+            d_out = x.grad(&grads);
+        }
+    }
+    nll
+}
