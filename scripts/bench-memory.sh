@@ -30,8 +30,8 @@ measure() {
   cat "$out/time"
 }
 
-echo "| model | parameters | command | f32 base: peak RSS, s | packed base: peak RSS, s | packed bytes/param | memory ratio | time ratio (f32/packed) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| model | parameters | command | f32 base: peak RSS, s | packed base: peak RSS, s | packed bytes/param | memory ratio | time ratio (f32/packed) | plan, packed (train) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for name in "${models[@]}"; do
   gguf="$cache/big-models/$name/$name-q4_0.gguf"
   [ -f "$gguf" ] || { echo "error: $gguf missing; run scripts/make-big-models.sh $name" >&2; exit 1; }
@@ -39,7 +39,7 @@ for name in "${models[@]}"; do
   runs=("eval")
   for m in $methods; do runs+=("train-$m"); done
   for run in "${runs[@]}"; do
-    declare -A peak=() secs=()
+    declare -A peak=() secs=() plan=()
     for base in f32 packed; do
       case $run in
         eval) cmd=(eval --text "$data/knowledge_prose.txt" --max-tokens 256 --seq-len 256) ;;
@@ -52,10 +52,12 @@ for name in "${models[@]}"; do
       read -r kb s < <(measure "$bin" "${cmd[@]}" --model "$gguf" --device cpu --base "$base")
       peak[$base]=$kb
       secs[$base]=$s
+      # train prints its memory plan ("... about X GiB in all")
+      plan[$base]=$(sed -n 's/.*about \([0-9.]*\) GiB in all.*/\1 GiB/p' "$out/log")
     done
     awk -v n="$name" -v p="$params" -v r="$run" -v fk="${peak[f32]}" -v fs="${secs[f32]}" \
-        -v pk="${peak[packed]}" -v ps="${secs[packed]}" 'BEGIN {
-      printf "| %s | %.2f B | %s | %.2f GB, %.1f | %.2f GB, %.1f | %.2f | %.1fx less | %.2fx |\n",
-        n, p / 1e9, r, fk * 1024 / 1e9, fs, pk * 1024 / 1e9, ps, pk * 1024 / p, fk / pk, fs / ps }'
+        -v pk="${peak[packed]}" -v ps="${secs[packed]}" -v pl="${plan[packed]:--}" 'BEGIN {
+      printf "| %s | %.2f B | %s | %.2f GB, %.1f | %.2f GB, %.1f | %.2f | %.1fx less | %.2fx | %s |\n",
+        n, p / 1e9, r, fk * 1024 / 1e9, fs, pk * 1024 / 1e9, ps, pk * 1024 / p, fk / pk, fs / ps, pl }'
   done
 done

@@ -132,7 +132,9 @@ fn LoadPanel() -> impl IntoView {
                     <tr><th>"parameters"</th><td>{format!("{:.1} M", s.parameters as f64 / 1e6)}</td></tr>
                     <tr><th>"layers × hidden"</th><td>{format!("{} × {} (MLP {})", s.layers, s.hidden_size, s.intermediate_size)}</td></tr>
                     <tr><th>"heads (q / kv)"</th><td>{format!("{} / {}", s.heads.0, s.heads.1)}</td></tr>
-                    <tr><th>"weights on the GPU"</th><td>{format!("{:.0} MiB (f32)", s.f32_bytes as f64 / 1048576.0)}</td></tr>
+                    <tr><th>"weights on the GPU"</th><td>{format!("{:.0} MiB ({})", s.weight_bytes as f64 / 1048576.0,
+                        if s.packed { "packed: decoded a layer at a time" } else { "f32" })}</td></tr>
+                    <tr><th>"training LoRA r 16, batch 4 × 512"</th><td data-testid="memory-plan">{memory_plan_text(&s)}</td></tr>
                     <tr><th>"storage"</th><td>{format!("{:?} {:?}", s.format, s.storage)}</td></tr>
                 </table>
             })}
@@ -140,6 +142,24 @@ fn LoadPanel() -> impl IntoView {
                {move || ui.calib_info.get().unwrap_or_else(|| "no separate calibration text".into())}</p>
         </section>
     }
+}
+
+/// The summary's memory plan in words: the default run's total and its parts, and the largest run
+/// that fits a tab.
+fn memory_plan_text(s: &crate::model::ModelSummary) -> String {
+    use crate::model::memory::gib;
+    let p = &s.train_plan;
+    let fits = match s.fits_tab {
+        Some((b, t, plan)) => format!("; fits a 4 GiB tab up to batch {b} × {t} ({})", gib(plan.total)),
+        None => "; no run fits a 4 GiB tab: use a smaller model or a more compressed file".into(),
+    };
+    format!(
+        "about {}: weights {}, adapter and optimiser {}, activations {}{fits}",
+        gib(p.total),
+        gib(p.weights),
+        gib(p.adapter),
+        gib(p.activations)
+    )
 }
 
 /// Calibration options and the spectra view (testids `calib-button`, `spectra-plot`).

@@ -74,6 +74,13 @@ impl CovarianceAccumulator {
         self.tokens += ids.len();
     }
 
+    /// Counts a window of `tokens` tokens run by the caller (who drives the blocks itself and
+    /// hands this accumulator to them as their observer).
+    pub fn count_window(&mut self, tokens: usize) {
+        self.windows += 1;
+        self.tokens += tokens;
+    }
+
     /// Reads the accumulators back (async, for the browser) and averages over windows.
     pub async fn finish(self) -> Result<Covariances, String> {
         let mut sites = BTreeMap::new();

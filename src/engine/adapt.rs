@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::analyze::Calibration;
 use super::jobs::{EighCache, Executor, factors};
 use super::{EngineError, LoadedModel};
-use crate::calib::CalibError;
+use crate::calib::{CalibError, Covariances};
 use crate::io::peft::{PeftAdapter, read_adapter};
 use crate::lora::export::attach_adapter;
 use crate::lora::init::{attach_factors, check_rank, factors_job};
@@ -62,40 +62,58 @@ impl LoadedModel {
             targets: self.resolve_targets(&config.targets)?,
             ..config
         };
-        let device = self.model.device();
-        let scale = config.scale();
         let mut rng = crate::linalg::Rng::new(config.seed);
         let layers = self.model.num_layers();
         let total = layers * config.targets.len();
         let mut record = InitRecord::default();
         for layer in 0..layers {
             for (k, &target) in config.targets.iter().enumerate() {
-                let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
-                    .await
-                    .map_err(CalibError::Device)?;
-                check_rank(config.rank, layer, target, w.rows, w.cols)?;
-                let site = target.site();
-                let stats = match calib {
-                    Some(c) if config.method.needs_calibration() => {
-                        let (stats, e) = eighs.site(&c.covariances, layer, site, exec).await?;
-                        Some((&stats.covariance, e))
-                    }
-                    _ => None,
-                };
-                let job = factors_job(config.method, w, config.rank, scale, stats, rng.next_u64());
-                let f = factors(exec, job)
-                    .await
-                    .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
-                let linear = self
-                    .model
-                    .linear_mut(layer, target)
-                    .ok_or_else(|| EngineError::Targets(format!("layer {layer} has no {}", target.module_name())))?;
-                let factors = attach_factors(linear, &f, scale, config.method, &device);
-                record.factors.insert((layer, target), factors);
+                let covs = calib.map(|c| &c.covariances);
+                let f = self
+                    .init_module(layer, target, &config, covs, eighs, exec, rng.next_u64())
+                    .await?;
+                record.factors.insert((layer, target), f);
                 progress(layer * config.targets.len() + k + 1, total);
             }
         }
         Ok(self.adapter.insert(AdapterState { config, init: record }))
+    }
+
+    /// Initialises and attaches the adapter of one module (`seed` for the methods that draw),
+    /// from the covariances in `covs` where the method needs them; returns its initial factors.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn init_module(
+        &mut self,
+        layer: usize,
+        target: Target,
+        config: &LoraConfig,
+        covs: Option<&Covariances>,
+        eighs: &mut EighCache,
+        exec: &dyn Executor,
+        seed: u64,
+    ) -> Result<(crate::io::HostTensor, crate::io::HostTensor), EngineError> {
+        let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
+            .await
+            .map_err(CalibError::Device)?;
+        check_rank(config.rank, layer, target, w.rows, w.cols)?;
+        let stats = match covs {
+            Some(c) if config.method.needs_calibration() => {
+                let (stats, e) = eighs.site(c, layer, target.site(), exec).await?;
+                Some((&stats.covariance, e))
+            }
+            _ => None,
+        };
+        let scale = config.scale();
+        let job = factors_job(config.method, w, config.rank, scale, stats, seed);
+        let f = factors(exec, job)
+            .await
+            .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
+        let device = self.model.device();
+        let linear = self
+            .model
+            .linear_mut(layer, target)
+            .ok_or_else(|| EngineError::Targets(format!("layer {layer} has no {}", target.module_name())))?;
+        Ok(attach_factors(linear, &f, scale, config.method, &device))
     }
 
     /// Attaches a PEFT adapter directory's files (ours or anyone's) to the base model.

@@ -83,6 +83,33 @@ pub struct EighCache {
 }
 
 impl EighCache {
+    /// Computes the `r` smallest eigenpairs of (layer, site) through `exec`, taking the
+    /// covariance out of `covs` (it is left empty) so that it is not copied, and keeps them; then
+    /// returns them. For a caller that needs nothing else of the covariance.
+    pub async fn take_smallest(
+        &mut self,
+        covs: &mut Covariances,
+        layer: usize,
+        site: Site,
+        r: usize,
+        exec: &dyn Executor,
+    ) -> Result<&Eigh, EngineError> {
+        let stats = covs
+            .sites
+            .get_mut(&(layer, site))
+            .ok_or(CalibError::MissingStats(layer, site))?;
+        let c = std::mem::replace(&mut stats.covariance, Matrix::zeros(0, 0));
+        let e = match exec
+            .submit(Job::SmallestEigh { c, r })
+            .await
+            .map_err(EngineError::job(format!("layer {layer} {}", site.name())))?
+        {
+            JobOutput::Eigh(e) => e,
+            _ => return Err(EngineError::job(format!("layer {layer} {}", site.name()))(wrong_kind())),
+        };
+        Ok(self.cache.entry((layer, site)).or_insert(e))
+    }
+
     /// The decomposition of (layer, site), computing it through `exec` on first use; `None` when
     /// the covariances have no statistic for that site.
     pub async fn get(
@@ -216,6 +243,11 @@ impl Job {
                 put_u64(&mut out, 1);
                 put_matrix(&mut out, w);
             }
+            Job::SmallestEigh { c, r } => {
+                put_u64(&mut out, 3);
+                put_matrix(&mut out, c);
+                put_u64(&mut out, *r as u64);
+            }
             Job::Factors {
                 formula,
                 w,
@@ -242,6 +274,10 @@ impl Job {
         Some(match c.u64()? {
             0 => Job::Eigh(c.matrix()?),
             1 => Job::SingularValues(c.matrix()?),
+            3 => Job::SmallestEigh {
+                c: c.matrix()?,
+                r: usize::try_from(c.u64()?).ok()?,
+            },
             2 => Job::Factors {
                 formula: formula_from(c.u64()?)?,
                 w: c.matrix()?,
@@ -327,6 +363,7 @@ mod tests {
         let p = init::null_basis(&full_eigh(&c).unwrap(), 3);
         let jobs = [
             Job::Eigh(c.clone()),
+            Job::SmallestEigh { c: c.clone(), r: 2 },
             Job::SingularValues(w.clone()),
             Job::Factors {
                 formula: Formula::Null,

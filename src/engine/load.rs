@@ -7,7 +7,8 @@ use burn::tensor::Device;
 use super::{EngineError, LoadedModel};
 use crate::device::DeviceChoice;
 use crate::io::{Checkpoint, ModelFiles};
-use crate::model::{ModelBuilder, ModelConfig, ModelSummary, VarBuilder};
+use crate::model::memory::{MemoryPlan, RunShape, TAB_BYTES, largest_fitting};
+use crate::model::{ModelBuilder, ModelConfig, ModelSummary, Target, VarBuilder};
 
 /// What a load reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +34,9 @@ pub enum BaseStorage {
     Auto,
     /// Every weight decoded to f32 once, at load: fastest, 4 bytes per parameter.
     F32,
-    /// Quantised and 16-bit matrices stay as stored and are decoded when their layer runs (the
-    /// others are f32); training then checkpoints per block. Needs a GGUF file.
+    /// Quantised and 16-bit matrices (GGUF blocks, F16/BF16 GGUF or safetensors) stay as stored
+    /// and are decoded when their layer runs (f32 ones are kept as they are); training then
+    /// checkpoints per block.
     Packed,
 }
 
@@ -159,11 +161,69 @@ impl LoadedModel {
         }
     }
 
+    /// Bytes the weight matrices hold as loaded: packed ones at their stored size, the rest in
+    /// f32; a dense tied output layer counts as the transposed copy it is (norms and biases,
+    /// under 0.1%, are left out).
+    pub fn weight_bytes(&self) -> u64 {
+        let m = &self.model;
+        let linears: usize = (0..m.num_layers())
+            .flat_map(|layer| Target::ALL.map(move |t| (layer, t)))
+            .filter_map(|(layer, t)| m.linear(layer, t))
+            .map(|l| l.base.weight_bytes())
+            .sum();
+        let embed = match &m.model.embed_tokens.packed {
+            Some(p) => p.matrix.stored_bytes(),
+            None => self.config.vocab_size * self.config.hidden_size * 4,
+        };
+        let head = m.output_layer();
+        // A packed tied head reads the embedding's bytes.
+        let head = if m.tied_head.is_some() && head.is_packed() {
+            0
+        } else {
+            head.weight_bytes()
+        };
+        (linears + embed + head) as u64
+    }
+
+    /// Adapter values that `lora` would train on this model.
+    pub fn trainable_values(&self, lora: &crate::lora::LoraConfig) -> Result<usize, EngineError> {
+        let targets = self.resolve_targets(&lora.targets)?;
+        let mut n = 0;
+        for layer in 0..self.model.num_layers() {
+            for &t in &targets {
+                let (out, inp) = self.linear(layer, t)?.base.dims();
+                n += lora.rank * (out + if lora.method.trains_down() { inp } else { 0 });
+            }
+        }
+        Ok(n)
+    }
+
+    /// The memory plan of a pass of `shape` on this model as loaded (see [`MemoryPlan`]).
+    pub fn memory_plan(&self, shape: &RunShape, training: bool) -> MemoryPlan {
+        MemoryPlan::new(&self.config, self.weight_bytes(), shape, training)
+    }
+
     /// A summary for display.
     pub fn summary(&self) -> ModelSummary {
         let c = &self.config;
         let parameters = c.num_parameters();
+        let packed = self.model.has_packed_weights();
+        let train = crate::train::TrainConfig::default();
+        let lora = crate::lora::LoraConfig::new(crate::lora::InitMethod::Lora, 16);
+        let shape = RunShape {
+            batch: train.batch,
+            tokens: train.max_len,
+            trainable: self.trainable_values(&lora).unwrap_or(0),
+            blockwise: train.checkpoint_blocks.unwrap_or(packed),
+            packed,
+            vocab_chunk: self.model.vocab_chunk,
+        };
+        let weight_bytes = self.weight_bytes();
         ModelSummary {
+            weight_bytes,
+            packed,
+            train_plan: self.memory_plan(&shape, true),
+            fits_tab: largest_fitting(c, weight_bytes, &shape, TAB_BYTES),
             architecture: c.model_type.model_type().to_string(),
             parameters,
             layers: c.num_hidden_layers,

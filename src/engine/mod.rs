@@ -13,6 +13,7 @@
 //! | statistics and spectra | `analyze.rs` |
 //! | initialising and attaching adapters | `adapt.rs` |
 //! | export files | `export.rs` |
+//! | calibrating and initialising block by block (big models) | `stream.rs` |
 
 mod adapt;
 mod analyze;
@@ -20,6 +21,7 @@ mod eval;
 mod export;
 pub mod jobs;
 mod load;
+mod stream;
 mod train;
 
 pub use adapt::AdapterState;
@@ -27,6 +29,7 @@ pub use analyze::{CalibOptions, Calibration};
 pub use export::ExportFiles;
 pub use jobs::{EighCache, Executor, Inline, JobError};
 pub use load::{BaseStorage, LoadProgress};
+pub use stream::{STREAM_ABOVE_BYTES, StreamedCalibration};
 pub use train::{CheckpointKind, Control, TrainHooks, TrainReport};
 
 use crate::hint::Hint;

@@ -164,7 +164,8 @@ impl<'a> Checkpoint<'a> {
                 hint: "add the model's *.safetensors file(s); .bin (pickle) checkpoints are not supported".into(),
             });
         }
-        let source = SafetensorsSource::new(&shards, files.get("model.safetensors.index.json"))?;
+        let source = SafetensorsSource::new(&shards, files.get("model.safetensors.index.json"))?
+            .with_shared(|name| files.shared(name));
         let mut storage = BTreeMap::new();
         storage.insert("safetensors shards".to_string(), shards.len());
         Ok(Self {

@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use half::{bf16, f16};
-
 use super::gguf::{GgmlType, GgufError, GgufFile};
 use crate::model::config::{Activation, LayerType, gemma_layer_types};
-use crate::model::packed::{PackedMatrix, RowDecoder, SharedBytes};
+use crate::model::packed::{PackedMatrix, RowDecoder, SharedBytes, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
 use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling, Target};
 
@@ -350,16 +348,9 @@ impl Weights for GgufSource<'_> {
 /// Decodes rows of a stored type that is worth keeping packed: the block-quantised types and the
 /// 16-bit floats (f32 gains nothing).
 fn row_decoder(t: GgmlType) -> Option<RowDecoder> {
-    fn halves(bytes: &[u8], out: &mut [f32], f: fn([u8; 2]) -> f32) -> Option<()> {
-        (bytes.len() == 2 * out.len()).then(|| {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f([c[0], c[1]]);
-            }
-        })
-    }
     match t {
-        GgmlType::F16 => Some(Arc::new(|b, o| halves(b, o, |c| f16::from_le_bytes(c).to_f32()))),
-        GgmlType::Bf16 => Some(Arc::new(|b, o| halves(b, o, |c| bf16::from_le_bytes(c).to_f32()))),
+        GgmlType::F16 => Some(f16_rows()),
+        GgmlType::Bf16 => Some(bf16_rows()),
         GgmlType::Quant(q) => Some(Arc::new(move |b, o| super::quants::dequantize_into(q, b, o))),
         _ => None,
     }

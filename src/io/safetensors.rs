@@ -2,11 +2,13 @@
 //! and writing (atomic-ready byte buffers, F32/F16/BF16).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use super::host::HostTensor;
+use crate::model::packed::{PackedMatrix, SharedBytes, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
 
 /// Errors reading safetensors files.
@@ -43,6 +45,8 @@ pub struct SafetensorsSource<'a> {
     shards: Vec<(String, SafeTensors<'a>)>,
     /// Tensor name → shard position.
     index: BTreeMap<String, usize>,
+    /// The shards' buffers, shared, for serving 16-bit matrices packed ([`Weights::packed`]).
+    buffers: Vec<Option<Arc<Vec<u8>>>>,
 }
 
 impl<'a> SafetensorsSource<'a> {
@@ -74,7 +78,15 @@ impl<'a> SafetensorsSource<'a> {
                 }
             }
         }
-        Ok(Self { shards, index })
+        let buffers = vec![None; shards.len()];
+        Ok(Self { shards, index, buffers })
+    }
+
+    /// Serves F16/BF16 matrices packed from the shards' shared buffers (`buffer(name)` is the
+    /// buffer the shard `name` was parsed from).
+    pub fn with_shared(mut self, buffer: impl Fn(&str) -> Option<Arc<Vec<u8>>>) -> Self {
+        self.buffers = self.shards.iter().map(|(name, _)| buffer(name)).collect();
+        self
     }
 
     /// All tensor names.
@@ -122,6 +134,30 @@ impl Weights for SafetensorsSource<'_> {
     fn tensor(&self, key: &str) -> Result<Option<burn::tensor::TensorData>, WeightError> {
         let t = self.read(key).map_err(|e| WeightError::Source(e.to_string()))?;
         Ok(t.map(|t| burn::tensor::TensorData::new(t.data, t.shape)))
+    }
+
+    fn packed(&self, key: &str) -> Result<Option<PackedMatrix>, WeightError> {
+        let Some(&pos) = self.index.get(key) else {
+            return Ok(None);
+        };
+        let (Some(buffer), (file, st)) = (&self.buffers[pos], &self.shards[pos]) else {
+            return Ok(None);
+        };
+        let source = |e: String| WeightError::Source(format!("{file}: {key}: {e}"));
+        let view = st.tensor(key).map_err(|e| source(e.to_string()))?;
+        let decode = match view.dtype() {
+            Dtype::F16 => f16_rows(),
+            Dtype::BF16 => bf16_rows(),
+            _ => return Ok(None),
+        };
+        let &[rows, cols] = view.shape() else {
+            return Ok(None);
+        };
+        let bytes = SharedBytes::within(buffer, view.data())
+            .ok_or_else(|| source("the tensor lies outside the shard it was parsed from".into()))?;
+        PackedMatrix::new(bytes, rows, cols, &format!("{:?}", view.dtype()), decode)
+            .map(Some)
+            .map_err(source)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::decompose::{self, DecomposeError, Eigh};
 use super::init::{self, InitFactors, Pick};
-use super::{Matrix, Rng};
+use super::{Matrix, Rng, partial};
 
 /// Which formula of `linalg::init` produces a module's factors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,14 @@ impl Formula {
 pub enum Job {
     /// Eigendecomposition of a symmetric matrix.
     Eigh(Matrix),
+    /// The `r` smallest eigenpairs of a covariance only (the null methods' statistic), by the
+    /// partial eigensolver; returned as an [`Eigh`] of `r` pairs in descending order.
+    SmallestEigh {
+        /// The covariance.
+        c: Matrix,
+        /// Pairs wanted.
+        r: usize,
+    },
     /// Singular values of a matrix.
     SingularValues(Matrix),
     /// The factors of one module.
@@ -90,10 +98,23 @@ pub enum JobOutput {
     Factors(InitFactors),
 }
 
+/// The `r` smallest eigenpairs of `c` as a descending [`Eigh`] (what [`init::null_basis`] reads),
+/// from the partial eigensolver, which takes `c` over to hold less. Should the iteration reach
+/// its cap (300 steps; real covariances converge in under 50) the pairs it has are used: their
+/// residual is then above 1e-12·‖C‖_F but the subspace is still the lowest-energy one found.
+fn smallest(c: Matrix, r: usize) -> Result<Eigh, DecomposeError> {
+    let p = partial::smallest_eigenpairs_owned(c, r, &partial::PartialOptions::default())?;
+    Ok(Eigh {
+        values: p.values.iter().rev().copied().collect(),
+        vectors: p.null_basis(),
+    })
+}
+
 /// Runs a job on the calling thread.
 pub fn run(job: Job) -> Result<JobOutput, DecomposeError> {
     Ok(match job {
         Job::Eigh(c) => JobOutput::Eigh(decompose::eigh(&c)?),
+        Job::SmallestEigh { c, r } => JobOutput::Eigh(smallest(c, r)?),
         Job::SingularValues(w) => JobOutput::Values(decompose::singular_values(&w)?),
         Job::Factors {
             formula,
@@ -115,4 +136,30 @@ pub fn run(job: Job) -> Result<JobOutput, DecomposeError> {
             })
         }
     })
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// Past `PartialOptions::full_below` the iteration runs: its pairs, in the descending order
+    /// `null_basis` reads, span the full eigh's null basis and carry its eigenvalues.
+    #[test]
+    fn smallest_eigh_gives_the_full_eighs_null_basis_in_its_order() {
+        let (d, t, r) = (1100, 1400, 4);
+        let mut rng = Rng::new(11);
+        let x = Matrix::from_fn(t, d, |_, j| rng.normal() / ((j + 1) as f64).sqrt());
+        let c = x.t().matmul(&x).scale(1.0 / t as f64);
+        let part = smallest(c.clone(), r).unwrap();
+        let full = decompose::eigh(&c).unwrap();
+        let n = full.values.len();
+        for (k, v) in part.values.iter().enumerate() {
+            let want = full.values[n - r + k];
+            assert!((v - want).abs() <= 1e-9 * full.values[0], "value {k}: {v} vs {want}");
+        }
+        let (p, q) = (init::null_basis(&part, r), init::null_basis(&full, r));
+        // ‖P Pᵀ Q − Q‖: Q's part outside span(P).
+        let outside = p.matmul(&p.t().matmul(&q)).sub(&q).frobenius_sq().sqrt();
+        assert!(outside < 1e-6, "the bases differ by {outside}");
+    }
 }

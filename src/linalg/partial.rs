@@ -91,6 +91,27 @@ const CHECK_EVERY: usize = 3;
 /// positive definite (C far from PSD). Non-convergence within `max_iter` is not an error:
 /// check [`PartialEigh::converged`] and [`PartialEigh::max_residual`].
 pub fn smallest_eigenpairs(c: &Matrix, r: usize, opts: &PartialOptions) -> Result<PartialEigh, DecomposeError> {
+    let (norm, r, k) = check(c, r, opts)?;
+    if c.rows <= opts.full_below || 2 * k > c.rows {
+        return full_fallback(c, r, norm);
+    }
+    iterate(to_faer(c), norm, r, k, opts)
+}
+
+/// [`smallest_eigenpairs`] taking the matrix, so that its memory is released once copied into
+/// the solver's layout: at an 8192-wide covariance that is 0.5 GB less at the peak.
+pub fn smallest_eigenpairs_owned(c: Matrix, r: usize, opts: &PartialOptions) -> Result<PartialEigh, DecomposeError> {
+    let (norm, r, k) = check(&c, r, opts)?;
+    if c.rows <= opts.full_below || 2 * k > c.rows {
+        return full_fallback(&c, r, norm);
+    }
+    let cf = to_faer(&c);
+    drop(c);
+    iterate(cf, norm, r, k, opts)
+}
+
+/// Checks the input; returns ‖C‖_F, r capped at d, and the block width k.
+fn check(c: &Matrix, r: usize, opts: &PartialOptions) -> Result<(f64, usize, usize), DecomposeError> {
     check_finite(c, "the covariance")?;
     let d = c.rows;
     let norm = c.frobenius_sq().sqrt();
@@ -98,12 +119,20 @@ pub fn smallest_eigenpairs(c: &Matrix, r: usize, opts: &PartialOptions) -> Resul
         return Err(DecomposeError::Degenerate("the covariance"));
     }
     let r = r.min(d);
-    let k = (r + opts.oversample).min(d);
-    if d <= opts.full_below || 2 * k > d {
-        return full_fallback(c, r, norm);
-    }
-    let cf = to_faer(c);
-    let llt = shifted_cholesky(&cf, norm)?;
+    Ok((norm, r, (r + opts.oversample).min(d)))
+}
+
+/// The iteration on `cf` (consumed: it is shifted in place, so the solver holds two `d × d`
+/// matrices, C + δI and its Cholesky factor).
+fn iterate(
+    mut cf: Mat<f64>,
+    norm: f64,
+    r: usize,
+    k: usize,
+    opts: &PartialOptions,
+) -> Result<PartialEigh, DecomposeError> {
+    let d = cf.nrows();
+    let (llt, shift) = shifted_cholesky(&mut cf, norm)?;
     let mut rng = Rng::new(opts.seed);
     let mut q = orthonormal(Mat::from_fn(d, k, |_, _| rng.normal()).as_ref());
     let max_iter = opts.max_iter.max(1);
@@ -116,7 +145,9 @@ pub fn smallest_eigenpairs(c: &Matrix, r: usize, opts: &PartialOptions) -> Resul
         if iter % CHECK_EVERY != 0 && iter != max_iter {
             continue;
         }
+        // On C + δI: the same vectors and residuals, the eigenvalues raised by δ.
         let (values, v, residuals) = rayleigh_ritz(&cf, q.as_ref(), r, norm);
+        let values = values.into_iter().map(|l| l - shift).collect();
         let max_residual = residuals.iter().fold(0.0f64, |m, &x| m.max(x));
         let converged = max_residual <= opts.tol;
         q = v;
@@ -152,18 +183,20 @@ fn full_fallback(c: &Matrix, r: usize, norm: f64) -> Result<PartialEigh, Decompo
     })
 }
 
-/// Cholesky factor of `C + δI`, growing δ until it succeeds.
-fn shifted_cholesky(c: &Mat<f64>, norm: f64) -> Result<faer::linalg::solvers::Llt<f64>, DecomposeError> {
-    let mut shift = SHIFT_REL * norm;
+/// Shifts `c` in place to `C + δI` and factors it, growing δ until the factorisation succeeds;
+/// returns the factor and δ.
+fn shifted_cholesky(c: &mut Mat<f64>, norm: f64) -> Result<(faer::linalg::solvers::Llt<f64>, f64), DecomposeError> {
+    let mut shift = 0.0;
+    let mut next = SHIFT_REL * norm;
     for _ in 0..SHIFT_TRIES {
-        let mut shifted = c.clone();
         for i in 0..c.nrows() {
-            shifted[(i, i)] += shift;
+            c[(i, i)] += next - shift;
         }
-        if let Ok(llt) = shifted.llt(Side::Lower) {
-            return Ok(llt);
+        shift = next;
+        if let Ok(llt) = c.llt(Side::Lower) {
+            return Ok((llt, shift));
         }
-        shift *= SHIFT_GROWTH;
+        next *= SHIFT_GROWTH;
     }
     Err(DecomposeError::NotPositiveDefinite(
         "the covariance plus a small shift (is it really PSD?)",

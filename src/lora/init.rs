@@ -181,7 +181,14 @@ pub fn attach_factors(
     device: &Device,
 ) -> (HostTensor, HostTensor) {
     if let Some(res) = &f.residual {
-        layer.base.set_weight(res, device);
+        if layer.base.is_packed() {
+            // The residual is `W − s·B₀A₀`: a packed base keeps W and subtracts the product.
+            layer
+                .base
+                .subtract_low_rank(upload(&f.a, device), upload(&f.b, device), scale);
+        } else {
+            layer.base.set_weight(res, device);
+        }
     }
     layer.adapter = Some(LoraAdapter::new(
         upload(&f.a, device),

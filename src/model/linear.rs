@@ -52,6 +52,29 @@ impl PackedWeight {
     }
 }
 
+/// A frozen low-rank term subtracted from a packed weight: `W − s·B·A` without writing the
+/// difference out in f32 (how the initialisations that change the base keep a packed base).
+#[derive(Module, Debug)]
+pub struct LowRank {
+    /// `A`, `[r, in]`.
+    pub a: Param<Tensor<2>>,
+    /// `B`, `[out, r]`.
+    pub b: Param<Tensor<2>>,
+    /// `s`.
+    pub scale: f64,
+}
+
+impl LowRank {
+    /// `s·Aᵀ·Bᵀ`, `[in, out]` (the stored layout).
+    fn in_out(&self) -> Tensor<2> {
+        self.a
+            .val()
+            .transpose()
+            .matmul(self.b.val().transpose())
+            .mul_scalar(self.scale)
+    }
+}
+
 /// `y = x Wᵀ + b`; weight and bias are frozen.
 #[derive(Module, Debug)]
 pub struct Linear {
@@ -64,6 +87,8 @@ pub struct Linear {
     pub packed: Option<PackedWeight>,
     /// Optional bias, `[out_features]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// Subtracted from the weight (see [`Linear::subtract_low_rank`]).
+    pub correction: Option<LowRank>,
 }
 
 /// Uploads `[rows, cols]` row-major values transposed, as a contiguous `[cols, rows]` tensor.
@@ -95,6 +120,7 @@ impl Linear {
                     device: vb.device().clone(),
                 }),
                 bias,
+                correction: None,
             });
         }
         let w = vb.host("weight", &[out_features, in_features])?;
@@ -106,6 +132,7 @@ impl Linear {
             weight: Some(frozen(weight)),
             packed: None,
             bias,
+            correction: None,
         })
     }
 
@@ -126,19 +153,23 @@ impl Linear {
         self.packed.is_some()
     }
 
-    /// Bytes the frozen weight holds: its stored encoding when packed, else f32.
+    /// Bytes the frozen weight holds: its stored encoding when packed, else f32 (with a
+    /// low-rank correction's factors).
     pub fn weight_bytes(&self) -> usize {
-        match &self.packed {
-            Some(p) => p.matrix.stored_bytes(),
-            None => {
-                let (o, i) = self.dims();
-                o * i * 4
+        let (o, i) = self.dims();
+        let correction = self
+            .correction
+            .as_ref()
+            .map_or(0, |c| c.a.val().dims()[0] * (o + i) * 4);
+        correction
+            + match &self.packed {
+                Some(p) => p.matrix.stored_bytes(),
+                None => o * i * 4,
             }
-        }
     }
 
-    /// The weight in the stored layout `[in, out]`, as f32 (decoded now if packed).
-    pub fn weight_in_out(&self) -> Tensor<2> {
+    /// The stored weight `[in, out]` as f32, without the correction (decoded now if packed).
+    fn stored_in_out(&self) -> Tensor<2> {
         match (&self.weight, &self.packed) {
             (_, Some(p)) => p.columns(0..p.matrix.dims().0),
             (Some(w), None) => w.val(),
@@ -146,26 +177,59 @@ impl Linear {
         }
     }
 
+    /// The weight in the stored layout `[in, out]`, as f32 (decoded now if packed; with the
+    /// low-rank correction applied).
+    pub fn weight_in_out(&self) -> Tensor<2> {
+        match &self.correction {
+            Some(c) => self.stored_in_out() - c.in_out(),
+            None => self.stored_in_out(),
+        }
+    }
+
+    /// Makes the weight `W − s·B·A` (`a`: `[r, in]`, `b`: `[out, r]`). A dense weight takes the
+    /// difference; a packed one keeps its bytes and subtracts `s·B·(A·x)` when it runs.
+    pub fn subtract_low_rank(&mut self, a: Tensor<2>, b: Tensor<2>, scale: f64) {
+        if self.is_packed() {
+            let (a, b, scale) = match self.correction.take() {
+                // A second correction (not something the initialisations do) stacks on the first.
+                Some(c) => (
+                    Tensor::cat(vec![c.a.val().mul_scalar(c.scale), a.mul_scalar(scale)], 0),
+                    Tensor::cat(vec![c.b.val(), b], 1),
+                    1.0,
+                ),
+                None => (a, b, scale),
+            };
+            self.correction = Some(LowRank {
+                a: frozen(a),
+                b: frozen(b),
+                scale,
+            });
+        } else {
+            let delta = a.transpose().matmul(b.transpose()).mul_scalar(-scale);
+            self.add_to_weight(delta);
+        }
+    }
+
     /// Output features `range` of the weight, `[in, range.len()]` (a vocabulary chunk of the
     /// output layer), decoding only those rows when packed.
     pub fn weight_columns(&self, range: Range<usize>) -> Tensor<2> {
-        match &self.packed {
-            Some(p) => p.columns(range),
-            None => self.weight_in_out().narrow(1, range.start, range.len()),
+        match (&self.packed, &self.correction) {
+            (Some(p), None) => p.columns(range),
+            _ => self.weight_in_out().narrow(1, range.start, range.len()),
         }
     }
 
     /// Output features `ids` of the weight as rows, `[ids.len(), in]` (the output-layer rows of
     /// some labels), decoding only those rows when packed. Ids must be below `out_features`.
     pub fn weight_rows(&self, ids: &[usize]) -> Tensor<2> {
-        match &self.packed {
-            Some(p) => {
+        match (&self.packed, &self.correction) {
+            (Some(p), None) => {
                 let cols = p.matrix.dims().1;
                 let mut out = vec![0f32; ids.len() * cols];
                 p.matrix.decode_rows_into(ids, &mut out);
                 Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &p.device)
             }
-            None => {
+            _ => {
                 let w = self.weight_in_out();
                 let index: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
                 let index = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(index, [ids.len()]), &w.device());
@@ -176,12 +240,12 @@ impl Linear {
 
     /// The weight in the checkpoint layout `[out, in]`.
     pub fn weight_out_in(&self) -> Tensor<2> {
-        match &self.packed {
-            Some(p) => {
+        match (&self.packed, &self.correction) {
+            (Some(p), None) => {
                 let (rows, cols) = p.matrix.dims();
                 Tensor::from_data(TensorData::new(p.matrix.decode_range(0..rows), [rows, cols]), &p.device)
             }
-            None => self.weight_in_out().transpose(),
+            _ => self.weight_in_out().transpose(),
         }
     }
 
@@ -189,6 +253,7 @@ impl Linear {
     pub fn set_weight(&mut self, w: &Matrix, device: &Device) {
         self.weight = Some(frozen(upload_transposed(&w.to_f32(), w.rows, w.cols, device)));
         self.packed = None;
+        self.correction = None;
     }
 
     /// Adds `delta` (`[in, out]`, the stored layout) to the base weight (frozen; a packed weight
@@ -196,12 +261,20 @@ impl Linear {
     pub fn add_to_weight(&mut self, delta: Tensor<2>) {
         self.weight = Some(frozen(self.weight_in_out() + delta));
         self.packed = None;
+        self.correction = None;
     }
 }
 
 impl Projection for Linear {
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight_in_out(), self.bias.as_ref().map(|b| b.val()))
+        let y = burn::tensor::module::linear(x.clone(), self.stored_in_out(), self.bias.as_ref().map(|b| b.val()));
+        match &self.correction {
+            Some(c) => {
+                let down = burn::tensor::module::linear(x, c.a.val().transpose(), None);
+                y - burn::tensor::module::linear(down, c.b.val().transpose(), None).mul_scalar(c.scale)
+            }
+            None => y,
+        }
     }
 
     fn base(&self) -> &Linear {

@@ -3,12 +3,13 @@
 //! their linear layers ([`Projection`]), so LoRA (in `lora`) wraps them without this module
 //! knowing.
 //!
-//! `arch`, `config` (read from config.json by `config_json`), `variant` and `summary` are plain
-//! data and build without burn (the page uses them).
+//! `arch`, `config` (read from config.json by `config_json`), `variant`, `memory` and `summary`
+//! are plain data and build without burn (the page uses them).
 
 pub mod arch;
 pub mod config;
 mod config_json;
+pub mod memory;
 pub mod summary;
 pub mod variant;
 

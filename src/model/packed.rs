@@ -13,6 +13,24 @@ use std::sync::Arc;
 /// do not match the format's blocks.
 pub type RowDecoder = Arc<dyn Fn(&[u8], &mut [f32]) -> Option<()> + Send + Sync>;
 
+/// Decodes little-endian IEEE half floats.
+pub fn f16_rows() -> RowDecoder {
+    Arc::new(|b, o| halves(b, o, |c| half::f16::from_le_bytes(c).to_f32()))
+}
+
+/// Decodes little-endian bfloat16.
+pub fn bf16_rows() -> RowDecoder {
+    Arc::new(|b, o| halves(b, o, |c| half::bf16::from_le_bytes(c).to_f32()))
+}
+
+fn halves(bytes: &[u8], out: &mut [f32], f: fn([u8; 2]) -> f32) -> Option<()> {
+    (bytes.len() == 2 * out.len()).then(|| {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *o = f([c[0], c[1]]);
+        }
+    })
+}
+
 /// A range of bytes inside a buffer shared with others (a whole model file).
 #[derive(Clone)]
 pub struct SharedBytes {
@@ -24,6 +42,12 @@ impl SharedBytes {
     /// `buffer[range]`; `None` if the range lies outside the buffer.
     pub fn new(buffer: Arc<Vec<u8>>, range: Range<usize>) -> Option<Self> {
         (range.start <= range.end && range.end <= buffer.len()).then_some(Self { buffer, range })
+    }
+
+    /// `sub`, a slice borrowed from `buffer`, as a shared range; `None` if it lies elsewhere.
+    pub fn within(buffer: &Arc<Vec<u8>>, sub: &[u8]) -> Option<Self> {
+        let start = (sub.as_ptr() as usize).checked_sub(buffer.as_ptr() as usize)?;
+        Self::new(buffer.clone(), start..start.checked_add(sub.len())?)
     }
 
     /// The bytes.

@@ -33,6 +33,14 @@ pub struct ModelSummary {
     pub vocab_size: usize,
     /// f32 weight memory on the device, bytes.
     pub f32_bytes: usize,
+    /// Weight memory as loaded (packed matrices at their stored size), bytes.
+    pub weight_bytes: u64,
+    /// Whether the base is packed (decoded a layer at a time).
+    pub packed: bool,
+    /// What training LoRA r 16 with the default batch and length would hold.
+    pub train_plan: super::memory::MemoryPlan,
+    /// The largest batch × length whose training plan fits a 4 GiB tab, with its plan.
+    pub fits_tab: Option<(usize, usize, super::memory::MemoryPlan)>,
     /// Source format.
     pub format: Format,
     /// Storage types of the source file.

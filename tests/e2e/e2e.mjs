@@ -173,6 +173,9 @@ try {
   await waitStatus(/model loaded/, 300000);
   const summary = await page.textContent('[data-testid=model-summary]');
   if (!/llama/.test(summary) || !/30 × 576/.test(summary)) fail(`default model summary: ${summary}`);
+  // The memory plan of the default training run, and what fits a tab.
+  const plan = await page.textContent('[data-testid=memory-plan]');
+  if (!/about [0-9.]+ GiB: weights/.test(plan) || !/fits a 4 GiB tab up to batch/.test(plan)) fail(`memory plan: ${plan}`);
   step(`default model loaded; main-thread tasks over 50 ms: ${JSON.stringify(await longTasks('default load'))}`);
 } catch (e) {
   fail(e.message);

@@ -8,7 +8,7 @@ use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use indicatif::{ProgressBar, ProgressStyle};
 use lora_null::calib::{Normalization, SpectraReport};
-use lora_null::engine::{CalibOptions, Calibration, EighCache, Inline, LoadedModel};
+use lora_null::engine::{CalibOptions, Calibration, EighCache, Inline, LoadedModel, STREAM_ABOVE_BYTES};
 use lora_null::io::safetensors::SaveDtype;
 use lora_null::lora::{InitMethod, LoraConfig, METHODS};
 use lora_null::model::{Site, Target};
@@ -36,6 +36,22 @@ pub struct CalibArgs {
     /// Per-window normalisation of activations: signed-max (X/|max X|, as the reference) or none.
     #[arg(long, default_value = "signed-max")]
     pub normalize: Normalization,
+    /// Calibrate and initialise block by block, each block's covariances freed once its adapters
+    /// exist (same factors). Default: when all covariances at once would pass 1 GiB.
+    #[arg(long)]
+    pub by_block: Option<bool>,
+}
+
+impl CalibArgs {
+    fn options(&self, targets: &[Target]) -> CalibOptions {
+        CalibOptions {
+            samples: self.samples,
+            seq_len: self.seq_len,
+            seed: self.calib_seed,
+            normalization: self.normalize,
+            targets: targets.to_vec(),
+        }
+    }
 }
 
 /// `--method`: the names and help lines of the method table.
@@ -137,13 +153,7 @@ pub fn calibrate(m: &LoadedModel, args: &CalibArgs, targets: &[Target]) -> anyho
         return Ok(None);
     };
     let records = read_dataset(path)?;
-    let opts = CalibOptions {
-        samples: args.samples,
-        seq_len: args.seq_len,
-        seed: args.calib_seed,
-        normalization: args.normalize,
-        targets: targets.to_vec(),
-    };
+    let opts = args.options(targets);
     let pb = bar("calibrating");
     let calib = pollster::block_on(m.calibrate(&records, &opts, &mut |d, t| {
         pb.set_length(t as u64);
@@ -240,19 +250,9 @@ pub fn init(a: InitArgs) -> anyhow::Result<()> {
     cfg.check(a.calib.calib.is_some())
         .map_err(lora_null::engine::EngineError::from)?;
     let (mut m, _) = load(&a.model)?;
-    let calib = calibrate(&m, &a.calib, &cfg.targets)?;
-    let pb = bar("initialising");
-    let mut eighs = EighCache::default();
-    pollster::block_on(
-        m.init_adapters(cfg.clone(), calib.as_ref(), &mut eighs, &Inline, &mut |d, t| {
-            pb.set_length(t as u64);
-            pb.set_position(d as u64);
-        }),
-    )?;
-    pb.finish_and_clear();
+    let summary = calibrate_and_init(&mut m, &a.calib, &cfg, start)?;
     let files = pollster::block_on(m.export_init(a.dtype))?;
     write_files_atomically(&a.out, &files)?;
-    let summary = init_summary(&m, calib.as_ref(), start.elapsed().as_secs_f64());
     write_files_atomically(&a.out, &[("summary.json".into(), serde_json::to_vec_pretty(&summary)?)])?;
     println!("{summary}");
     eprintln!(
@@ -268,13 +268,64 @@ pub fn init(a: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A summary of the initialised adapters: time, and (with calibration) the share of the
-/// calibration activations' energy the down projections see.
-pub fn init_summary(m: &LoadedModel, calib: Option<&Calibration>, seconds: f64) -> serde_json::Value {
+/// Calibrates (with `--calib`) and initialises the adapters, block by block when `--by-block`
+/// says so or all covariances at once would pass [`STREAM_ABOVE_BYTES`]; returns a summary: time,
+/// and (with calibration) the share of the calibration activations' energy the down projections
+/// see.
+pub fn calibrate_and_init(
+    m: &mut LoadedModel,
+    args: &CalibArgs,
+    cfg: &LoraConfig,
+    start: Instant,
+) -> anyhow::Result<serde_json::Value> {
+    let by_block = args.calib.is_some()
+        && cfg.method.needs_calibration()
+        && args
+            .by_block
+            .unwrap_or_else(|| m.covariance_bytes(&cfg.targets) > STREAM_ABOVE_BYTES);
+    let energies = if by_block {
+        let path = args.calib.as_ref().expect("invariant: by_block needs --calib");
+        let records = read_dataset(path)?;
+        let pb = bar("calibrating and initialising by block");
+        let streamed = pollster::block_on(m.init_adapters_streaming(
+            cfg.clone(),
+            &records,
+            &args.options(&cfg.targets),
+            &Inline,
+            &mut |d, t| {
+                pb.set_length(t as u64);
+                pb.set_position(d as u64);
+            },
+        ))
+        .with_context(|| format!("calibration on {}", path.display()))?;
+        pb.finish_and_clear();
+        if let Some(note) = &streamed.note {
+            eprintln!("note: {note}");
+        }
+        eprintln!(
+            "calibration (block by block): {} windows, {} tokens, normalisation {:?}",
+            streamed.windows, streamed.tokens, streamed.normalization
+        );
+        Some(streamed.input_energy)
+    } else {
+        let calib = calibrate(m, args, &cfg.targets)?;
+        let pb = bar("initialising");
+        pollster::block_on(m.init_adapters(
+            cfg.clone(),
+            calib.as_ref(),
+            &mut EighCache::default(),
+            &Inline,
+            &mut |d, t| {
+                pb.set_length(t as u64);
+                pb.set_position(d as u64);
+            },
+        ))?;
+        pb.finish_and_clear();
+        calib.map(|c| m.adapter_input_energy(&c))
+    };
     let mut v = serde_json::to_value(m.adapter_summary()).unwrap_or_default();
-    v["seconds"] = seconds.into();
-    if let Some(c) = calib {
-        let energies = m.adapter_input_energy(c);
+    v["seconds"] = start.elapsed().as_secs_f64().into();
+    if let Some(energies) = energies {
         let mean = energies.values().sum::<f64>() / energies.len().max(1) as f64;
         v["mean_activation_energy_seen_by_A"] = mean.into();
         v["activation_energy_seen_by_A"] = energies
@@ -283,5 +334,5 @@ pub fn init_summary(m: &LoadedModel, calib: Option<&Calibration>, seconds: f64) 
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
-    v
+    Ok(v)
 }

@@ -35,8 +35,9 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto")]
     pub device: lora_null::device::DevicePreference,
     /// How the frozen base is held: `auto` (packed above 1 GiB of f32 weights), `f32` (decoded
-    /// once at load: fastest), or `packed` (a GGUF's quantised and 16-bit matrices stay as
-    /// stored and are decoded when their layer runs: QLoRA-style memory).
+    /// once at load: fastest), or `packed` (quantised and 16-bit matrices, of a GGUF or of
+    /// F16/BF16 safetensors, stay as stored and are decoded when their layer runs: QLoRA-style
+    /// memory).
     #[arg(long, default_value = "auto")]
     pub base: lora_null::engine::BaseStorage,
 }

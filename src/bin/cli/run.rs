@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lora_null::device::{DeviceChoice, list_adapters, select_device};
 use lora_null::engine::{LoadProgress, LoadedModel};
 use lora_null::eval::GenerateOptions;
+use lora_null::model::memory::RunShape;
 
 use super::ModelArgs;
 use super::files::{read, read_model_files, read_text};
@@ -200,6 +201,25 @@ pub fn info(a: ModelArgs) -> anyhow::Result<()> {
     let (m, choice) = load(&a)?;
     let mut v = serde_json::to_value(m.summary())?;
     v["device"] = choice.description.into();
+    v["weight_bytes_as_loaded"] = m.weight_bytes().into();
+    v["packed"] = m.model.has_packed_weights().into();
+    // The plans of the defaults: eval's window, and train's batch and length with LoRA r 16.
+    let packed = m.model.has_packed_weights();
+    let train = lora_null::train::TrainConfig::default();
+    let lora = lora_null::lora::LoraConfig::new(lora_null::lora::InitMethod::Lora, 16);
+    let shape = |batch, tokens, trainable| RunShape {
+        batch,
+        tokens,
+        trainable,
+        blockwise: packed,
+        packed,
+        vocab_chunk: m.model.vocab_chunk,
+    };
+    v["memory_plan"] = serde_json::json!({
+        "eval_1x512": m.memory_plan(&shape(1, 512, 0), false),
+        format!("train_lora_r16_{}x{}", train.batch, train.max_len):
+            m.memory_plan(&shape(train.batch, train.max_len, m.trainable_values(&lora)?), true),
+    });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }

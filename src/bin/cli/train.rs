@@ -7,12 +7,13 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use indicatif::ProgressBar;
-use lora_null::engine::{CheckpointKind, EighCache, Inline, TrainHooks};
+use lora_null::engine::{CheckpointKind, TrainHooks};
 use lora_null::io::safetensors::SaveDtype;
+use lora_null::model::memory::{RunShape, gib};
 use lora_null::train::{AdamWConfig, StepMetrics, TrainConfig, TrainData, TrainState};
 
 use super::ModelArgs;
-use super::adapt::{CalibArgs, LoraArgs, bar, calibrate, init_summary};
+use super::adapt::{CalibArgs, LoraArgs, bar, calibrate_and_init};
 use super::files::{read, read_dataset, write_files_atomically};
 use super::run::load;
 
@@ -150,6 +151,56 @@ fn describe_data(data: &TrainData, max_len: usize) {
     );
 }
 
+/// Prints what the run will hold, and warns when that passes the memory this machine has free.
+fn print_memory_plan(
+    m: &lora_null::engine::LoadedModel,
+    lora: &lora_null::lora::LoraConfig,
+    cfg: &TrainConfig,
+    data: &TrainData,
+) -> anyhow::Result<()> {
+    let packed = m.model.has_packed_weights();
+    let tokens = data.train.iter().map(|e| e.ids.len()).max().unwrap_or(cfg.max_len);
+    let shape = RunShape {
+        batch: cfg.batch,
+        tokens,
+        trainable: m.trainable_values(lora)?,
+        blockwise: cfg.checkpoint_blocks.unwrap_or(packed),
+        packed,
+        vocab_chunk: m.model.vocab_chunk,
+    };
+    let plan = m.memory_plan(&shape, true);
+    eprintln!(
+        "memory plan: weights {} ({}), adapter and optimiser {}, activations {} (batch {} x {} tokens{}), about {} in all",
+        gib(plan.weights),
+        if packed { "packed" } else { "f32" },
+        gib(plan.adapter),
+        gib(plan.activations),
+        shape.batch,
+        shape.tokens,
+        if shape.blockwise { ", block by block" } else { "" },
+        gib(plan.total)
+    );
+    if let Some(free) = available_memory().filter(|&free| plan.total > free) {
+        eprintln!(
+            "warning: that is more than the {} of memory free here; lower --batch or --max-len{}",
+            gib(free),
+            if packed {
+                ""
+            } else {
+                ", or keep the base packed with --base packed and train block by block (--checkpoint-blocks true)"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux), bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// `lora-null train`.
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -164,20 +215,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         .training_data(&records, &cfg)
         .with_context(|| format!("training data {}", a.data.display()))?;
     describe_data(&data, a.max_len);
-    let calib = calibrate(&m, &a.calib, &lora_cfg.targets)?;
-    let pb = bar("initialising");
-    pollster::block_on(m.init_adapters(
-        lora_cfg.clone(),
-        calib.as_ref(),
-        &mut EighCache::default(),
-        &Inline,
-        &mut |d, t| {
-            pb.set_length(t as u64);
-            pb.set_position(d as u64);
-        },
-    ))?;
-    pb.finish_and_clear();
-    let mut summary = init_summary(&m, calib.as_ref(), start.elapsed().as_secs_f64());
+    print_memory_plan(&m, &lora_cfg, &cfg, &data)?;
+    let mut summary = calibrate_and_init(&mut m, &a.calib, &lora_cfg, start)?;
     if let Some(map) = summary.as_object_mut() {
         map.remove("activation_energy_seen_by_A");
     }

@@ -1,0 +1,161 @@
+//! Calibration and initialisation block by block, for models whose covariances do not fit in
+//! memory at once: a 1.24 B Llama's are 10 GB in f64 (each layer's 8192-wide MLP input alone is
+//! 0.5 GB). The calibration windows go through the model one block at a time, every window's
+//! hidden state kept between blocks; each block's covariances exist only while its adapters are
+//! initialised. The factors are those of [`LoadedModel::calibrate`] then
+//! [`LoadedModel::init_adapters`]: the same windows meet the same unadapted blocks, and the
+//! modules draw their seeds in the same order.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::jobs::{EighCache, Executor};
+use super::{AdapterState, CalibOptions, EngineError, LoadedModel};
+use crate::calib::{CalibError, CovarianceAccumulator, Normalization, draw_windows};
+use crate::io::dataset::Record;
+use crate::linalg::jobs::Statistic;
+use crate::lora::metrics::input_energy;
+use crate::lora::{InitError, InitRecord, LoraConfig};
+use crate::model::arch::sites_of;
+use crate::model::{Site, Target};
+
+/// What a streamed calibration saw, and the share of its activations' energy each initial
+/// down projection reads (as [`LoadedModel::adapter_input_energy`]).
+#[derive(Debug, Clone)]
+pub struct StreamedCalibration {
+    /// Windows run.
+    pub windows: usize,
+    /// Tokens run.
+    pub tokens: usize,
+    /// The normalisation used.
+    pub normalization: Normalization,
+    /// Set when the corpus was shorter than asked.
+    pub note: Option<String>,
+    /// Per adapted module.
+    pub input_energy: BTreeMap<(usize, Target), f64>,
+}
+
+/// Above this many bytes of f64 covariances, a caller should calibrate block by block.
+pub const STREAM_ABOVE_BYTES: u64 = 1 << 30;
+
+impl LoadedModel {
+    /// Bytes the covariances of `targets` take on the host in f64, all layers at once.
+    pub fn covariance_bytes(&self, targets: &[Target]) -> u64 {
+        let c = &self.config;
+        let per_layer: u64 = sites_of(targets)
+            .into_iter()
+            .map(|site| {
+                let d = match site {
+                    Site::AttnInput | Site::MlpInput => c.hidden_size,
+                    Site::AttnOutput => c.num_attention_heads * c.head_dim,
+                    Site::MlpHidden => c.intermediate_size,
+                } as u64;
+                d * d * 8
+            })
+            .sum();
+        per_layer * c.num_hidden_layers as u64
+    }
+
+    /// Calibrates on `records` and initialises adapters block by block (see the module doc).
+    /// `progress(done, total)` after each block.
+    pub async fn init_adapters_streaming(
+        &mut self,
+        config: LoraConfig,
+        records: &[Record],
+        opts: &CalibOptions,
+        exec: &dyn Executor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<StreamedCalibration, EngineError> {
+        if self.adapter.is_some() {
+            return Err(InitError::AlreadyAdapted.into());
+        }
+        config.check(true)?;
+        let config = LoraConfig {
+            targets: self.resolve_targets(&config.targets)?,
+            ..config
+        };
+        let drawn = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
+        if drawn.windows.is_empty() {
+            return Err(CalibError::Data(format!(
+                "the calibration text has {} tokens; give at least a few sentences",
+                drawn.corpus_tokens
+            ))
+            .into());
+        }
+        // The blocks as loaded: later blocks are calibrated on unadapted inputs, as in one pass.
+        let base = self.model.clone();
+        let device = base.device();
+        let contexts: Vec<_> = drawn
+            .windows
+            .iter()
+            .map(|w| base.contexts(0, w.len(), &device))
+            .collect();
+        let mut hidden: Vec<Tensor<3>> = drawn
+            .windows
+            .iter()
+            .map(|w| {
+                let ids = TensorData::new(w.iter().map(|&x| x as i64).collect(), [1, w.len()]);
+                base.model
+                    .embed_tokens
+                    .forward(Tensor::<2, Int>::from_data(ids, &device))
+            })
+            .collect();
+        let sites = sites_of(&opts.targets);
+        let mut rng = crate::linalg::Rng::new(config.seed);
+        let mut record = InitRecord::default();
+        let mut energy = BTreeMap::new();
+        let (mut windows, mut tokens) = (0, 0);
+        let layers = base.num_layers();
+        for (layer, block) in base.model.layers.iter().enumerate() {
+            let mut acc = CovarianceAccumulator::new(sites.clone(), opts.normalization);
+            for ((x, ctx), w) in hidden.iter_mut().zip(&contexts).zip(&drawn.windows) {
+                *x = block.forward(x.clone(), &ctx.layer(layer), None, layer, &mut acc);
+                acc.count_window(w.len());
+                crate::device::yield_now().await;
+            }
+            let mut covs = acc.finish().await.map_err(CalibError::Device)?;
+            (windows, tokens) = (covs.windows, covs.tokens);
+            let mut eighs = EighCache::default();
+            // The null methods read only the r smallest eigenpairs: the partial eigensolver,
+            // handed each covariance rather than a copy (at 8192 wide, 0.5 GB each).
+            let null = config.method.spec().formula.statistic() == Statistic::NullBasis;
+            let mut null_energy = BTreeMap::new();
+            if null {
+                for site in sites_of(&config.targets) {
+                    let trace = covs.sites.get(&(layer, site)).map_or(0.0, |s| s.trace);
+                    let e = eighs.take_smallest(&mut covs, layer, site, config.rank, exec).await?;
+                    // The rows of A span the null basis P, so the energy A reads is tr(PᵀCP)/tr(C)
+                    // (eigenvalues at rounding level can come out a hair below zero: they are 0).
+                    null_energy.insert(site, e.values.iter().map(|v| v.max(0.0)).sum::<f64>() / trace);
+                }
+            }
+            let mut this_layer = InitRecord::default();
+            for &target in &config.targets {
+                let f = self
+                    .init_module(layer, target, &config, Some(&covs), &mut eighs, exec, rng.next_u64())
+                    .await?;
+                this_layer.factors.insert((layer, target), f);
+            }
+            if null {
+                for &target in &config.targets {
+                    energy.insert((layer, target), null_energy[&target.site()]);
+                }
+            } else {
+                energy.extend(input_energy(&this_layer, &|l, t: Target| {
+                    covs.sites.get(&(l, t.site())).map(|s| s.covariance.clone())
+                }));
+            }
+            record.factors.extend(this_layer.factors);
+            progress(layer + 1, layers);
+        }
+        self.adapter = Some(AdapterState { config, init: record });
+        Ok(StreamedCalibration {
+            windows,
+            tokens,
+            normalization: opts.normalization,
+            note: drawn.note,
+            input_energy: energy,
+        })
+    }
+}
