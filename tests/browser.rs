@@ -216,3 +216,77 @@ async fn repeated_forward_passes_agree_and_a_few_steps_lower_the_loss_on_webgpu(
             "median_seconds": timed[2].step_seconds, "tokens_per_second": timed[2].tokens_per_second})
     );
 }
+
+/// A packed base on the browser's WebGPU (the tiny llama as Q4_0 GGUF): its layers stay as
+/// stored and are decoded when they run, training goes block by block, and both give what the
+/// same file decoded to f32 gives. (The embedding is decoded once here: a packed lookup would
+/// read the token ids back synchronously, which WebGPU cannot.)
+#[wasm_bindgen_test]
+async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
+    use lora_null::engine::BaseStorage;
+    let choice = init_webgpu().await.expect("WebGPU");
+    let mut files = ModelFiles::new();
+    files.insert(
+        "q4_0.gguf",
+        include_bytes!("fixtures/tiny/llama-gguf/q4_0.gguf").to_vec(),
+    );
+    let records = parse_dataset("train.jsonl", include_bytes!("fixtures/e2e/train.jsonl")).unwrap();
+    let ids: Vec<u32> = (0..24).map(|i| 3 + (i * 37) % 300).collect();
+    let mut results = Vec::new();
+    for base in [BaseStorage::F32, BaseStorage::Packed] {
+        let mut m = LoadedModel::load_with_progress(&files, &choice, base, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(m.model.has_packed_weights(), base == BaseStorage::Packed);
+        assert!(
+            m.model.model.embed_tokens.packed.is_none(),
+            "no packed lookups on WebGPU"
+        );
+        let logits = lora_null::eval::logits(&m.model, &ids).await.unwrap().data;
+        let cfg = TrainConfig {
+            lr: 1e-3,
+            steps: Some(1),
+            batch: 2,
+            max_len: 256,
+            val_fraction: 0.0,
+            seed: 1,
+            ..TrainConfig::default()
+        };
+        let mut steps = Steps::default();
+        let mut lora = LoraConfig::new(InitMethod::Gaussian, 4);
+        lora.seed = 3;
+        m.fine_tune(
+            &records,
+            lora,
+            &cfg,
+            None,
+            &mut EighCache::default(),
+            &Inline,
+            &mut steps,
+        )
+        .await
+        .unwrap();
+        results.push((logits, steps.0[0].loss, steps.0[0].grad_norm));
+    }
+    let (dense, packed) = (&results[0], &results[1]);
+    let worst = dense
+        .0
+        .iter()
+        .zip(&packed.0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < WEBGPU_LOGIT_TOL, "packed logits differ by {worst}");
+    // The same step in another order of f32 sums (block by block, the loss in pieces).
+    assert!(
+        (packed.1 - dense.1).abs() <= 1e-4 * dense.1,
+        "loss {} vs {}",
+        packed.1,
+        dense.1
+    );
+    assert!(
+        (packed.2 - dense.2).abs() <= 1e-3 * dense.2,
+        "gradient norm {} vs {}",
+        packed.2,
+        dense.2
+    );
+}

@@ -5,6 +5,7 @@
 use super::jobs::{EighCache, Executor, singular_values};
 use super::{EngineError, LoadedModel};
 use crate::calib::report::{LayerSpectra, SCHEMA, module_spectrum, site_spectrum};
+use crate::calib::windows::Windows;
 use crate::calib::{CalibError, CovarianceAccumulator, Covariances, Normalization, SpectraReport, draw_windows};
 use crate::io::dataset::Record;
 use crate::model::arch::sites_of;
@@ -71,14 +72,7 @@ impl LoadedModel {
         progress: &mut dyn FnMut(usize, usize),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Calibration, EngineError> {
-        let windows = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
-        if windows.windows.is_empty() {
-            return Err(CalibError::Data(format!(
-                "the calibration text has {} tokens; give at least a few sentences",
-                windows.corpus_tokens
-            ))
-            .into());
-        }
+        let windows = self.calibration_windows(records, opts)?;
         let mut acc = CovarianceAccumulator::new(sites_of(&opts.targets), opts.normalization);
         let total = windows.windows.len();
         for (i, w) in windows.windows.iter().enumerate() {
@@ -95,6 +89,19 @@ impl LoadedModel {
             note: windows.note,
             corpus_tokens: windows.corpus_tokens,
         })
+    }
+
+    /// The calibration windows of `opts` drawn from `records`; an error when there are none.
+    pub(super) fn calibration_windows(&self, records: &[Record], opts: &CalibOptions) -> Result<Windows, EngineError> {
+        let windows = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
+        if windows.windows.is_empty() {
+            return Err(CalibError::Data(format!(
+                "the calibration text has {} tokens; give at least a few sentences",
+                windows.corpus_tokens
+            ))
+            .into());
+        }
+        Ok(windows)
     }
 
     /// Spectra of every layer (`spectra.json`); `progress(done, total)` after each layer.

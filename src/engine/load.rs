@@ -53,15 +53,20 @@ impl std::str::FromStr for BaseStorage {
 }
 
 impl BaseStorage {
-    /// Whether a model of this configuration is loaded packed. In the browser, `auto` stays f32:
-    /// a packed embedding reads token ids back synchronously, which WebGPU cannot.
+    /// Whether a model of this configuration is loaded packed.
     pub fn packs(self, c: &ModelConfig) -> bool {
         match self {
             Self::F32 => false,
             Self::Packed => true,
-            Self::Auto => !cfg!(target_arch = "wasm32") && c.num_parameters() as u64 * 4 > PACK_ABOVE_BYTES,
+            Self::Auto => c.num_parameters() as u64 * 4 > PACK_ABOVE_BYTES,
         }
     }
+}
+
+/// Whether the token embedding may stay packed on `choice`: its lookup reads the ids back
+/// synchronously, which natively always works and in the browser only on the CPU backend.
+fn lookups_pack(choice_is_gpu: bool) -> bool {
+    !(cfg!(target_arch = "wasm32") && choice_is_gpu)
 }
 
 /// Refuses a model whose largest tensor exceeds the adapter's storage-binding limit (before
@@ -109,8 +114,10 @@ impl LoadedModel {
     pub fn load_as(files: &ModelFiles, device: &Device, base: BaseStorage) -> Result<Self, EngineError> {
         let ckpt = Checkpoint::parse(files)?;
         let weights = ckpt.weights()?;
+        // Without a DeviceChoice the device may be a browser GPU: no synchronous reads there.
         let vb = VarBuilder::new(weights.source(), device, ckpt.config.model_type.model_type())
-            .with_packing(base.packs(&ckpt.config));
+            .with_packing(base.packs(&ckpt.config))
+            .with_packed_lookups(lookups_pack(true));
         let model = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors())
             .finish()
             .map_err(crate::io::LoadError::from)?;
@@ -130,7 +137,8 @@ impl LoadedModel {
         check_fits(&ckpt.config, choice, progress)?;
         let weights = ckpt.weights()?;
         let vb = VarBuilder::new(weights.source(), &choice.device, ckpt.config.model_type.model_type())
-            .with_packing(base.packs(&ckpt.config));
+            .with_packing(base.packs(&ckpt.config))
+            .with_packed_lookups(lookups_pack(choice.adapter.is_some()));
         let mut builder = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors());
         loop {
             let (done, total) = builder.progress();
@@ -176,8 +184,8 @@ impl LoadedModel {
             None => self.config.vocab_size * self.config.hidden_size * 4,
         };
         let head = m.output_layer();
-        // A packed tied head reads the embedding's bytes.
-        let head = if m.tied_head.is_some() && head.is_packed() {
+        // A packed tied head reads the packed embedding's bytes.
+        let head = if m.tied_head.is_some() && head.is_packed() && m.model.embed_tokens.packed.is_some() {
             0
         } else {
             head.weight_bytes()

@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::jobs::{EighCache, Executor};
 use super::{AdapterState, CalibOptions, EngineError, LoadedModel};
-use crate::calib::{CalibError, CovarianceAccumulator, Normalization, draw_windows};
+use crate::calib::{CalibError, CovarianceAccumulator, Normalization};
 use crate::io::dataset::Record;
 use crate::linalg::jobs::Statistic;
 use crate::lora::metrics::input_energy;
@@ -75,14 +75,7 @@ impl LoadedModel {
             targets: self.resolve_targets(&config.targets)?,
             ..config
         };
-        let drawn = draw_windows(records, &self.tokenizer, opts.samples, opts.seq_len, opts.seed)?;
-        if drawn.windows.is_empty() {
-            return Err(CalibError::Data(format!(
-                "the calibration text has {} tokens; give at least a few sentences",
-                drawn.corpus_tokens
-            ))
-            .into());
-        }
+        let drawn = self.calibration_windows(records, opts)?;
         // The blocks as loaded: later blocks are calibrated on unadapted inputs, as in one pass.
         let base = self.model.clone();
         let device = base.device();

@@ -67,7 +67,12 @@ impl Embedding {
     /// Loads `<prefix>.weight` of shape `[vocab, hidden]`, unscaled; packed when the builder
     /// packs and the source can.
     pub fn load(vb: &VarBuilder, vocab: usize, hidden: usize) -> Result<Self, WeightError> {
-        if let Some(m) = vb.packed("weight", [vocab, hidden])? {
+        if let Some(m) = vb
+            .packs_lookups()
+            .then(|| vb.packed("weight", [vocab, hidden]))
+            .transpose()?
+            .flatten()
+        {
             return Ok(Self {
                 weight: None,
                 packed: Some(PackedWeight {

@@ -71,6 +71,7 @@ pub struct VarBuilder<'a> {
     device: Device,
     arch: &'static str,
     pack: bool,
+    pack_lookups: bool,
 }
 
 impl<'a> VarBuilder<'a> {
@@ -82,6 +83,7 @@ impl<'a> VarBuilder<'a> {
             device: device.clone(),
             arch,
             pack: false,
+            pack_lookups: false,
         }
     }
 
@@ -89,7 +91,21 @@ impl<'a> VarBuilder<'a> {
     /// ([`VarBuilder::packed`]); off by default.
     pub fn with_packing(mut self, pack: bool) -> Self {
         self.pack = pack;
+        self.pack_lookups = pack;
         self
+    }
+
+    /// Whether lookup tables (the token embedding) may stay packed too: a packed lookup reads
+    /// the token ids back synchronously, which WebGPU in the browser cannot (there the table is
+    /// decoded once, and the layers stay packed).
+    pub fn with_packed_lookups(mut self, pack: bool) -> Self {
+        self.pack_lookups = self.pack && pack;
+        self
+    }
+
+    /// Whether lookup tables stay packed ([`VarBuilder::with_packed_lookups`]).
+    pub fn packs_lookups(&self) -> bool {
+        self.pack_lookups
     }
 
     /// Descends into a sub-module.

@@ -92,3 +92,27 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// Trains the adapters attached to `m` on `examples` (all for training) with `cfg`, returning
+/// every step's metrics; panics with the error's message.
+pub fn train_steps(
+    m: &mut LoadedModel,
+    examples: Vec<lora_null::train::data::Example>,
+    cfg: &lora_null::train::TrainConfig,
+) -> Vec<lora_null::train::StepMetrics> {
+    struct Steps(Vec<lora_null::train::StepMetrics>);
+    impl lora_null::engine::TrainHooks for Steps {
+        fn on_step(&mut self, m: &lora_null::train::StepMetrics) {
+            self.0.push(m.clone());
+        }
+    }
+    let data = lora_null::train::TrainData {
+        train: examples,
+        val: Vec::new(),
+        dropped: 0,
+        truncated: 0,
+    };
+    let mut steps = Steps(Vec::new());
+    pollster::block_on(m.train(data, cfg, None, &mut steps)).unwrap_or_else(|e| panic!("training failed: {e}"));
+    steps.0
+}

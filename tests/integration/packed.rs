@@ -4,11 +4,11 @@
 //! meet the same arithmetic.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use lora_null::engine::{BaseStorage, LoadedModel, TrainHooks};
+use lora_null::engine::{BaseStorage, LoadedModel};
 use lora_null::lora::LoraAdapter;
 use lora_null::model::Target;
 use lora_null::train::data::Example;
-use lora_null::train::{StepMetrics, TrainConfig, TrainData};
+use lora_null::train::{StepMetrics, TrainConfig};
 
 use crate::common::*;
 
@@ -74,15 +74,6 @@ fn packed_weights_hold_their_stored_size() {
     assert_eq!(p * 128, d * 18, "packed {p} bytes vs f32 {d}");
 }
 
-#[derive(Default)]
-struct Steps(Vec<StepMetrics>);
-
-impl TrainHooks for Steps {
-    fn on_step(&mut self, m: &StepMetrics) {
-        self.0.push(m.clone());
-    }
-}
-
 /// Attaches the same small nonzero factors to every adaptable layer (r = 2), so both factors
 /// get gradients from the first step.
 fn attach(m: &mut LoadedModel) {
@@ -124,14 +115,7 @@ fn two_steps(m: &mut LoadedModel, blockwise: bool) -> (Vec<StepMetrics>, Vec<f32
         checkpoint_blocks: Some(blockwise),
         ..TrainConfig::default()
     };
-    let data = TrainData {
-        train: examples,
-        val: Vec::new(),
-        dropped: 0,
-        truncated: 0,
-    };
-    let mut steps = Steps::default();
-    pollster::block_on(m.train(data, &cfg, None, &mut steps)).unwrap_or_else(|e| panic!("training failed: {e}"));
+    let steps = train_steps(m, examples, &cfg);
     let mut factors = Vec::new();
     for layer in 0..m.model.num_layers() {
         for t in Target::ALL {
@@ -142,7 +126,7 @@ fn two_steps(m: &mut LoadedModel, blockwise: bool) -> (Vec<StepMetrics>, Vec<f32
             }
         }
     }
-    (steps.0, factors)
+    (steps, factors)
 }
 
 #[test]

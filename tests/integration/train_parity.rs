@@ -3,11 +3,10 @@
 //! clipping, AdamW with weight decay, and the warmup + cosine schedule, step by step.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use lora_null::engine::TrainHooks;
 use lora_null::lora::LoraAdapter;
 use lora_null::model::Target;
 use lora_null::train::data::Example;
-use lora_null::train::{AdamWConfig, StepMetrics, TrainConfig, TrainData};
+use lora_null::train::{AdamWConfig, TrainConfig};
 
 use crate::adapters::tiny;
 use crate::common::*;
@@ -32,15 +31,6 @@ fn matrix_tensor(v: &serde_json::Value, device: &Device) -> Tensor<2> {
     let rows: Vec<Vec<f32>> = v.as_array().unwrap().iter().map(floats).collect();
     let (r, c) = (rows.len(), rows[0].len());
     Tensor::from_data(TensorData::new(rows.concat(), [r, c]), device)
-}
-
-#[derive(Default)]
-struct Steps(Vec<StepMetrics>);
-
-impl TrainHooks for Steps {
-    fn on_step(&mut self, m: &StepMetrics) {
-        self.0.push(m.clone());
-    }
 }
 
 #[test]
@@ -106,18 +96,11 @@ fn four_steps_against_pytorch(blockwise: bool) {
         checkpoint_blocks: Some(blockwise),
         ..TrainConfig::default()
     };
-    let data = TrainData {
-        train: examples,
-        val: Vec::new(),
-        dropped: 0,
-        truncated: 0,
-    };
-    let mut steps = Steps::default();
-    pollster::block_on(m.train(data, &cfg, None, &mut steps)).unwrap();
+    let steps = train_steps(&mut m, examples, &cfg);
     let want = r["steps"].as_array().unwrap();
-    assert_eq!(steps.0.len(), want.len(), "steps taken");
+    assert_eq!(steps.len(), want.len(), "steps taken");
     let (mut worst_loss, mut worst_norm) = (0f64, 0f64);
-    for (got, want) in steps.0.iter().zip(want) {
+    for (got, want) in steps.iter().zip(want) {
         let (loss, norm, lr) = (
             want["loss"].as_f64().unwrap(),
             want["grad_norm"].as_f64().unwrap(),
