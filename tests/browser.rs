@@ -220,7 +220,7 @@ async fn repeated_forward_passes_agree_and_a_few_steps_lower_the_loss_on_webgpu(
 /// A packed base on the browser's WebGPU (the tiny llama as Q4_0 GGUF): its layers stay as
 /// stored and are decoded when they run, training goes block by block, and both give what the
 /// same file decoded to f32 gives. (The embedding is decoded once here: a packed lookup would
-/// read the token ids back synchronously, which WebGPU cannot.)
+/// read the token ids back synchronously, which wasm cannot.)
 #[wasm_bindgen_test]
 async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
     use lora_null::engine::BaseStorage;

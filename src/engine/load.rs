@@ -63,10 +63,11 @@ impl BaseStorage {
     }
 }
 
-/// Whether the token embedding may stay packed on `choice`: its lookup reads the ids back
-/// synchronously, which natively always works and in the browser only on the CPU backend.
-fn lookups_pack(choice_is_gpu: bool) -> bool {
-    !(cfg!(target_arch = "wasm32") && choice_is_gpu)
+/// Whether the token embedding may stay packed: its lookup reads the ids back synchronously,
+/// which natively always works and in the browser never (not even on the CPU backend: wasm has
+/// no blocking wait), so there the table is decoded once and the layers stay packed.
+fn lookups_pack() -> bool {
+    !cfg!(target_arch = "wasm32")
 }
 
 /// Refuses a model whose largest tensor exceeds the adapter's storage-binding limit (before
@@ -114,10 +115,9 @@ impl LoadedModel {
     pub fn load_as(files: &ModelFiles, device: &Device, base: BaseStorage) -> Result<Self, EngineError> {
         let ckpt = Checkpoint::parse(files)?;
         let weights = ckpt.weights()?;
-        // Without a DeviceChoice the device may be a browser GPU: no synchronous reads there.
         let vb = VarBuilder::new(weights.source(), device, ckpt.config.model_type.model_type())
             .with_packing(base.packs(&ckpt.config))
-            .with_packed_lookups(lookups_pack(true));
+            .with_packed_lookups(lookups_pack());
         let model = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors())
             .finish()
             .map_err(crate::io::LoadError::from)?;
@@ -138,7 +138,7 @@ impl LoadedModel {
         let weights = ckpt.weights()?;
         let vb = VarBuilder::new(weights.source(), &choice.device, ckpt.config.model_type.model_type())
             .with_packing(base.packs(&ckpt.config))
-            .with_packed_lookups(lookups_pack(choice.adapter.is_some()));
+            .with_packed_lookups(lookups_pack());
         let mut builder = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors());
         loop {
             let (done, total) = builder.progress();
@@ -173,24 +173,25 @@ impl LoadedModel {
     /// f32; a dense tied output layer counts as the transposed copy it is (norms and biases,
     /// under 0.1%, are left out).
     pub fn weight_bytes(&self) -> u64 {
+        // In u64: a 1.24 B model's f32 bytes overflow wasm32's usize.
         let m = &self.model;
-        let linears: usize = (0..m.num_layers())
+        let linears: u64 = (0..m.num_layers())
             .flat_map(|layer| Target::ALL.map(move |t| (layer, t)))
             .filter_map(|(layer, t)| m.linear(layer, t))
-            .map(|l| l.base.weight_bytes())
+            .map(|l| l.base.weight_bytes() as u64)
             .sum();
         let embed = match &m.model.embed_tokens.packed {
-            Some(p) => p.matrix.stored_bytes(),
-            None => self.config.vocab_size * self.config.hidden_size * 4,
+            Some(p) => p.matrix.stored_bytes() as u64,
+            None => self.config.vocab_size as u64 * self.config.hidden_size as u64 * 4,
         };
         let head = m.output_layer();
         // A packed tied head reads the packed embedding's bytes.
         let head = if m.tied_head.is_some() && head.is_packed() && m.model.embed_tokens.packed.is_some() {
             0
         } else {
-            head.weight_bytes()
+            head.weight_bytes() as u64
         };
-        (linears + embed + head) as u64
+        linears + embed + head
     }
 
     /// Adapter values that `lora` would train on this model.
@@ -239,7 +240,7 @@ impl LoadedModel {
             intermediate_size: c.intermediate_size,
             heads: (c.num_attention_heads, c.num_key_value_heads),
             vocab_size: c.vocab_size,
-            f32_bytes: parameters * 4,
+            f32_bytes: parameters as u64 * 4,
             format: self.format,
             storage: self.storage.clone(),
             has_chat_template: self.tokenizer.chat_template.is_some(),

@@ -32,7 +32,7 @@ pub struct ModelSummary {
     /// Vocabulary.
     pub vocab_size: usize,
     /// f32 weight memory on the device, bytes.
-    pub f32_bytes: usize,
+    pub f32_bytes: u64,
     /// Weight memory as loaded (packed matrices at their stored size), bytes.
     pub weight_bytes: u64,
     /// Whether the base is packed (decoded a layer at a time).

@@ -1,0 +1,101 @@
+// A big model in the page (issue 12): loads a GGUF through the file input, collects statistics
+// on a few short windows, trains one step, exports, and reports the browser's peak memory (the
+// summed resident memory of every chromium process, sampled each second). Not part of the test
+// command: a 0.5 B model takes minutes on this machine's software backends.
+//
+//   node tests/e2e/big.mjs MODEL.gguf [cpu|gpu] [dist-dir]
+//   METHOD=lora node tests/e2e/big.mjs ...   skips the statistics (LoRA needs none)
+//   (scripts/make-big-models.sh makes the random-weight Qwen2.5-0.5B and Llama-3.2-1B shapes)
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { serve, launch } from './harness.mjs';
+
+const [model, device = 'cpu', distArg] = process.argv.slice(2);
+if (!model) { console.error('usage: node tests/e2e/big.mjs MODEL.gguf [cpu|gpu] [dist-dir]'); process.exit(2); }
+const root = resolve(new URL('../..', import.meta.url).pathname);
+const dist = resolve(distArg || join(root, 'dist'));
+const { server, url } = await serve(dist);
+const t0 = Date.now();
+const step = (msg) => console.log(`big: ${msg} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+
+// Peak of the summed RSS of all chromium processes.
+let peakKb = 0;
+const sample = () => {
+  try {
+    const out = execFileSync('ps', ['-C', 'chromium', '-o', 'rss='], { encoding: 'utf8' });
+    peakKb = Math.max(peakKb, out.split('\n').map(Number).filter(Boolean).reduce((a, b) => a + b, 0));
+  } catch { /* no chromium process at this instant */ }
+};
+const sampler = setInterval(sample, 1000);
+
+const browser = await launch();
+try {
+  const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1400, height: 1000 } });
+  let pageError = null;
+  page.on('pageerror', e => { pageError = e.message; });
+  page.on('console', m => { if (m.type() === 'error') console.error(`big: page console: ${m.text().slice(0, 2000)}`); });
+  // Polls the status line, failing on the page's error box or an uncaught error (a panic in a
+  // worker surfaces as one).
+  const waitStatus = async (re, timeout) => {
+    const end = Date.now() + timeout;
+    for (;;) {
+      if (pageError) throw new Error(`uncaught error in the page: ${pageError}`);
+      const err = await page.$('[data-testid=error]');
+      if (err) throw new Error(`the page reports: ${await err.textContent()}`);
+      if (re.test((await page.textContent('[data-testid=status]')) || '')) return;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${re}`);
+      await page.waitForTimeout(1000);
+    }
+  };
+  await page.goto(url);
+  await page.click(`[data-testid=${device}-button]`);
+  await page.waitForSelector('.gpu', { timeout: 120000 });
+  step(`device: ${await page.textContent('.gpu')}`);
+
+  await page.setInputFiles('[data-testid=model-input]', resolve(model));
+  await waitStatus(/model loaded/, 1800000);
+  step(`loaded: ${(await page.textContent('[data-testid=model-summary]')).replace(/\s+/g, ' ')}`);
+  await page.setInputFiles('[data-testid=data-input]', join(root, 'tests/fixtures/e2e/train.jsonl'));
+  await waitStatus(/dataset loaded/, 60000);
+
+  const method = process.env.METHOD || 'null';
+  if (method !== 'lora') {
+    const fill = async (label, value) => page.fill(`label:has-text("${label}") input`, value);
+    await fill('rank r', '16');
+    await fill('windows', '2');
+    await fill('tokens per window', '32');
+    await page.click('[data-testid=calib-button]');
+    await waitStatus(/statistics collected|overlap|single window/, 3600000);
+    step('statistics collected (2 windows of 32 tokens)');
+  }
+  await page.selectOption('[data-testid=method-select]', method);
+
+  const section = page.locator('section', { hasText: '4 · Fine-tune' });
+  await section.locator('label:has-text("rank") input').fill('16');
+  await section.locator('label:has-text("steps") input').fill('1');
+  await section.locator('label:has-text("max length") input').fill('256');
+  await section.locator('label:has-text("batch") input').fill('1').catch(() => {});
+  await page.click('[data-testid=train-button]');
+  await waitStatus(/training finished/, 3600000);
+  step(`trained one step: ${(await page.textContent('[data-testid=status]')).trim()}`);
+
+  const downloads = [];
+  page.on('download', d => downloads.push(d));
+  await page.click('[data-testid=export-button]');
+  await waitStatus(/adapter exported/, 1800000);
+  await page.waitForTimeout(1000);
+  const names = [];
+  for (const d of downloads) names.push(`${d.suggestedFilename()} (${readFileSync(await d.path()).length} bytes)`);
+  step(`exported: ${names.join(', ')}`);
+  sample();
+  console.log(`big: passed; browser peak RSS ${(peakKb / 1048576).toFixed(2)} GiB (all chromium processes)`);
+} catch (e) {
+  sample();
+  console.error(`big: FAILED: ${e.message}; browser peak RSS so far ${(peakKb / 1048576).toFixed(2)} GiB`);
+  process.exitCode = 1;
+} finally {
+  clearInterval(sampler);
+  await browser.close();
+  server.close();
+}
