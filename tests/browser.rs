@@ -32,6 +32,42 @@ impl TrainHooks for Steps {
     }
 }
 
+/// Initialises `lora` (from `calib` where it needs statistics) and trains with `cfg`; the steps.
+async fn tune(
+    m: &mut LoadedModel,
+    records: &[lora_null::io::dataset::Record],
+    lora: LoraConfig,
+    cfg: &TrainConfig,
+    calib: Option<&lora_null::engine::Calibration>,
+) -> Vec<StepMetrics> {
+    let mut steps = Steps::default();
+    m.fine_tune(
+        records,
+        lora,
+        cfg,
+        calib,
+        &mut EighCache::default(),
+        &Inline,
+        &mut steps,
+    )
+    .await
+    .unwrap();
+    steps.0
+}
+
+/// One training step on two examples, seeded.
+fn one_step() -> TrainConfig {
+    TrainConfig {
+        lr: 1e-3,
+        steps: Some(1),
+        batch: 2,
+        max_len: 256,
+        val_fraction: 0.0,
+        seed: 1,
+        ..TrainConfig::default()
+    }
+}
+
 fn tiny_files() -> ModelFiles {
     let mut f = ModelFiles::new();
     f.insert(
@@ -93,28 +129,9 @@ async fn the_engine_on_webgpu_loads_trains_and_exports() {
     let calib = m.calibrate(&records, &opts, &mut |_, _| {}).await.unwrap();
     let mut config = LoraConfig::new(InitMethod::Null, 4);
     config.seed = 1;
-    let cfg = TrainConfig {
-        lr: 1e-3,
-        steps: Some(1),
-        batch: 2,
-        max_len: 256,
-        val_fraction: 0.0,
-        seed: 1,
-        ..TrainConfig::default()
-    };
-    let mut steps = Steps::default();
-    m.fine_tune(
-        &records,
-        config,
-        &cfg,
-        Some(&calib),
-        &mut EighCache::default(),
-        &Inline,
-        &mut steps,
-    )
-    .await
-    .unwrap();
-    let step = &steps.0[0];
+    let cfg = one_step();
+    let steps = tune(&mut m, &records, config, &cfg, Some(&calib)).await;
+    let step = &steps[0];
     assert!(step.loss.is_finite() && step.grad_norm > 0.0, "{step:?}");
 
     // Export, then parse what was written.
@@ -184,19 +201,7 @@ async fn repeated_forward_passes_agree_and_a_few_steps_lower_the_loss_on_webgpu(
         seed: 1,
         ..TrainConfig::default()
     };
-    let mut steps = Steps::default();
-    m.fine_tune(
-        &records,
-        config,
-        &cfg,
-        None,
-        &mut EighCache::default(),
-        &Inline,
-        &mut steps,
-    )
-    .await
-    .unwrap();
-    let s = &steps.0;
+    let s = &tune(&mut m, &records, config, &cfg, None).await;
     assert_eq!(s.len(), 6);
     assert!(
         s.iter().all(|x| x.loss.is_finite() && x.tokens_per_second > 0.0),
@@ -243,30 +248,11 @@ async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
             "no packed lookups on WebGPU"
         );
         let logits = lora_null::eval::logits(&m.model, &ids).await.unwrap().data;
-        let cfg = TrainConfig {
-            lr: 1e-3,
-            steps: Some(1),
-            batch: 2,
-            max_len: 256,
-            val_fraction: 0.0,
-            seed: 1,
-            ..TrainConfig::default()
-        };
-        let mut steps = Steps::default();
+        let cfg = one_step();
         let mut lora = LoraConfig::new(InitMethod::Gaussian, 4);
         lora.seed = 3;
-        m.fine_tune(
-            &records,
-            lora,
-            &cfg,
-            None,
-            &mut EighCache::default(),
-            &Inline,
-            &mut steps,
-        )
-        .await
-        .unwrap();
-        results.push((logits, steps.0[0].loss, steps.0[0].grad_norm));
+        let steps = tune(&mut m, &records, lora, &cfg, None).await;
+        results.push((logits, steps[0].loss, steps[0].grad_norm));
     }
     let (dense, packed) = (&results[0], &results[1]);
     let worst = dense
