@@ -79,11 +79,13 @@ impl LoadedModel {
         // The blocks as loaded: later blocks are calibrated on unadapted inputs, as in one pass.
         let base = self.model.clone();
         let device = base.device();
-        let contexts: Vec<_> = drawn
-            .windows
-            .iter()
-            .map(|w| base.contexts(0, w.len(), &device))
-            .collect();
+        // One set of rotary tables and masks per window length (the windows share one, mostly).
+        let mut contexts = BTreeMap::new();
+        for w in &drawn.windows {
+            contexts
+                .entry(w.len())
+                .or_insert_with(|| base.contexts(0, w.len(), &device));
+        }
         let mut hidden: Vec<Tensor<3>> = drawn
             .windows
             .iter()
@@ -102,7 +104,8 @@ impl LoadedModel {
         let layers = base.num_layers();
         for (layer, block) in base.model.layers.iter().enumerate() {
             let mut acc = CovarianceAccumulator::new(sites.clone(), opts.normalization);
-            for ((x, ctx), w) in hidden.iter_mut().zip(&contexts).zip(&drawn.windows) {
+            for (x, w) in hidden.iter_mut().zip(&drawn.windows) {
+                let ctx = &contexts[&w.len()];
                 *x = block.forward(x.clone(), &ctx.layer(layer), None, layer, &mut acc);
                 acc.count_window(w.len());
                 crate::device::yield_now().await;

@@ -50,6 +50,24 @@ impl PackedWeight {
         let data = self.matrix.decode_range_transposed(range);
         Tensor::from_data(TensorData::new(data, [cols, n]), &self.device)
     }
+
+    /// The whole `[out, in]` matrix, on the device.
+    pub fn out_in(&self) -> Tensor<2> {
+        let (rows, cols) = self.matrix.dims();
+        Tensor::from_data(
+            TensorData::new(self.matrix.decode_range(0..rows), [rows, cols]),
+            &self.device,
+        )
+    }
+
+    /// Rows `ids` of the `[out, in]` matrix, `[ids.len(), in]`, on the device (an id past the
+    /// last row gives a zero row).
+    pub fn gather(&self, ids: &[usize]) -> Tensor<2> {
+        let cols = self.matrix.dims().1;
+        let mut out = vec![0f32; ids.len() * cols];
+        self.matrix.decode_rows_into(ids, &mut out);
+        Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &self.device)
+    }
 }
 
 /// A frozen low-rank term subtracted from a packed weight: `W − s·B·A` without writing the
@@ -103,7 +121,6 @@ fn upload_transposed(data: &[f32], rows: usize, cols: usize, device: &Device) ->
 }
 
 impl Linear {
-    /// Loads `<prefix>.weight` (checkpoint shape `[out, in]`) and `<prefix>.bias` when `bias`.
     /// Loads `<prefix>.weight` (checkpoint shape `[out, in]`) and `<prefix>.bias` when `bias`;
     /// the weight stays packed when the builder packs and the source can.
     pub fn load(vb: &VarBuilder, in_features: usize, out_features: usize, bias: bool) -> Result<Self, WeightError> {
@@ -223,12 +240,7 @@ impl Linear {
     /// some labels), decoding only those rows when packed. Ids must be below `out_features`.
     pub fn weight_rows(&self, ids: &[usize]) -> Tensor<2> {
         match (&self.packed, &self.correction) {
-            (Some(p), None) => {
-                let cols = p.matrix.dims().1;
-                let mut out = vec![0f32; ids.len() * cols];
-                p.matrix.decode_rows_into(ids, &mut out);
-                Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &p.device)
-            }
+            (Some(p), None) => p.gather(ids),
             _ => {
                 let w = self.weight_in_out();
                 let index: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
@@ -241,10 +253,7 @@ impl Linear {
     /// The weight in the checkpoint layout `[out, in]`.
     pub fn weight_out_in(&self) -> Tensor<2> {
         match (&self.packed, &self.correction) {
-            (Some(p), None) => {
-                let (rows, cols) = p.matrix.dims();
-                Tensor::from_data(TensorData::new(p.matrix.decode_range(0..rows), [rows, cols]), &p.device)
-            }
+            (Some(p), None) => p.out_in(),
             _ => self.weight_in_out().transpose(),
         }
     }

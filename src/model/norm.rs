@@ -1,7 +1,7 @@
 //! RMSNorm and the token embedding.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use super::linear::{PackedWeight, frozen};
 use super::weights::{VarBuilder, WeightError};
@@ -92,10 +92,7 @@ impl Embedding {
     /// The whole table `[vocab, hidden]` as f32 (decoded now if packed).
     pub fn table(&self) -> Tensor<2> {
         match (&self.weight, &self.packed) {
-            (_, Some(p)) => {
-                let (rows, cols) = p.matrix.dims();
-                Tensor::from_data(TensorData::new(p.matrix.decode_range(0..rows), [rows, cols]), &p.device)
-            }
+            (_, Some(p)) => p.out_in(),
             (Some(w), None) => w.val(),
             (None, None) => unreachable!("invariant: an embedding holds a dense or a packed table"),
         }
@@ -111,31 +108,25 @@ impl Embedding {
     /// - ids: `[B, T]` → `[B, T, H]`
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let x = match (&self.weight, &self.packed) {
+            (_, Some(p)) => lookup_packed(p, ids),
             (Some(w), None) => burn::tensor::module::embedding(w.val(), ids),
-            _ => self.lookup_packed(ids),
+            (None, None) => unreachable!("invariant: an embedding holds a dense or a packed table"),
         };
         if self.scale == 1.0 { x } else { x.mul_scalar(self.scale) }
     }
 }
 
-impl Embedding {
-    /// Decodes only the looked-up rows of a packed table. The ids are read back to the host:
-    /// a synchronous read, which the CPU backend and native GPUs allow.
-    fn lookup_packed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let [b, t] = ids.dims();
-        let Some(p) = &self.packed else {
-            unreachable!("invariant: called for packed tables only")
-        };
-        let hidden = p.matrix.dims().1;
-        // Ids come from our tokenizer and are below the vocabulary size; a stray one decodes as
-        // a zero row rather than panicking.
-        let rows: Vec<usize> = ids
-            .into_data()
-            .iter::<i64>()
-            .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
-            .collect();
-        let mut out = vec![0f32; rows.len() * hidden];
-        p.matrix.decode_rows_into(&rows, &mut out);
-        Tensor::from_data(TensorData::new(out, [b, t, hidden]), &p.device)
-    }
+/// Decodes only the looked-up rows of a packed table. The ids are read back to the host: a
+/// synchronous read, which natively always works (the browser keeps its tables dense).
+fn lookup_packed(p: &PackedWeight, ids: Tensor<2, Int>) -> Tensor<3> {
+    let [b, t] = ids.dims();
+    // Ids come from our tokenizer and are below the vocabulary size; a stray one decodes as a
+    // zero row rather than panicking.
+    let rows: Vec<usize> = ids
+        .into_data()
+        .iter::<i64>()
+        .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+        .collect();
+    let hidden = p.matrix.dims().1;
+    p.gather(&rows).reshape([b, t, hidden])
 }
