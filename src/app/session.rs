@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use crate::device::DeviceChoice;
-use crate::engine::{Calibration, EighCache, Executor, Inline, LoadedModel};
+use crate::engine::{CalibOptions, Calibration, EighCache, Executor, Inline, LoadedModel};
 use crate::io::ModelFiles;
 use crate::io::dataset::Record;
 
@@ -27,6 +27,9 @@ pub struct Session {
     pub calib_data: Option<(String, Vec<Record>)>,
     /// Statistics from the last calibration.
     pub calibration: Option<Calibration>,
+    /// Set instead of `calibration` for a model whose statistics do not fit at once: the
+    /// options to collect them with, block by block, when training initialises the adapters.
+    pub streamed: Option<CalibOptions>,
     /// Eigendecompositions of those statistics.
     pub eighs: EighCache,
     /// The worker that runs decompositions off the page's thread.

@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use super::{EngineError, LoadedModel};
 use crate::device::DeviceChoice;
 use crate::io::{Checkpoint, ModelFiles};
+use crate::model::llama::VOCAB_CHUNK;
 use crate::model::memory::{MemoryPlan, RunShape, TAB_BYTES, largest_fitting};
 use crate::model::{ModelBuilder, ModelConfig, ModelSummary, Target, VarBuilder};
 
@@ -36,8 +37,12 @@ pub enum BaseStorage {
     F32,
     /// Quantised and 16-bit matrices (GGUF blocks, F16/BF16 GGUF or safetensors) stay as stored
     /// and are decoded when their layer runs (f32 ones are kept as they are); training then
-    /// checkpoints per block.
+    /// checkpoints per block. On a GPU they live there and are dequantised there; on the CPU
+    /// backend they are decoded on the host.
     Packed,
+    /// [`BaseStorage::Packed`], in the device layout even on the CPU backend (to test and
+    /// measure the GPU path's operations there).
+    PackedDevice,
 }
 
 impl std::str::FromStr for BaseStorage {
@@ -47,7 +52,10 @@ impl std::str::FromStr for BaseStorage {
             "auto" => Ok(Self::Auto),
             "f32" => Ok(Self::F32),
             "packed" => Ok(Self::Packed),
-            other => Err(format!("unknown base storage `{other}`; use auto, f32 or packed")),
+            "packed-device" => Ok(Self::PackedDevice),
+            other => Err(format!(
+                "unknown base storage `{other}`; use auto, f32, packed or packed-device"
+            )),
         }
     }
 }
@@ -57,7 +65,7 @@ impl BaseStorage {
     pub fn packs(self, c: &ModelConfig) -> bool {
         match self {
             Self::F32 => false,
-            Self::Packed => true,
+            Self::Packed | Self::PackedDevice => true,
             Self::Auto => c.num_parameters() as u64 * 4 > PACK_ABOVE_BYTES,
         }
     }
@@ -71,10 +79,13 @@ fn lookups_pack() -> bool {
 }
 
 /// Refuses a model whose largest tensor exceeds the adapter's storage-binding limit (before
-/// anything is uploaded), and notes a large total.
+/// anything is uploaded), and notes a large total. A packed base never holds its tables in f32:
+/// the largest tensors are then a decoded MLP matrix, a vocabulary piece of the head, and the
+/// stored table (at most 8 bits per code on the device).
 fn check_fits(
     c: &ModelConfig,
     choice: &DeviceChoice,
+    packed: bool,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<(), EngineError> {
     // Phi-3's fused gate_up_proj holds both MLP inputs' rows in one tensor.
@@ -83,7 +94,13 @@ fn check_fits(
     } else {
         c.intermediate_size
     };
-    let biggest = (c.vocab_size * c.hidden_size).max(mlp_rows * c.hidden_size) as u64 * 4;
+    let (vocab, hidden) = (c.vocab_size as u64, c.hidden_size as u64);
+    let mlp = mlp_rows as u64 * hidden * 4;
+    let biggest = if packed {
+        mlp.max(vocab * hidden).max(vocab.min(VOCAB_CHUNK as u64) * hidden * 4)
+    } else {
+        mlp.max(vocab * hidden * 4)
+    };
     if let Some(limit) = choice
         .adapter
         .as_ref()
@@ -96,7 +113,7 @@ fn check_fits(
         });
     }
     let total = c.num_parameters() as u64 * 4;
-    if choice.adapter.is_some() && total > LARGE_MODEL_BYTES {
+    if choice.adapter.is_some() && !packed && total > LARGE_MODEL_BYTES {
         progress(LoadProgress::Note(format!(
             "this model needs {:.1} GiB of GPU memory in f32 (plus activations); loading may fail on smaller GPUs",
             total as f64 / (1u64 << 30) as f64
@@ -117,6 +134,7 @@ impl LoadedModel {
         let weights = ckpt.weights()?;
         let vb = VarBuilder::new(weights.source(), device, ckpt.config.model_type.model_type())
             .with_packing(base.packs(&ckpt.config))
+            .with_packs_on_device(base == BaseStorage::PackedDevice)
             .with_packed_lookups(lookups_pack());
         let model = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors())
             .finish()
@@ -134,10 +152,11 @@ impl LoadedModel {
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Self, EngineError> {
         let ckpt = Checkpoint::parse(files)?;
-        check_fits(&ckpt.config, choice, progress)?;
+        check_fits(&ckpt.config, choice, base.packs(&ckpt.config), progress)?;
         let weights = ckpt.weights()?;
         let vb = VarBuilder::new(weights.source(), &choice.device, ckpt.config.model_type.model_type())
             .with_packing(base.packs(&ckpt.config))
+            .with_packs_on_device(base == BaseStorage::PackedDevice)
             .with_packed_lookups(lookups_pack());
         let mut builder = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors());
         loop {
@@ -181,7 +200,7 @@ impl LoadedModel {
             .map(|l| l.base.weight_bytes() as u64)
             .sum();
         let embed = match &m.model.embed_tokens.packed {
-            Some(p) => p.matrix.stored_bytes() as u64,
+            Some(p) => p.stored_bytes() as u64,
             None => self.config.vocab_size as u64 * self.config.hidden_size as u64 * 4,
         };
         let head = m.output_layer();

@@ -154,4 +154,26 @@ impl LoadedModel {
             input_energy: energy,
         })
     }
+
+    /// [`LoadedModel::fine_tune`] with the statistics collected block by block while the
+    /// adapters are initialised ([`LoadedModel::init_adapters_streaming`] on `calib_records`):
+    /// for models whose covariances do not fit at once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fine_tune_streaming(
+        &mut self,
+        records: &[Record],
+        lora: LoraConfig,
+        cfg: &crate::train::TrainConfig,
+        calib_records: &[Record],
+        opts: &CalibOptions,
+        exec: &dyn Executor,
+        hooks: &mut dyn super::TrainHooks,
+    ) -> Result<(super::TrainReport, StreamedCalibration), EngineError> {
+        let data = self.training_data(records, cfg)?;
+        hooks.on_data(&data);
+        let seen = self
+            .init_adapters_streaming(lora, calib_records, opts, exec, &mut |d, t| hooks.on_init(d, t))
+            .await?;
+        Ok((self.train(data, cfg, None, hooks).await?, seen))
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::gguf::{GgmlType, GgufError, GgufFile};
 use crate::model::config::{Activation, LayerType, gemma_layer_types};
-use crate::model::packed::{PackedMatrix, RowDecoder, SharedBytes, bf16_rows, f16_rows};
+use crate::model::packed::{DeviceForm, PackedMatrix, RowDecoder, SharedBytes, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
 use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling, Target};
 
@@ -329,6 +329,9 @@ impl Weights for GgufSource<'_> {
             .ok_or_else(|| source("the tensor lies outside the file it was parsed from".into()))?;
         let (rows, cols) = (info.dims[1], info.dims[0]);
         let mut m = PackedMatrix::new(bytes, rows, cols, &info.ggml_type.name(), decode).map_err(source)?;
+        if let Some(form) = device_form(info.ggml_type) {
+            m = m.with_device_form(form);
+        }
         if let Some(h) = self.permuted_heads(name) {
             let order = unpermute_order(rows, h).ok_or_else(|| WeightError::Shape {
                 name: name.to_string(),
@@ -352,6 +355,26 @@ fn row_decoder(t: GgmlType) -> Option<RowDecoder> {
         GgmlType::F16 => Some(f16_rows()),
         GgmlType::Bf16 => Some(bf16_rows()),
         GgmlType::Quant(q) => Some(Arc::new(move |b, o| super::quants::dequantize_into(q, b, o))),
+        _ => None,
+    }
+}
+
+/// How a device reads a stored type without the host (see [`DeviceForm`]).
+fn device_form(t: GgmlType) -> Option<DeviceForm> {
+    match t {
+        GgmlType::F16 => Some(DeviceForm::Half { exponent_bits: 5 }),
+        GgmlType::Bf16 => Some(DeviceForm::Half { exponent_bits: 8 }),
+        GgmlType::Quant(q) => {
+            let form = q.code_form();
+            Some(DeviceForm::Codes {
+                bits: form.bits,
+                group: form.group,
+                zero: form.zero,
+                codebook: form.codebook.map(|c| c.iter().map(|&v| f32::from(v)).collect()),
+                offsets: form.offsets,
+                split: Arc::new(move |b, c, s, o| super::quants::split::split_into(q, b, c, s, o)),
+            })
+        }
         _ => None,
     }
 }
@@ -405,3 +428,7 @@ fn move_rows(data: &[f32], rows: usize, cols: usize, heads: usize, interleave: b
     }
     Some(out)
 }
+
+#[cfg(test)]
+#[path = "gguf_device_tests.rs"]
+mod device_tests;

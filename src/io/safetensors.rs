@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use super::host::HostTensor;
-use crate::model::packed::{PackedMatrix, SharedBytes, bf16_rows, f16_rows};
+use crate::model::packed::{DeviceForm, PackedMatrix, SharedBytes, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
 
 /// Errors reading safetensors files.
@@ -145,9 +145,9 @@ impl Weights for SafetensorsSource<'_> {
         };
         let source = |e: String| WeightError::Source(format!("{file}: {key}: {e}"));
         let view = st.tensor(key).map_err(|e| source(e.to_string()))?;
-        let decode = match view.dtype() {
-            Dtype::F16 => f16_rows(),
-            Dtype::BF16 => bf16_rows(),
+        let (decode, exponent_bits) = match view.dtype() {
+            Dtype::F16 => (f16_rows(), 5),
+            Dtype::BF16 => (bf16_rows(), 8),
             _ => return Ok(None),
         };
         let &[rows, cols] = view.shape() else {
@@ -156,7 +156,7 @@ impl Weights for SafetensorsSource<'_> {
         let bytes = SharedBytes::within(buffer, view.data())
             .ok_or_else(|| source("the tensor lies outside the shard it was parsed from".into()))?;
         PackedMatrix::new(bytes, rows, cols, &format!("{:?}", view.dtype()), decode)
-            .map(Some)
+            .map(|m| Some(m.with_device_form(DeviceForm::Half { exponent_bits })))
             .map_err(source)
     }
 }

@@ -12,8 +12,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use burn::module::{Module, ModuleDisplay, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::dequant::DeviceMatrix;
 use super::packed::PackedMatrix;
 use super::weights::{VarBuilder, WeightError};
 use crate::linalg::Matrix;
@@ -33,40 +34,99 @@ pub trait Projection: Module + ModuleDisplay {
     fn base_mut(&mut self) -> &mut Linear;
 }
 
-/// A frozen matrix kept in its stored encoding, and the device its decoded values go to.
+/// A frozen matrix kept in its stored precision: on the host and decoded there when used (the
+/// CPU backend, whose device memory is host memory), or on the device in the layout its own
+/// operations dequantise ([`DeviceMatrix`]: a GPU, where the base then never crosses back).
 #[derive(Debug, Clone)]
-pub struct PackedWeight {
-    /// The `[out, in]` matrix as stored.
-    pub matrix: Arc<PackedMatrix>,
-    /// Where decoded values are uploaded.
-    pub device: Device,
+pub enum PackedWeight {
+    /// The `[out, in]` matrix as stored, and where its decoded values go.
+    Host {
+        /// The matrix as stored.
+        matrix: Arc<PackedMatrix>,
+        /// Where decoded values are uploaded.
+        device: Device,
+    },
+    /// The `[out, in]` matrix on the device.
+    Device(Box<DeviceMatrix>),
 }
 
 impl PackedWeight {
+    /// Keeps `matrix` for `device`: on a GPU in the device layout when its format has one (or
+    /// whenever `on_device`), else on the host.
+    pub fn place(matrix: PackedMatrix, device: &Device, on_device: bool) -> Self {
+        if (on_device || *device != Device::flex())
+            && let Some(d) = DeviceMatrix::upload(&matrix, device)
+        {
+            return Self::Device(Box::new(d));
+        }
+        Self::Host {
+            matrix: Arc::new(matrix),
+            device: device.clone(),
+        }
+    }
+
+    /// Whether the matrix lives on the device.
+    pub fn is_on_device(&self) -> bool {
+        matches!(self, Self::Device(_))
+    }
+
+    /// `(rows, cols)` of the `[out, in]` matrix.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Host { matrix, .. } => matrix.dims(),
+            Self::Device(d) => d.dims(),
+        }
+    }
+
+    /// Bytes held: the stored encoding on the host, or the device layout.
+    pub fn stored_bytes(&self) -> usize {
+        match self {
+            Self::Host { matrix, .. } => matrix.stored_bytes(),
+            Self::Device(d) => d.device_bytes(),
+        }
+    }
+
     /// Rows `range` of the `[out, in]` matrix, transposed to `[in, range.len()]`, on the device.
     pub fn columns(&self, range: Range<usize>) -> Tensor<2> {
-        let n = range.len();
-        let cols = self.matrix.dims().1;
-        let data = self.matrix.decode_range_transposed(range);
-        Tensor::from_data(TensorData::new(data, [cols, n]), &self.device)
+        match self {
+            Self::Host { matrix, device } => {
+                let (n, cols) = (range.len(), matrix.dims().1);
+                let data = matrix.decode_range_transposed(range);
+                Tensor::from_data(TensorData::new(data, [cols, n]), device)
+            }
+            Self::Device(d) if range == (0..d.dims().0) => d.dequantize().transpose(),
+            Self::Device(d) => d.narrow(range).dequantize().transpose(),
+        }
     }
 
     /// The whole `[out, in]` matrix, on the device.
     pub fn out_in(&self) -> Tensor<2> {
-        let (rows, cols) = self.matrix.dims();
-        Tensor::from_data(
-            TensorData::new(self.matrix.decode_range(0..rows), [rows, cols]),
-            &self.device,
-        )
+        match self {
+            Self::Host { matrix, device } => {
+                let (rows, cols) = matrix.dims();
+                Tensor::from_data(TensorData::new(matrix.decode_range(0..rows), [rows, cols]), device)
+            }
+            Self::Device(d) => d.dequantize(),
+        }
     }
 
-    /// Rows `ids` of the `[out, in]` matrix, `[ids.len(), in]`, on the device (an id past the
-    /// last row gives a zero row).
+    /// Rows `ids` of the `[out, in]` matrix, `[ids.len(), in]`, on the device (callers pass ids
+    /// below the row count; a stray one reads a zero row on the host, the last row on the device).
     pub fn gather(&self, ids: &[usize]) -> Tensor<2> {
-        let cols = self.matrix.dims().1;
-        let mut out = vec![0f32; ids.len() * cols];
-        self.matrix.decode_rows_into(ids, &mut out);
-        Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &self.device)
+        match self {
+            Self::Host { matrix, device } => {
+                let cols = matrix.dims().1;
+                let mut out = vec![0f32; ids.len() * cols];
+                matrix.decode_rows_into(ids, &mut out);
+                Tensor::from_data(TensorData::new(out, [ids.len(), cols]), device)
+            }
+            Self::Device(d) => {
+                let rows = d.dims().0;
+                let index: Vec<i32> = ids.iter().map(|&i| i.min(rows.saturating_sub(1)) as i32).collect();
+                let index = Tensor::<1, Int>::from_data(TensorData::new(index, [ids.len()]), &d.device());
+                d.select(index).dequantize()
+            }
+        }
     }
 }
 
@@ -129,13 +189,10 @@ impl Linear {
         } else {
             None
         };
-        if let Some(matrix) = vb.packed("weight", [out_features, in_features])? {
+        if let Some(packed) = vb.packed_weight("weight", [out_features, in_features])? {
             return Ok(Self {
                 weight: None,
-                packed: Some(PackedWeight {
-                    matrix: Arc::new(matrix),
-                    device: vb.device().clone(),
-                }),
+                packed: Some(packed),
                 bias,
                 correction: None,
             });
@@ -156,7 +213,7 @@ impl Linear {
     /// `(out_features, in_features)`.
     pub fn dims(&self) -> (usize, usize) {
         match (&self.weight, &self.packed) {
-            (_, Some(p)) => p.matrix.dims(),
+            (_, Some(p)) => p.dims(),
             (Some(w), None) => {
                 let [i, o] = w.val().dims();
                 (o, i)
@@ -180,7 +237,7 @@ impl Linear {
             .map_or(0, |c| c.a.val().dims()[0] * (o + i) * 4);
         correction
             + match &self.packed {
-                Some(p) => p.matrix.stored_bytes(),
+                Some(p) => p.stored_bytes(),
                 None => o * i * 4,
             }
     }
@@ -188,7 +245,7 @@ impl Linear {
     /// The stored weight `[in, out]` as f32, without the correction (decoded now if packed).
     fn stored_in_out(&self) -> Tensor<2> {
         match (&self.weight, &self.packed) {
-            (_, Some(p)) => p.columns(0..p.matrix.dims().0),
+            (_, Some(p)) => p.columns(0..p.dims().0),
             (Some(w), None) => w.val(),
             (None, None) => unreachable!("invariant: a linear layer holds a dense or a packed weight"),
         }

@@ -67,18 +67,15 @@ impl Embedding {
     /// Loads `<prefix>.weight` of shape `[vocab, hidden]`, unscaled; packed when the builder
     /// packs and the source can.
     pub fn load(vb: &VarBuilder, vocab: usize, hidden: usize) -> Result<Self, WeightError> {
-        if let Some(m) = vb
-            .packs_lookups()
-            .then(|| vb.packed("weight", [vocab, hidden]))
-            .transpose()?
-            .flatten()
+        // A lookup on the device selects rows there; one on the host reads the ids back, which
+        // only some builders allow (see `VarBuilder::with_packed_lookups`).
+        if let Some(p) = vb
+            .packed_weight("weight", [vocab, hidden])?
+            .filter(|p| p.is_on_device() || vb.packs_lookups())
         {
             return Ok(Self {
                 weight: None,
-                packed: Some(PackedWeight {
-                    matrix: std::sync::Arc::new(m),
-                    device: vb.device().clone(),
-                }),
+                packed: Some(p),
                 scale: 1.0,
             });
         }
@@ -116,10 +113,15 @@ impl Embedding {
     }
 }
 
-/// Decodes only the looked-up rows of a packed table. The ids are read back to the host: a
-/// synchronous read, which natively always works (the browser keeps its tables dense).
+/// Decodes only the looked-up rows of a packed table: on the device by selecting them there; on
+/// the host after reading the ids back, a synchronous read, which natively always works (the
+/// browser keeps host tables dense).
 fn lookup_packed(p: &PackedWeight, ids: Tensor<2, Int>) -> Tensor<3> {
     let [b, t] = ids.dims();
+    let hidden = p.dims().1;
+    if let PackedWeight::Device(d) = p {
+        return d.select(ids.reshape([b * t])).dequantize().reshape([b, t, hidden]);
+    }
     // Ids come from our tokenizer and are below the vocabulary size; a stray one decodes as a
     // zero row rather than panicking.
     let rows: Vec<usize> = ids
@@ -127,6 +129,5 @@ fn lookup_packed(p: &PackedWeight, ids: Tensor<2, Int>) -> Tensor<3> {
         .iter::<i64>()
         .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
         .collect();
-    let hidden = p.matrix.dims().1;
     p.gather(&rows).reshape([b, t, hidden])
 }

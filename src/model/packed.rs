@@ -4,7 +4,8 @@
 //!
 //! The bytes are shared with the file they came from ([`SharedBytes`]), so holding the model
 //! costs no second copy. Decoding is a function handed over by whoever knows the format (`io`),
-//! so this module knows no file format.
+//! so this module knows no file format; so is the [`DeviceForm`], which lays a matrix out for a
+//! GPU to dequantise itself ([`PackedMatrix::device_planes`], read by `model::dequant`).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -29,6 +30,66 @@ fn halves(bytes: &[u8], out: &mut [f32], f: fn([u8; 2]) -> f32) -> Option<()> {
             *o = f([c[0], c[1]]);
         }
     })
+}
+
+/// Splits one stored row into one code per element, one scale per group and one offset per
+/// group (see [`DeviceForm::Codes`]); `None` if the lengths do not match the format's blocks.
+pub type RowSplitter = Arc<dyn Fn(&[u8], &mut [u8], &mut [f32], &mut [f32]) -> Option<()> + Send + Sync>;
+
+/// How a device reads a matrix without the host decoding it (`model::dequant`), given by
+/// whoever knows the format.
+#[derive(Clone)]
+pub enum DeviceForm {
+    /// Element `x = t(q)·s + o`: `q` an unsigned code of `bits` bits, `s` and `o` f32 per group
+    /// of `group` consecutive elements of a row (`o` only when `offsets`), and `t(q)` the
+    /// `codebook` entry or else `q − zero`. The block-quantised types.
+    Codes {
+        /// Bits per code (at most 8).
+        bits: u32,
+        /// Elements per scale.
+        group: usize,
+        /// `t(q) = q − zero` without a codebook.
+        zero: i32,
+        /// `t(q) = codebook[q]`.
+        codebook: Option<Arc<[f32]>>,
+        /// Whether groups have offsets.
+        offsets: bool,
+        /// Splits stored rows.
+        split: RowSplitter,
+    },
+    /// A 16-bit IEEE-style float stored little-endian as it is: `exponent_bits` 5 is f16 (10
+    /// mantissa bits), 8 is bfloat16 (7).
+    Half {
+        /// 5 or 8.
+        exponent_bits: u32,
+    },
+}
+
+/// A matrix re-laid out for the device: each element's code split into bit planes packed in
+/// 32-bit words, with the group scales and offsets (see [`PackedMatrix::device_planes`]).
+#[derive(Debug, Clone)]
+pub struct HostPlanes {
+    /// `(rows, cols)`.
+    pub dims: (usize, usize),
+    /// Each plane: `(words, width, shift)`; `words` is `[rows, cols·width/32]` row-major, element
+    /// `j` of a row in bits `(j mod 32/width)·width ..` of word `j / (32/width)`, and holds bits
+    /// `shift .. shift + width` of the code.
+    pub planes: Vec<(Vec<i32>, u32, u32)>,
+    /// `[rows, cols/group]` scales (empty for halves).
+    pub scales: Vec<f32>,
+    /// `[rows, cols/group]` offsets, when the form has them.
+    pub offsets: Option<Vec<f32>>,
+}
+
+/// The bit planes a code of `bits` bits is split into: `(width, shift)`, widths dividing 32.
+pub fn plane_widths(bits: u32) -> Vec<(u32, u32)> {
+    match bits {
+        1 | 2 | 4 | 8 | 16 => vec![(bits, 0)],
+        3 => vec![(2, 0), (1, 2)],
+        5 => vec![(4, 0), (1, 4)],
+        6 => vec![(4, 0), (2, 4)],
+        _ => vec![(4, 0), (2, 4), (1, 6)],
+    }
 }
 
 /// A range of bytes inside a buffer shared with others (a whole model file).
@@ -68,6 +129,7 @@ pub struct PackedMatrix {
     decode: RowDecoder,
     encoding: String,
     row_order: Option<Arc<[u32]>>,
+    form: Option<DeviceForm>,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -102,7 +164,32 @@ impl PackedMatrix {
             decode,
             encoding: encoding.to_string(),
             row_order: None,
+            form: None,
         })
+    }
+
+    /// Says how a device can read this matrix, when its rows split into whole words (`cols` a
+    /// multiple of 32, of 2 for halves) and whole groups; otherwise it stays host-only.
+    pub fn with_device_form(mut self, form: DeviceForm) -> Self {
+        let fits = match &form {
+            DeviceForm::Codes { bits, group, split, .. } => {
+                *bits <= 8 && *group > 0 && self.cols.is_multiple_of(32) && self.cols.is_multiple_of(*group) && {
+                    let groups = self.cols / group;
+                    let (mut c, mut s, mut o) = (vec![0u8; self.cols], vec![0f32; groups], vec![0f32; groups]);
+                    split(&self.bytes.as_slice()[..self.row_bytes], &mut c, &mut s, &mut o).is_some()
+                }
+            }
+            DeviceForm::Half { exponent_bits } => matches!(exponent_bits, 5 | 8) && self.cols.is_multiple_of(2),
+        };
+        if fits {
+            self.form = Some(form);
+        }
+        self
+    }
+
+    /// How a device reads this matrix, if it can.
+    pub fn device_form(&self) -> Option<&DeviceForm> {
+        self.form.as_ref()
     }
 
     /// Reads row `i` from stored row `order[i]`; `Err` unless `order` is a permutation.
@@ -158,6 +245,67 @@ impl PackedMatrix {
         }
         #[cfg(target_arch = "wasm32")]
         out.chunks_mut(self.cols).zip(ids.iter()).for_each(decode_one);
+    }
+
+    /// The whole matrix in its device layout (rows in their read order); `None` without a
+    /// [`DeviceForm`].
+    pub fn device_planes(&self) -> Option<HostPlanes> {
+        let form = self.form.as_ref()?;
+        let (rows, cols) = (self.rows, self.cols);
+        let (bits, group, offsets) = match form {
+            DeviceForm::Codes {
+                bits, group, offsets, ..
+            } => (*bits, *group, *offsets),
+            DeviceForm::Half { .. } => (16, cols, false),
+        };
+        let widths = plane_widths(bits);
+        let groups = if matches!(form, DeviceForm::Half { .. }) {
+            0
+        } else {
+            cols / group
+        };
+        let mut planes: Vec<(Vec<i32>, u32, u32)> = widths
+            .iter()
+            .map(|&(w, s)| (vec![0i32; rows * cols * w as usize / 32], w, s))
+            .collect();
+        let mut scales = vec![0f32; rows * groups];
+        let mut offs = vec![0f32; rows * groups];
+        // One row at a time: its codes, then each plane's words.
+        let mut codes = vec![0u16; cols];
+        let mut bytes8 = vec![0u8; cols];
+        for i in 0..rows {
+            let stored = self.stored_row(i);
+            match form {
+                DeviceForm::Codes { split, .. } => {
+                    let g = i * groups..(i + 1) * groups;
+                    // Cannot fail: `with_device_form` split a row of this size.
+                    let _ = split(stored, &mut bytes8, &mut scales[g.clone()], &mut offs[g]);
+                    codes.iter_mut().zip(&bytes8).for_each(|(c, &b)| *c = u16::from(b));
+                }
+                DeviceForm::Half { .. } => {
+                    for (c, b) in codes.iter_mut().zip(stored.chunks_exact(2)) {
+                        *c = u16::from_le_bytes([b[0], b[1]]);
+                    }
+                }
+            }
+            for (words, w, shift) in &mut planes {
+                let per = (32 / *w) as usize;
+                let mask = (1u32 << *w) - 1;
+                let row = &mut words[i * cols / per..(i + 1) * cols / per];
+                for (word, chunk) in row.iter_mut().zip(codes.chunks_exact(per)) {
+                    let packed = chunk.iter().enumerate().fold(0u32, |acc, (k, &c)| {
+                        acc | ((u32::from(c) >> *shift) & mask) << (k as u32 * *w)
+                    });
+                    *word = packed as i32;
+                }
+            }
+        }
+        Some(HostPlanes {
+            dims: (rows, cols),
+            planes,
+            scales,
+            offsets: offsets.then_some(offs),
+        })
     }
 
     /// Rows `range` as f32, `[range.len(), cols]` row-major.

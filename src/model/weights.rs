@@ -7,6 +7,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::linear::PackedWeight;
 use super::packed::PackedMatrix;
 use crate::linalg::Matrix;
 
@@ -72,6 +73,7 @@ pub struct VarBuilder<'a> {
     arch: &'static str,
     pack: bool,
     pack_lookups: bool,
+    pack_on_device: bool,
 }
 
 impl<'a> VarBuilder<'a> {
@@ -84,6 +86,7 @@ impl<'a> VarBuilder<'a> {
             arch,
             pack: false,
             pack_lookups: false,
+            pack_on_device: false,
         }
     }
 
@@ -100,6 +103,13 @@ impl<'a> VarBuilder<'a> {
     /// decoded once, and the layers stay packed).
     pub fn with_packed_lookups(mut self, pack: bool) -> Self {
         self.pack_lookups = self.pack && pack;
+        self
+    }
+
+    /// Whether packed matrices go to the device layout even on the CPU backend (where they are
+    /// otherwise decoded on the host; see [`PackedWeight::place`]): for tests and benchmarks.
+    pub fn with_packs_on_device(mut self, on_device: bool) -> Self {
+        self.pack_on_device = on_device;
         self
     }
 
@@ -166,6 +176,13 @@ impl<'a> VarBuilder<'a> {
             });
         }
         Ok(Some(m))
+    }
+
+    /// [`VarBuilder::packed`], placed on the host or the device ([`PackedWeight::place`]).
+    pub fn packed_weight(&self, name: &str, expected: [usize; 2]) -> Result<Option<PackedWeight>, WeightError> {
+        Ok(self
+            .packed(name, expected)?
+            .map(|m| PackedWeight::place(m, &self.device, self.pack_on_device)))
     }
 
     /// Reads a tensor of the expected shape onto the device.

@@ -66,8 +66,8 @@ try {
     await fill('windows', '2');
     await fill('tokens per window', '32');
     await page.click('[data-testid=calib-button]');
-    await waitStatus(/statistics collected|overlap|single window/, 3600000);
-    step('statistics collected (2 windows of 32 tokens)');
+    await waitStatus(/statistics collected|overlap|single window|block by block/, 3600000);
+    step(`statistics: ${(await page.textContent('[data-testid=status]')).trim()}`);
   }
   await page.selectOption('[data-testid=method-select]', method);
 

@@ -46,15 +46,31 @@ fn packed_logits_equal_f32_logits() {
     let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 300).collect();
     for rel in FIXTURES {
         let dense = load_as(rel, BaseStorage::F32);
-        let mut packed = load_as(rel, BaseStorage::Packed);
         assert!(!dense.model.has_packed_weights(), "{rel}: f32 load packed something");
-        assert!(packed.model.has_packed_weights(), "{rel}: nothing was packed");
-        // Pieces of 100 vocabulary rows: several, the last one short.
-        packed.model.vocab_chunk = 100;
-        let (a, b) = (logits_rows(&dense, &ids), logits_rows(&packed, &ids));
-        let d = max_abs_diff(&a.concat(), &b.concat());
-        eprintln!("{rel}: packed vs f32 logits differ by {d:.1e}");
-        assert!(d <= LOGIT_ABS_TOL, "{rel}: packed logits differ by {d}");
+        let a = logits_rows(&dense, &ids);
+        // Decoded on the host, and dequantised by the device's tensor operations.
+        for base in [BaseStorage::Packed, BaseStorage::PackedDevice] {
+            let mut packed = load_as(rel, base);
+            assert!(packed.model.has_packed_weights(), "{rel}: nothing was packed");
+            let on_device = packed
+                .model
+                .model
+                .embed_tokens
+                .packed
+                .as_ref()
+                .map(|p| p.is_on_device());
+            assert_eq!(
+                on_device,
+                Some(base == BaseStorage::PackedDevice),
+                "{rel} {base:?}: where the table lives"
+            );
+            // Pieces of 100 vocabulary rows: several, the last one short.
+            packed.model.vocab_chunk = 100;
+            let b = logits_rows(&packed, &ids);
+            let d = max_abs_diff(&a.concat(), &b.concat());
+            eprintln!("{rel} {base:?}: packed vs f32 logits differ by {d:.1e}");
+            assert!(d <= LOGIT_ABS_TOL, "{rel} {base:?}: packed logits differ by {d}");
+        }
     }
 }
 
@@ -137,42 +153,45 @@ fn training_on_a_packed_base_block_by_block_equals_the_f32_base() {
         "tiny/phi3-gguf/phi3-f16.gguf",
     ] {
         let mut dense = load_as(rel, BaseStorage::F32);
-        let mut packed = load_as(rel, BaseStorage::Packed);
-        packed.model.vocab_chunk = 100;
         let (want, want_factors) = two_steps(&mut dense, false);
-        let (got, got_factors) = two_steps(&mut packed, true);
-        for (g, w) in got.iter().zip(&want) {
-            let (dl, dn) = (
-                (g.loss - w.loss).abs() / w.loss,
-                (g.grad_norm - w.grad_norm).abs() / w.grad_norm,
-            );
-            eprintln!(
-                "{rel} step {}: loss {:.6} vs {:.6} ({dl:.1e}), grad norm {:.1e} relative",
-                g.step, g.loss, w.loss, dn
-            );
+        // Decoded on the host, and by the device's operations.
+        for base in [BaseStorage::Packed, BaseStorage::PackedDevice] {
+            let mut packed = load_as(rel, base);
+            packed.model.vocab_chunk = 100;
+            let (got, got_factors) = two_steps(&mut packed, true);
+            for (g, w) in got.iter().zip(&want) {
+                let (dl, dn) = (
+                    (g.loss - w.loss).abs() / w.loss,
+                    (g.grad_norm - w.grad_norm).abs() / w.grad_norm,
+                );
+                eprintln!(
+                    "{rel} step {}: loss {:.6} vs {:.6} ({dl:.1e}), grad norm {:.1e} relative",
+                    g.step, g.loss, w.loss, dn
+                );
+                assert!(
+                    dl <= STEP_REL_TOL,
+                    "{rel} step {}: loss {} vs {}",
+                    g.step,
+                    g.loss,
+                    w.loss
+                );
+                assert!(
+                    dn <= STEP_REL_TOL,
+                    "{rel} step {}: gradient norm {} vs {}",
+                    g.step,
+                    g.grad_norm,
+                    w.grad_norm
+                );
+            }
+            let d = max_abs_diff(&got_factors, &want_factors);
+            assert!(d <= FACTOR_ABS_TOL, "{rel}: factors differ by {d}");
             assert!(
-                dl <= STEP_REL_TOL,
-                "{rel} step {}: loss {} vs {}",
-                g.step,
-                g.loss,
-                w.loss
-            );
-            assert!(
-                dn <= STEP_REL_TOL,
-                "{rel} step {}: gradient norm {} vs {}",
-                g.step,
-                g.grad_norm,
-                w.grad_norm
+                got[1].loss < got[0].loss,
+                "{rel}: training should lower the loss ({} then {})",
+                got[0].loss,
+                got[1].loss
             );
         }
-        let d = max_abs_diff(&got_factors, &want_factors);
-        assert!(d <= FACTOR_ABS_TOL, "{rel}: factors differ by {d}");
-        assert!(
-            got[1].loss < got[0].loss,
-            "{rel}: training should lower the loss ({} then {})",
-            got[0].loss,
-            got[1].loss
-        );
     }
 }
 

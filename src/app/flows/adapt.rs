@@ -5,25 +5,45 @@ use crate::app::engine_worker::{Cancellable, cancelled, emit, paused, progress, 
 use crate::app::protocol::{CalibrateOptions, Event, TrainOptions};
 use crate::app::session::{self, executor, put_worker, take_worker};
 use crate::app::words::page_error;
-use crate::engine::{CalibOptions, Control, EighCache, TrainHooks};
+use crate::engine::{CalibOptions, Control, EighCache, STREAM_ABOVE_BYTES, TrainHooks};
 use crate::lora::LoraConfig;
 use crate::train::{StepMetrics, TrainConfig};
 
 /// Collects activation statistics, then the spectra (decompositions in the maths worker).
 /// Cancel stops the windows at the next window (nothing is kept), or the decompositions at the
-/// next matrix (the statistics are kept).
+/// next matrix (the statistics are kept). A model whose statistics would pass
+/// [`STREAM_ABOVE_BYTES`] at once keeps only the options: training collects them block by block.
 pub async fn calibrate(o: CalibrateOptions) -> Result<(), String> {
+    let opts = CalibOptions {
+        samples: o.samples,
+        seq_len: o.seq_len,
+        targets: o.targets.clone(),
+        ..CalibOptions::default()
+    };
+    let bytes =
+        session::with(|s| s.model.as_ref().map(|m| m.covariance_bytes(&o.targets))).ok_or("load a model first")?;
+    if bytes > STREAM_ABOVE_BYTES {
+        session::with(|s| s.calib_data.is_some() || s.data.is_some())
+            .then_some(())
+            .ok_or("load a dataset (or calibration text) first")?;
+        session::with(|s| {
+            s.calibration = None;
+            s.eighs = EighCache::default();
+            s.streamed = Some(opts);
+        });
+        emit(&Event::Spectra(None));
+        status(format!(
+            "this model's statistics take {:.1} GiB at once: they will be collected block by block when training \
+             initialises the adapters (no spectra at this size)",
+            bytes as f64 / (1u64 << 30) as f64
+        ));
+        return Ok(());
+    }
     let model = session::with(|s| s.model.take()).ok_or("load a model first")?;
     let records = session::with(|s| s.calib_data.clone().or(s.data.clone())).map(|d| d.1);
     let worker = take_worker();
     let result = async {
         let records = records.ok_or("load a dataset (or calibration text) first")?;
-        let opts = CalibOptions {
-            samples: o.samples,
-            seq_len: o.seq_len,
-            targets: o.targets.clone(),
-            ..CalibOptions::default()
-        };
         status("collecting activation statistics…");
         let calib = model
             .calibrate_until(
@@ -57,6 +77,7 @@ pub async fn calibrate(o: CalibrateOptions) -> Result<(), String> {
     let note = calib.note.clone();
     session::with(|s| {
         s.calibration = Some(calib);
+        s.streamed = None;
         s.eighs = eighs;
     });
     let report = match report {
@@ -113,6 +134,13 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
         .map(|d| d.1)
         .ok_or("load a fine-tuning dataset first")?;
     let calib = session::with(|s| s.calibration.clone());
+    // Statistics collected block by block during initialisation (a big model), when the method
+    // reads any.
+    let streamed = session::with(|s| {
+        let records = s.calib_data.clone().or(s.data.clone()).map(|d| d.1);
+        s.streamed.clone().zip(records)
+    })
+    .filter(|_| opts.method.needs_calibration());
     let mut lora = LoraConfig::new(opts.method, opts.rank);
     lora.targets = opts.targets.clone();
     let cfg = TrainConfig {
@@ -122,15 +150,24 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
         max_len: opts.max_len,
         ..TrainConfig::default()
     };
-    lora.check(calib.is_some()).map_err(|e| page_error(&e.into()))?;
+    lora.check(calib.is_some() || streamed.is_some())
+        .map_err(|e| page_error(&e.into()))?;
     let mut model = build_model(&files).await?;
     let worker = take_worker();
     let mut eighs = session::with(|s| std::mem::take(&mut s.eighs));
     let exec = Cancellable(executor(&worker));
     let mut hooks = PageHooks { started: false };
-    let result = model
-        .fine_tune(&records, lora, &cfg, calib.as_ref(), &mut eighs, &exec, &mut hooks)
-        .await;
+    let result = match &streamed {
+        Some((opts, calib_records)) => model
+            .fine_tune_streaming(&records, lora, &cfg, calib_records, opts, &exec, &mut hooks)
+            .await
+            .map(|(report, _)| report),
+        None => {
+            model
+                .fine_tune(&records, lora, &cfg, calib.as_ref(), &mut eighs, &exec, &mut hooks)
+                .await
+        }
+    };
     put_worker(worker);
     session::with(|s| s.eighs = eighs);
     match result {

@@ -65,6 +65,7 @@ async fn load_model(files: ModelFiles) -> Result<(), String> {
         s.model = Some(loaded);
         s.files = Some(files);
         s.calibration = None;
+        s.streamed = None;
         s.eighs = EighCache::default();
     });
     emit(&Event::Spectra(None));

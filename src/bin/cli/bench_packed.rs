@@ -1,6 +1,8 @@
 //! `bench packed`: the packed base (decoded when each layer runs; training block by block)
 //! against the same model decoded to f32 once, in one invocation: forward pass and LoRA training
-//! step, same tokens, same device.
+//! step, same tokens, same device. On the CPU backend the packed base runs twice: decoded on the
+//! host (what `packed` does there) and dequantised by the device operations a GPU runs
+//! (`packed-device`).
 
 use std::path::PathBuf;
 
@@ -35,15 +37,30 @@ pub struct BenchPackedArgs {
     /// Timed repetitions (forward passes and steps) after one warm-up.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// `cpu` (burn's CPU backend) or `wgpu` (any adapter, software ones included).
+    #[arg(long, default_value = "cpu")]
+    device: lora_null::device::DevicePreference,
 }
 
-/// Runs both storages on the CPU backend and prints one JSON line with their medians and ratios.
+/// Runs the storages on one device and prints one JSON line with their medians and ratios.
 pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
     let text = read_text(&a.text)?;
     let files = read_model_files(&a.model)?;
-    let device = burn::tensor::Device::flex();
+    let choice = pollster::block_on(lora_null::device::select_device(a.device));
+    let on_cpu = choice.adapter.is_none();
     let mut out = serde_json::Map::new();
-    for base in [BaseStorage::F32, BaseStorage::Packed] {
+    out.insert("device".into(), choice.description.clone().into());
+    let storages: &[(BaseStorage, &str)] = if on_cpu {
+        &[
+            (BaseStorage::F32, "f32"),
+            (BaseStorage::Packed, "packed"),
+            (BaseStorage::PackedDevice, "packed-device"),
+        ]
+    } else {
+        &[(BaseStorage::F32, "f32"), (BaseStorage::Packed, "packed")]
+    };
+    for &(base, name) in storages {
+        let device = choice.device.clone();
         let mut m = LoadedModel::load_as(&files, &device, base)
             .with_context(|| format!("cannot load {}", a.model.display()))?;
         let mut ids = m.tokenizer.encode(&text)?;
@@ -56,7 +73,6 @@ pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
         ids.truncate(a.tokens);
         let (_, forward) = time_forward(&m, &ids, a.repeats)?;
         let (_, steps) = time_train(&mut m, &text, a.rank, a.batch, a.train_tokens, a.repeats)?;
-        let name = if base == BaseStorage::F32 { "f32" } else { "packed" };
         out.insert(
             name.into(),
             serde_json::json!({
@@ -65,17 +81,30 @@ pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
             }),
         );
     }
-    let ratio =
-        |key: &str| out["f32"][key].as_f64().unwrap_or(f64::NAN) / out["packed"][key].as_f64().unwrap_or(f64::NAN);
-    let (fwd, step) = (ratio("forward_median_seconds"), ratio("step_median_seconds"));
+    let ratio = |name: &str, key: &str| {
+        out["f32"][key].as_f64().unwrap_or(f64::NAN) / out[name][key].as_f64().unwrap_or(f64::NAN)
+    };
+    let ratios: Vec<(String, f64)> = storages[1..]
+        .iter()
+        .flat_map(|&(_, name)| {
+            [
+                (
+                    format!("forward_speed_{name}_vs_f32"),
+                    ratio(name, "forward_median_seconds"),
+                ),
+                (format!("step_speed_{name}_vs_f32"), ratio(name, "step_median_seconds")),
+            ]
+        })
+        .collect();
     out.insert("bench".into(), "packed".into());
     out.insert("tokens".into(), a.tokens.into());
     out.insert(
         "train".into(),
         serde_json::json!({"rank": a.rank, "batch": a.batch, "tokens": a.train_tokens}),
     );
-    out.insert("forward_speed_packed_vs_f32".into(), fwd.into());
-    out.insert("step_speed_packed_vs_f32".into(), step.into());
+    for (key, r) in ratios {
+        out.insert(key, r.into());
+    }
     println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

@@ -37,7 +37,8 @@ pub struct ModelArgs {
     /// How the frozen base is held: `auto` (packed above 1 GiB of f32 weights), `f32` (decoded
     /// once at load: fastest), or `packed` (quantised and 16-bit matrices, of a GGUF or of
     /// F16/BF16 safetensors, stay as stored and are decoded when their layer runs: QLoRA-style
-    /// memory).
+    /// memory; on a GPU they stay there and are dequantised there), or `packed-device` (the GPU's
+    /// layout and operations even on the CPU backend: for tests and benchmarks).
     #[arg(long, default_value = "auto")]
     pub base: lora_null::engine::BaseStorage,
 }

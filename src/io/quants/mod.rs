@@ -28,6 +28,7 @@ pub use blocks::*;
 
 mod blocks;
 pub mod quantize;
+pub mod split;
 #[cfg(test)]
 mod tests;
 

@@ -160,3 +160,64 @@ fn two_hand_decoded_blocks_keep_their_signs_of_zero() {
     dequantize_block_q3_k(&block, &mut out);
     assert_eq!((out[0], out[32], out[1]), (1.5, -0.5, -2.0));
 }
+
+/// `t(q)·s (+ o)` from a split, in f32 as the device computes it.
+fn rebuild(form: split::CodeForm, codes: &[u8], scales: &[f32], offsets: &[f32]) -> Vec<f32> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let g = i / form.group;
+            let t = match form.codebook {
+                Some(book) => book[q as usize] as f32,
+                None => (q as i32 - form.zero) as f32,
+            };
+            if form.offsets {
+                t * scales[g] + offsets[g]
+            } else {
+                t * scales[g]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn split_codes_rebuild_every_type_bit_for_bit() {
+    for qtype in QuantType::ALL {
+        let bytes = fixture_blocks(qtype);
+        let form = qtype.code_form();
+        let n = bytes.len() / qtype.block_bytes() * qtype.block_elems();
+        let (mut codes, mut scales, mut offsets) =
+            (vec![0u8; n], vec![0f32; n / form.group], vec![0f32; n / form.group]);
+        split::split_into(qtype, &bytes, &mut codes, &mut scales, &mut offsets).expect("whole blocks split");
+        assert!(
+            codes.iter().all(|&q| u32::from(q) < 1 << form.bits),
+            "{}: a code over {} bits",
+            qtype.name(),
+            form.bits
+        );
+        if !form.offsets {
+            assert!(
+                offsets.iter().all(|&o| o == 0.0),
+                "{}: offsets for a type without",
+                qtype.name()
+            );
+        }
+        let want = dequantize(qtype.id(), &bytes).expect("fixture decodes");
+        let got = rebuild(form, &codes, &scales, &offsets);
+        let bad = want
+            .iter()
+            .zip(&got)
+            .position(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()));
+        assert!(bad.is_none(), "{}: element {bad:?} differs", qtype.name());
+    }
+}
+
+#[test]
+fn split_refuses_lengths_that_do_not_match() {
+    let bytes = fixture_blocks(QuantType::Q4_0);
+    let (mut c, mut s, mut o) = (vec![0u8; 32], vec![0f32; 1], vec![0f32; 1]);
+    assert!(split::split_into(QuantType::Q4_0, &bytes[..Q4_0_BYTES], &mut c, &mut s, &mut o).is_some());
+    assert!(split::split_into(QuantType::Q4_0, &bytes[..Q4_0_BYTES + 1], &mut c, &mut s, &mut o).is_none());
+    assert!(split::split_into(QuantType::Q4_0, &bytes[..2 * Q4_0_BYTES], &mut c, &mut s, &mut o).is_none());
+}

@@ -1,0 +1,292 @@
+//! Frozen matrices kept on the device in their stored precision and dequantised there, by
+//! tensor operations, when a layer runs: on a GPU the base never passes through the host again
+//! after loading, and only the layer being computed exists in f32.
+//!
+//! The layout ([`super::packed::HostPlanes`]) is the same for every format: each element an
+//! unsigned integer code split into bit planes packed in 32-bit words, and per group of a row a
+//! scale (and an offset); a 16-bit float is a 16-bit code whose sign, exponent and mantissa
+//! become the value through exact power-of-two tables. Everything here is integer shifts and
+//! masks, one lookup and one or two f32 products per element, and gives the host decoder's
+//! numbers bit for bit (the tests compare them); plain tensor operations, so the same code runs
+//! on WebGPU, Vulkan, Metal and the CPU backend.
+
+use std::ops::Range;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::packed::{DeviceForm, PackedMatrix};
+
+/// A `[rows, cols]` matrix on the device in its stored precision.
+#[derive(Debug, Clone)]
+pub struct DeviceMatrix {
+    rows: usize,
+    cols: usize,
+    planes: Vec<Plane>,
+    values: Values,
+    device: Device,
+}
+
+/// A bit plane: `words` `[rows, cols·width/32]`, bits `shift .. shift + width` of each code.
+#[derive(Debug, Clone)]
+struct Plane {
+    words: Tensor<2, Int>,
+    width: u32,
+    shift: u32,
+}
+
+/// How codes become values.
+// One per matrix, a few hundred per model: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Values {
+    /// `t(q)·s + o` per group ([`DeviceForm::Codes`]).
+    Codes {
+        group: usize,
+        zero: i32,
+        codebook: Option<Tensor<1>>,
+        /// `[rows, cols/group]`.
+        scales: Tensor<2>,
+        /// `[rows, cols/group]`.
+        offsets: Option<Tensor<2>>,
+    },
+    /// A 16-bit float: `pow2[e]·(m + implicit[e])·(±1)`.
+    Half {
+        mantissa_bits: u32,
+        exponent_mask: i32,
+        pow2: Tensor<1>,
+        implicit: Tensor<1>,
+    },
+}
+
+/// `2^k` exactly, as f32 (a subnormal for `k < −126`).
+fn pow2(k: i32) -> f32 {
+    2f64.powi(k) as f32
+}
+
+impl DeviceMatrix {
+    /// Uploads `m` in its device layout; `None` if it has no [`DeviceForm`].
+    pub fn upload(m: &PackedMatrix, device: &Device) -> Option<Self> {
+        let form = m.device_form()?.clone();
+        let host = m.device_planes()?;
+        let (rows, cols) = host.dims;
+        let planes = host
+            .planes
+            .into_iter()
+            .map(|(words, width, shift)| {
+                let shape = [rows, words.len() / rows];
+                Plane {
+                    words: Tensor::from_data(TensorData::new(words, shape), device),
+                    width,
+                    shift,
+                }
+            })
+            .collect();
+        let floats = |v: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, shape), device);
+        let table = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+        };
+        let values = match form {
+            DeviceForm::Codes {
+                group, zero, codebook, ..
+            } => {
+                let shape = [rows, cols / group];
+                Values::Codes {
+                    group,
+                    zero,
+                    codebook: codebook.map(|c| table(c.to_vec())),
+                    scales: floats(host.scales, shape),
+                    offsets: host.offsets.map(|o| floats(o, shape)),
+                }
+            }
+            DeviceForm::Half { exponent_bits } => {
+                let mantissa_bits = 15 - exponent_bits;
+                let emax = (1i32 << exponent_bits) - 1;
+                let bias = (1i32 << (exponent_bits - 1)) - 1;
+                // Exponent 0 (subnormal) scales like exponent 1 without the implicit bit; the
+                // all-ones exponent (inf / NaN, never in weights) decodes as ±inf.
+                let scale = |e: i32| match e {
+                    e if e == emax => f32::INFINITY,
+                    e => pow2(e.max(1) - bias - mantissa_bits as i32),
+                };
+                Values::Half {
+                    mantissa_bits,
+                    exponent_mask: emax,
+                    pow2: table((0..=emax).map(scale).collect()),
+                    implicit: table(
+                        (0..=emax)
+                            .map(|e| if e == 0 { 0.0 } else { pow2(mantissa_bits as i32) })
+                            .collect(),
+                    ),
+                }
+            }
+        };
+        Some(Self {
+            rows,
+            cols,
+            planes,
+            values,
+            device: device.clone(),
+        })
+    }
+
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The device it lives on.
+    pub fn device(&self) -> Device {
+        self.device.clone()
+    }
+
+    /// Bytes held on the device (words, scales and offsets).
+    pub fn device_bytes(&self) -> usize {
+        let plane_bits: usize = self.planes.iter().map(|p| p.width as usize).sum();
+        let codes = self.rows * self.cols * plane_bits / 8;
+        codes
+            + match &self.values {
+                Values::Codes { group, offsets, .. } => {
+                    self.rows * self.cols / group * 4 * if offsets.is_some() { 2 } else { 1 }
+                }
+                Values::Half { .. } => 0,
+            }
+    }
+
+    /// Applies `f` to every per-row tensor (words, scales, offsets).
+    fn map_rows(
+        &self,
+        rows: usize,
+        f: impl Fn(Tensor<2>) -> Tensor<2>,
+        g: impl Fn(Tensor<2, Int>) -> Tensor<2, Int>,
+    ) -> Self {
+        let planes = self
+            .planes
+            .iter()
+            .map(|p| Plane {
+                words: g(p.words.clone()),
+                ..p.clone()
+            })
+            .collect();
+        let values = match &self.values {
+            Values::Codes {
+                group,
+                zero,
+                codebook,
+                scales,
+                offsets,
+            } => Values::Codes {
+                group: *group,
+                zero: *zero,
+                codebook: codebook.clone(),
+                scales: f(scales.clone()),
+                offsets: offsets.as_ref().map(|o| f(o.clone())),
+            },
+            half => half.clone(),
+        };
+        Self {
+            rows,
+            cols: self.cols,
+            planes,
+            values,
+            device: self.device.clone(),
+        }
+    }
+
+    /// Rows `range`.
+    pub fn narrow(&self, range: Range<usize>) -> Self {
+        let (start, len) = (range.start, range.len());
+        self.map_rows(len, |t| t.narrow(0, start, len), |t| t.narrow(0, start, len))
+    }
+
+    /// Rows `ids` (`[n]`, each below `rows`), in that order.
+    pub fn select(&self, ids: Tensor<1, Int>) -> Self {
+        let n = ids.dims()[0];
+        self.map_rows(n, |t| t.select(0, ids.clone()), |t| t.select(0, ids.clone()))
+    }
+
+    /// Every element's code, `[rows, cols]`.
+    fn codes(&self) -> Tensor<2, Int> {
+        let (n, cols) = (self.rows, self.cols);
+        let mut acc: Option<Tensor<2, Int>> = None;
+        for p in &self.planes {
+            let per = (32 / p.width) as usize;
+            let words = cols / per;
+            let shifts: Vec<i32> = (0..per as i32).map(|k| k * p.width as i32).collect();
+            let shifts = Tensor::<1, Int>::from_data(TensorData::new(shifts, [per]), &self.device)
+                .reshape([1, 1, per])
+                .expand([n, words, per]);
+            let bits = p
+                .words
+                .clone()
+                .unsqueeze_dim::<3>(2)
+                .expand([n, words, per])
+                .bitwise_right_shift(shifts)
+                .bitwise_and_scalar((1i64 << p.width) - 1)
+                .reshape([n, cols]);
+            let bits = if p.shift > 0 {
+                bits.bitwise_left_shift_scalar(p.shift as i64)
+            } else {
+                bits
+            };
+            acc = Some(match acc {
+                Some(a) => a.bitwise_or(bits),
+                None => bits,
+            });
+        }
+        acc.expect("invariant: a device matrix has at least one plane")
+    }
+
+    /// Looks `index` (`[rows, cols]`) up in `table`.
+    fn lookup(table: &Tensor<1>, index: Tensor<2, Int>) -> Tensor<2> {
+        let [n, cols] = index.dims();
+        table.clone().select(0, index.reshape([n * cols])).reshape([n, cols])
+    }
+
+    /// The values as f32, `[rows, cols]` (the checkpoint's `[out, in]` layout).
+    pub fn dequantize(&self) -> Tensor<2> {
+        let (n, cols) = (self.rows, self.cols);
+        let codes = self.codes();
+        match &self.values {
+            Values::Codes {
+                group,
+                zero,
+                codebook,
+                scales,
+                offsets,
+            } => {
+                let t = match codebook {
+                    Some(book) => Self::lookup(book, codes),
+                    None => codes.sub_scalar(*zero as i64).float(),
+                };
+                let shape = [n, cols / group, *group];
+                let per_group = |s: &Tensor<2>| s.clone().unsqueeze_dim::<3>(2).expand(shape);
+                let x = t.reshape(shape) * per_group(scales);
+                let x = match offsets {
+                    Some(o) => x + per_group(o),
+                    None => x,
+                };
+                x.reshape([n, cols])
+            }
+            Values::Half {
+                mantissa_bits,
+                exponent_mask,
+                pow2,
+                implicit,
+            } => {
+                let exponent = codes
+                    .clone()
+                    .bitwise_right_shift_scalar(*mantissa_bits as i64)
+                    .bitwise_and_scalar(*exponent_mask as i64);
+                let mantissa = codes.clone().bitwise_and_scalar((1i64 << mantissa_bits) - 1).float();
+                let sign = codes
+                    .bitwise_right_shift_scalar(15)
+                    .mul_scalar(-2)
+                    .add_scalar(1)
+                    .float();
+                let magnitude = Self::lookup(pow2, exponent.clone()) * (mantissa + Self::lookup(implicit, exponent));
+                magnitude * sign
+            }
+        }
+    }
+}
