@@ -7,6 +7,8 @@
 #   scripts/bench-memory.sh                      # all three models
 #   scripts/bench-memory.sh llama-3.2-1b         # one
 #   METHODS="lora null-v2" scripts/bench-memory.sh smollm2-360m
+#   DEVICE=wgpu TOKENS=32 scripts/bench-memory.sh smollm2-360m   # the GPU path (on lavapipe here:
+#                                                   # its "GPU memory" is host memory, so RSS shows it)
 #
 # eval: 256 tokens in one window. train: r 16 on the 7 default targets, batch 1 x 256 tokens, one step;
 # null-v2 calibrates on 4 windows of 128 tokens first.
@@ -19,6 +21,8 @@ cargo build --quiet --bin lora-null
 bin="$CARGO_TARGET_DIR/debug/lora-null"
 data="$root/assets/data"
 methods=${METHODS:-lora}
+device=${DEVICE:-cpu}
+tokens=${TOKENS:-256}
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(smollm2-360m qwen2.5-0.5b llama-3.2-1b)
 out=$(mktemp -d)
@@ -42,14 +46,14 @@ for name in "${models[@]}"; do
     declare -A peak=() secs=() plan=()
     for base in f32 packed; do
       case $run in
-        eval) cmd=(eval --text "$data/knowledge_prose.txt" --max-tokens 256 --seq-len 256) ;;
+        eval) cmd=(eval --text "$data/knowledge_prose.txt" --max-tokens "$tokens" --seq-len "$tokens") ;;
         train-*)
           method=${run#train-}
-          cmd=(train --data "$data/sample_train.jsonl" --method "$method" --rank 16 --batch 1 --max-len 256
+          cmd=(train --data "$data/sample_train.jsonl" --method "$method" --rank 16 --batch 1 --max-len "$tokens"
                --steps 1 --val-fraction 0 --out "$out/adapter-$base")
           [ "$method" = lora ] || cmd+=(--calib "$data/sample_calib.txt" --samples 4 --seq-len 128) ;;
       esac
-      read -r kb s < <(measure "$bin" "${cmd[@]}" --model "$gguf" --device cpu --base "$base")
+      read -r kb s < <(measure "$bin" "${cmd[@]}" --model "$gguf" --device "$device" --base "$base")
       peak[$base]=$kb
       secs[$base]=$s
       # train prints its memory plan ("... about X GiB in all")

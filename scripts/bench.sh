@@ -3,7 +3,7 @@
 #   scripts/bench.sh forward   forward pass, 512 tokens of SmolLM2-135M: cpu, wgpu, torch 1 and 2 threads
 #   scripts/bench.sh train     one LoRA step, r=16, 7 targets, batch 4x128: cpu, wgpu, torch+PEFT 1 and 2 threads
 #   scripts/bench.sh analysis  covariances over 16 windows x 512 tokens + every eigendecomposition: cpu, torch 1 and 2 threads
-#   scripts/bench.sh matmul    raw matmul GFLOP/s at the model shapes: burn flex vs torch 1 and 2 threads
+#   scripts/bench.sh matmul    raw matmul GFLOP/s at the model shapes: burn flex and the other CPU candidates vs torch 1 and 2 threads
 #   scripts/bench.sh browser   tiny model forward + train step: browser WebGPU (SwiftShader) vs native cpu and wgpu
 #   scripts/bench.sh dequant   GGUF block dequantisation MB/s per type: ours vs gguf-py (numpy)
 # Needs the reference venv (scripts/requirements-reference.txt) at $VENV (default
@@ -48,6 +48,8 @@ case "$what" in
     ;;
   matmul)
     "$bin" bench matmul --device cpu | tee -a "$out"
+    # The CPU candidates (burn flex, gemm, faer, matrixmultiply) on the same shapes.
+    "$bin" bench matmul-cpu | tee -a "$out"
     for t in 1 2; do
       "$py" scripts/bench/torch_matmul.py --threads "$t" | tee -a "$out"
     done

@@ -165,12 +165,14 @@ impl<L: Projection> Attention<L> {
             }
         };
         let (k, v) = (repeat(k), repeat(v));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scaling);
+        let mut scores = super::cpu_linear::batched_matmul(q, k, true).mul_scalar(self.scaling);
         if let Some(c) = self.softcap {
             scores = scores.div_scalar(c).tanh().mul_scalar(c);
         }
         let probs = softmax(scores + ctx.mask.clone().unsqueeze::<4>(), 3);
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let context = super::cpu_linear::batched_matmul(probs, v, false)
+            .swap_dims(1, 2)
+            .reshape([b, t, nh * hd]);
         observer.observe(layer, Site::AttnOutput, &context);
         self.o_proj.forward(context)
     }

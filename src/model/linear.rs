@@ -251,6 +251,19 @@ impl Linear {
         }
     }
 
+    /// The stored weight `[in, out]` as row-major host values (a host-packed one decoded straight
+    /// into them), for [`super::cpu_linear`].
+    fn stored_in_out_values(&self) -> Vec<f32> {
+        match &self.packed {
+            Some(PackedWeight::Host { matrix, .. }) => matrix.decode_range_transposed(0..matrix.dims().0),
+            _ => self
+                .stored_in_out()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("invariant: the CPU backend's weights are f32"),
+        }
+    }
+
     /// The weight in the stored layout `[in, out]`, as f32 (decoded now if packed; with the
     /// low-rank correction applied).
     pub fn weight_in_out(&self) -> Tensor<2> {
@@ -333,13 +346,22 @@ impl Linear {
 
 impl Projection for Linear {
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let y = burn::tensor::module::linear(x.clone(), self.stored_in_out(), self.bias.as_ref().map(|b| b.val()));
-        match &self.correction {
-            Some(c) => {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let (kept, x) = match &self.correction {
+            Some(_) => (Some(x.clone()), x),
+            None => (None, x),
+        };
+        let y = if super::cpu_linear::applies(&x) {
+            super::cpu_linear::linear(x, &self.stored_in_out_values(), self.dims().0, bias)
+        } else {
+            burn::tensor::module::linear(x, self.stored_in_out(), bias)
+        };
+        match (&self.correction, kept) {
+            (Some(c), Some(x)) => {
                 let down = burn::tensor::module::linear(x, c.a.val().transpose(), None);
                 y - burn::tensor::module::linear(down, c.b.val().transpose(), None).mul_scalar(c.scale)
             }
-            None => y,
+            _ => y,
         }
     }
 

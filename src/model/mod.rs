@@ -16,6 +16,8 @@ pub mod variant;
 #[cfg(feature = "engine")]
 pub mod attention;
 #[cfg(feature = "engine")]
+pub mod cpu_linear;
+#[cfg(feature = "engine")]
 pub mod dequant;
 #[cfg(feature = "engine")]
 pub mod linear;

@@ -14,6 +14,7 @@ use lora_null::train::{StepMetrics, TrainConfig};
 
 use super::ModelArgs;
 use super::bench_eigen::{self as eigen, BenchEigenArgs, BenchEigenModelArgs};
+use super::bench_matmul::{BenchMatmulCpuArgs, matmul_cpu};
 use super::bench_packed::{self as packed, BenchPackedArgs};
 use super::files::read_text;
 use super::run::load;
@@ -29,6 +30,8 @@ pub enum BenchCommand {
     Analysis(BenchAnalysisArgs),
     /// Raw matmul throughput of the backend at the model's shapes (what limits the others).
     Matmul(BenchMatmulArgs),
+    /// The CPU matmul candidates (burn flex, gemm, faer, matrixmultiply) on the model's shapes.
+    MatmulCpu(BenchMatmulCpuArgs),
     /// Dequantisation throughput of every GGUF block type (the reference blocks, tiled).
     Dequant(BenchDequantArgs),
     /// The r smallest eigenvectors of a covariance: the partial eigensolver against the full eigh.
@@ -128,6 +131,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train(a) => train(a),
         BenchCommand::Analysis(a) => analysis(a),
         BenchCommand::Matmul(a) => matmul(a),
+        BenchCommand::MatmulCpu(a) => matmul_cpu(a),
         BenchCommand::Dequant(a) => dequant(a),
         BenchCommand::Eigen(a) => eigen::eigen(a),
         BenchCommand::EigenModel(a) => eigen::eigen_model(a),

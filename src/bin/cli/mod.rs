@@ -3,6 +3,7 @@
 mod adapt;
 mod bench;
 mod bench_eigen;
+mod bench_matmul;
 mod bench_packed;
 mod experiment;
 mod export;
