@@ -4,7 +4,8 @@
 //!
 //! Deviation from the reference: it accumulates in fp16; we accumulate in f32 on the device
 //! and hand the result to the host as f64 (the spec recommends this; it changes nothing but
-//! rounding).
+//! rounding). On the CPU backend the sums are the host's: faer's symmetric product into the
+//! lower triangle, half the products of `XᵀX`.
 
 use std::collections::BTreeMap;
 
@@ -41,11 +42,20 @@ pub struct Covariances {
     pub tokens: usize,
 }
 
+/// A running `Σ X̃ᵀX̃`: on the device, or on the host's lower triangle (the CPU backend, through
+/// faer's symmetric product: `model::cpu_linear`).
+// One per layer input, a few hundred per run: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Sum {
+    Device(Tensor<2>),
+    HostLower { values: Vec<f32>, d: usize },
+}
+
 /// Accumulates `X̃ᵀX̃` for the requested sites during forward passes.
 pub struct CovarianceAccumulator {
     sites: Vec<Site>,
     normalization: Normalization,
-    acc: BTreeMap<(usize, Site), Tensor<2>>,
+    acc: BTreeMap<(usize, Site), Sum>,
     windows: usize,
     tokens: usize,
 }
@@ -85,9 +95,14 @@ impl CovarianceAccumulator {
     pub async fn finish(self) -> Result<Covariances, String> {
         let mut sites = BTreeMap::new();
         let s = self.windows.max(1) as f64;
-        for (key, t) in self.acc {
-            let [d, _] = t.dims();
-            let values = read_f32(t).await?;
+        for (key, sum) in self.acc {
+            let (d, values) = match sum {
+                Sum::Device(t) => (t.dims()[0], read_f32(t).await?),
+                Sum::HostLower { mut values, d } => {
+                    crate::model::cpu_linear::mirror_lower(&mut values, d);
+                    (d, values)
+                }
+            };
             let covariance = Matrix::from_vec(d, d, values.iter().map(|&v| v as f64 / s).collect())
                 .ok_or("covariance of unexpected size")?;
             if !covariance.data.iter().all(|v| v.is_finite()) {
@@ -123,21 +138,37 @@ impl ActivationObserver for CovarianceAccumulator {
         }
         let [b, t, d] = x.dims();
         let flat = x.clone().reshape([b * t, d]);
+        if crate::model::cpu_linear::applies(&flat) {
+            let values = flat
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("invariant: `applies` checked that x is f32");
+            let alpha = match self.normalization {
+                // 1/|max(X)|², the signed maximum over the whole window (reference behaviour).
+                Normalization::SignedMax => {
+                    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max).abs();
+                    1.0 / (max * max)
+                }
+                Normalization::None => 1.0,
+            };
+            let sum = self.acc.entry((layer, site)).or_insert_with(|| Sum::HostLower {
+                values: vec![0f32; d * d],
+                d,
+            });
+            if let Sum::HostLower { values: acc, .. } = sum {
+                crate::model::cpu_linear::add_gram_lower(acc, &values, (b * t, d), alpha);
+            }
+            return;
+        }
         let mut gram = flat.clone().transpose().matmul(flat.clone());
         if self.normalization == Normalization::SignedMax {
             // |max(X)|², with the signed maximum over the whole window (reference behaviour).
             let max = flat.max().abs();
             gram = gram / max.clone().mul(max).unsqueeze::<2>();
         }
-        let entry = self.acc.entry((layer, site));
-        match entry {
-            std::collections::btree_map::Entry::Occupied(mut e) => {
-                let sum = e.get().clone() + gram;
-                e.insert(sum);
-            }
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(gram);
-            }
-        }
+        match self.acc.remove(&(layer, site)) {
+            Some(Sum::Device(prev)) => self.acc.insert((layer, site), Sum::Device(prev + gram)),
+            _ => self.acc.insert((layer, site), Sum::Device(gram)),
+        };
     }
 }

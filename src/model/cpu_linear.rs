@@ -85,6 +85,41 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4
     Tensor::from_data(TensorData::new(y, [bs, h, m, n]), &device)
 }
 
+/// `acc += α·XᵀX` on the lower triangle of the `[d, d]` row-major `acc` (X `[n, d]` row-major):
+/// a symmetric rank-n update, half the products of the full one. [`mirror_lower`] fills the
+/// upper triangle afterwards.
+pub fn add_gram_lower(acc: &mut [f32], x: &[f32], (n, d): (usize, usize), alpha: f32) {
+    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
+    let dst = faer::MatMut::from_row_major_slice_mut(acc, d, d);
+    // Xᵀ of a row-major [n, d] block is the column-major [d, n] view of the same values.
+    let xt = faer::MatRef::from_column_major_slice(x, d, n);
+    let x = faer::MatRef::from_row_major_slice(x, n, d);
+    #[cfg(not(target_arch = "wasm32"))]
+    let par = faer::Par::rayon(0);
+    #[cfg(target_arch = "wasm32")]
+    let par = faer::Par::Seq;
+    matmul(
+        dst,
+        BlockStructure::TriangularLower,
+        faer::Accum::Add,
+        xt,
+        BlockStructure::Rectangular,
+        x,
+        BlockStructure::Rectangular,
+        alpha,
+        par,
+    );
+}
+
+/// Copies the lower triangle of a `[d, d]` row-major matrix onto its upper triangle.
+pub fn mirror_lower(m: &mut [f32], d: usize) {
+    for i in 0..d {
+        for j in i + 1..d {
+            m[i * d + j] = m[j * d + i];
+        }
+    }
+}
+
 /// `y = x · w`, all row-major: x `[m, k]`, w `[k, n]`, y `[m, n]`.
 fn matmul(x: &[f32], w: &[f32], y: &mut [f32], (m, k, n): (usize, usize, usize)) {
     let x = faer::MatRef::from_row_major_slice(x, m, k);
@@ -130,6 +165,23 @@ mod tests {
         let want = q.clone().matmul(v.clone());
         let got = batched_matmul(q, v, false);
         assert!((want - got).abs().max().into_scalar::<f32>() < 1e-5, "a · b");
+        // XᵀX by halves, accumulated twice with a scale.
+        let (n, d) = (11, 6);
+        let xs = vals(n * d, 7);
+        let mut acc = vec![0f32; d * d];
+        add_gram_lower(&mut acc, &xs, (n, d), 0.5);
+        add_gram_lower(&mut acc, &xs, (n, d), 0.5);
+        mirror_lower(&mut acc, d);
+        let xt = Tensor::<2>::from_data(TensorData::new(xs, [n, d]), &device);
+        let want = xt
+            .clone()
+            .transpose()
+            .matmul(xt)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let worst = acc.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "XᵀX differs by {worst}");
         let tracked = Tensor::<2>::zeros([2, 3], &device.clone().autodiff()).require_grad();
         assert!(!applies(&tracked), "a tracked input takes burn's matmul");
     }
