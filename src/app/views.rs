@@ -132,8 +132,8 @@ fn LoadPanel() -> impl IntoView {
                     <tr><th>"parameters"</th><td>{format!("{:.1} M", s.parameters as f64 / 1e6)}</td></tr>
                     <tr><th>"layers × hidden"</th><td>{format!("{} × {} (MLP {})", s.layers, s.hidden_size, s.intermediate_size)}</td></tr>
                     <tr><th>"heads (q / kv)"</th><td>{format!("{} / {}", s.heads.0, s.heads.1)}</td></tr>
-                    <tr><th>"weights on the GPU"</th><td>{format!("{:.0} MiB ({})", s.weight_bytes as f64 / 1048576.0,
-                        if s.packed { "packed: decoded a layer at a time" } else { "f32" })}</td></tr>
+                    <tr><th>"weights as held"</th><td>{format!("{:.0} MiB ({})", s.weight_bytes as f64 / 1048576.0,
+                        if s.packed { "packed: stored precision, dequantised a layer at a time" } else { "f32" })}</td></tr>
                     <tr><th>"training LoRA r 16, batch 4 × 512"</th><td data-testid="memory-plan">{memory_plan_text(&s)}</td></tr>
                     <tr><th>"storage"</th><td>{format!("{:?} {:?}", s.format, s.storage)}</td></tr>
                 </table>
