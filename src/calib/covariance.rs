@@ -139,10 +139,7 @@ impl ActivationObserver for CovarianceAccumulator {
         let [b, t, d] = x.dims();
         let flat = x.clone().reshape([b * t, d]);
         if crate::model::cpu_linear::applies(&flat) {
-            let values = flat
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("invariant: `applies` checked that x is f32");
+            let values = crate::model::cpu_linear::values(flat);
             let alpha = match self.normalization {
                 // 1/|max(X)|², the signed maximum over the whole window (reference behaviour).
                 Normalization::SignedMax => {

@@ -18,6 +18,22 @@ pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
         && x.device() == Device::flex()
 }
 
+/// Every thread natively, one in wasm.
+fn all_threads() -> faer::Par {
+    #[cfg(not(target_arch = "wasm32"))]
+    return faer::Par::rayon(0);
+    #[cfg(target_arch = "wasm32")]
+    return faer::Par::Seq;
+}
+
+/// A CPU-backend tensor's values, row-major (for a tensor that [`applies`], or a weight beside
+/// one).
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .expect("invariant: the CPU backend's tensors here are f32 (`applies` checks the input)")
+}
+
 /// `x · w + b` with `w` given as `[in, out]` row-major values, for an `x` that [`applies`].
 ///
 /// # Shapes
@@ -28,12 +44,9 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: &[f32], out: usize, bias: Option<
     let k = dims[D - 1];
     let m: usize = dims[..D - 1].iter().product();
     debug_assert_eq!(w.len(), k * out);
-    let xs: Vec<f32> = x
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("invariant: `applies` checked that x is f32");
+    let xs = values(x);
     let mut y = vec![0f32; m * out];
-    matmul(&xs, w, &mut y, (m, k, out));
+    matmul(&xs, w, &mut y, (m, k, out), all_threads());
     let mut shape = dims;
     shape[D - 1] = out;
     let y = Tensor::<D>::from_data(TensorData::new(y, shape), &device);
@@ -56,12 +69,7 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4
     let device = a.device();
     let [bs, h, m, k] = a.dims();
     let n = if transpose_b { b.dims()[2] } else { b.dims()[3] };
-    let host = |t: Tensor<4>| -> Vec<f32> {
-        t.into_data()
-            .try_into_vec::<f32>()
-            .expect("invariant: `applies` checked that the inputs are f32")
-    };
-    let (a, b) = (host(a), host(b));
+    let (a, b) = (values(a), values(b));
     let mut y = vec![0f32; bs * h * m * n];
     let product = |(i, y): (usize, &mut [f32])| {
         let a = faer::MatRef::from_row_major_slice(&a[i * m * k..(i + 1) * m * k], m, k);
@@ -94,10 +102,6 @@ pub fn add_gram_lower(acc: &mut [f32], x: &[f32], (n, d): (usize, usize), alpha:
     // Xᵀ of a row-major [n, d] block is the column-major [d, n] view of the same values.
     let xt = faer::MatRef::from_column_major_slice(x, d, n);
     let x = faer::MatRef::from_row_major_slice(x, n, d);
-    #[cfg(not(target_arch = "wasm32"))]
-    let par = faer::Par::rayon(0);
-    #[cfg(target_arch = "wasm32")]
-    let par = faer::Par::Seq;
     matmul(
         dst,
         BlockStructure::TriangularLower,
@@ -107,7 +111,7 @@ pub fn add_gram_lower(acc: &mut [f32], x: &[f32], (n, d): (usize, usize), alpha:
         x,
         BlockStructure::Rectangular,
         alpha,
-        par,
+        all_threads(),
     );
 }
 
@@ -120,15 +124,11 @@ pub fn mirror_lower(m: &mut [f32], d: usize) {
     }
 }
 
-/// `y = x · w`, all row-major: x `[m, k]`, w `[k, n]`, y `[m, n]`.
-fn matmul(x: &[f32], w: &[f32], y: &mut [f32], (m, k, n): (usize, usize, usize)) {
+/// `y = x · w` through faer on `par`, all row-major: x `[m, k]`, w `[k, n]`, y `[m, n]`.
+pub fn matmul(x: &[f32], w: &[f32], y: &mut [f32], (m, k, n): (usize, usize, usize), par: faer::Par) {
     let x = faer::MatRef::from_row_major_slice(x, m, k);
     let w = faer::MatRef::from_row_major_slice(w, k, n);
     let y = faer::MatMut::from_row_major_slice_mut(y, m, n);
-    #[cfg(not(target_arch = "wasm32"))]
-    let par = faer::Par::rayon(0);
-    #[cfg(target_arch = "wasm32")]
-    let par = faer::Par::Seq;
     faer::linalg::matmul::matmul(y, faer::Accum::Replace, x, w, 1.0f32, par);
 }
 

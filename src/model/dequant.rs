@@ -160,30 +160,17 @@ impl DeviceMatrix {
         f: impl Fn(Tensor<2>) -> Tensor<2>,
         g: impl Fn(Tensor<2, Int>) -> Tensor<2, Int>,
     ) -> Self {
-        let planes = self
-            .planes
-            .iter()
-            .map(|p| Plane {
-                words: g(p.words.clone()),
-                ..p.clone()
-            })
-            .collect();
-        let values = match &self.values {
-            Values::Codes {
-                group,
-                zero,
-                codebook,
-                scales,
-                offsets,
-            } => Values::Codes {
-                group: *group,
-                zero: *zero,
-                codebook: codebook.clone(),
-                scales: f(scales.clone()),
-                offsets: offsets.as_ref().map(|o| f(o.clone())),
-            },
-            half => half.clone(),
-        };
+        let mut planes = self.planes.clone();
+        for p in &mut planes {
+            p.words = g(p.words.clone());
+        }
+        let mut values = self.values.clone();
+        if let Values::Codes { scales, offsets, .. } = &mut values {
+            *scales = f(scales.clone());
+            if let Some(o) = offsets {
+                *o = f(o.clone());
+            }
+        }
         Self {
             rows,
             cols: self.cols,

@@ -94,7 +94,6 @@ impl PackedWeight {
                 let data = matrix.decode_range_transposed(range);
                 Tensor::from_data(TensorData::new(data, [cols, n]), device)
             }
-            Self::Device(d) if range == (0..d.dims().0) => d.dequantize().transpose(),
             Self::Device(d) => d.narrow(range).dequantize().transpose(),
         }
     }
@@ -256,11 +255,7 @@ impl Linear {
     fn stored_in_out_values(&self) -> Vec<f32> {
         match &self.packed {
             Some(PackedWeight::Host { matrix, .. }) => matrix.decode_range_transposed(0..matrix.dims().0),
-            _ => self
-                .stored_in_out()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("invariant: the CPU backend's weights are f32"),
+            _ => super::cpu_linear::values(self.stored_in_out()),
         }
     }
 

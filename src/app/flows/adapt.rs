@@ -23,9 +23,9 @@ pub async fn calibrate(o: CalibrateOptions) -> Result<(), String> {
     let bytes =
         session::with(|s| s.model.as_ref().map(|m| m.covariance_bytes(&o.targets))).ok_or("load a model first")?;
     if bytes > STREAM_ABOVE_BYTES {
-        session::with(|s| s.calib_data.is_some() || s.data.is_some())
-            .then_some(())
-            .ok_or("load a dataset (or calibration text) first")?;
+        if session::with(|s| s.calib_data.is_none() && s.data.is_none()) {
+            return Err("load a dataset (or calibration text) first".into());
+        }
         session::with(|s| {
             s.calibration = None;
             s.eighs = EighCache::default();

@@ -78,14 +78,6 @@ fn with_gemm(x: &[f32], w: &[f32], out: &mut [f32], (m, k, n): (usize, usize, us
     }
 }
 
-/// `out = x · w` through faer.
-fn with_faer(x: &[f32], w: &[f32], out: &mut [f32], (m, k, n): (usize, usize, usize), par: faer::Par) {
-    let x = faer::MatRef::from_row_major_slice(x, m, k);
-    let w = faer::MatRef::from_row_major_slice(w, k, n);
-    let out = faer::MatMut::from_row_major_slice_mut(out, m, n);
-    faer::linalg::matmul::matmul(out, faer::Accum::Replace, x, w, 1.0f32, par);
-}
-
 /// `out = x · w` through matrixmultiply.
 fn with_matrixmultiply(x: &[f32], w: &[f32], out: &mut [f32], (m, k, n): (usize, usize, usize)) {
     // SAFETY: as `with_gemm`: row-major slices of exactly the described sizes.
@@ -124,7 +116,7 @@ pub fn matmul_cpu(a: BenchMatmulCpuArgs) -> anyhow::Result<()> {
             Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &device),
         );
         // The reference for the check below: faer on one thread.
-        with_faer(&x, &w, &mut out, dims, faer::Par::Seq);
+        lora_null::model::cpu_linear::matmul(&x, &w, &mut out, dims, faer::Par::Seq);
         let want = out.clone();
         let mut rows = serde_json::Map::new();
         let mut record = |name: &str, seconds: f64, got: &[f32]| {
@@ -154,7 +146,7 @@ pub fn matmul_cpu(a: BenchMatmulCpuArgs) -> anyhow::Result<()> {
             record(name, s, &out);
         }
         for (name, par) in [("faer-1", faer::Par::Seq), ("faer-all", faer::Par::rayon(threads))] {
-            let s = time(|| with_faer(&x, &w, &mut out, dims, par));
+            let s = time(|| lora_null::model::cpu_linear::matmul(&x, &w, &mut out, dims, par));
             record(name, s, &out);
         }
         let s = time(|| with_matrixmultiply(&x, &w, &mut out, dims));
