@@ -6,7 +6,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use crate::model::{Linear, LlamaForCausalLM, Projection};
+use crate::model::{Linear, LlamaForCausalLM, Projection, cpu_linear};
 
 /// A low-rank update of one linear layer.
 ///
@@ -42,9 +42,8 @@ impl LoraAdapter {
     /// # Shapes
     /// - x: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let down = x.matmul(self.lora_a.val().transpose().unsqueeze());
-        down.matmul(self.lora_b.val().transpose().unsqueeze())
-            .mul_scalar(self.scale)
+        let down = cpu_linear::linear(x, self.lora_a.val().transpose(), None);
+        cpu_linear::linear(down, self.lora_b.val().transpose(), None).mul_scalar(self.scale)
     }
 
     /// `s · Aᵀ Bᵀ = (s · B A)ᵀ`: the update in the stored (transposed) weight layout `[in, out]`.

@@ -1,16 +1,18 @@
-//! The frozen base's projections on the CPU backend through faer's matrix multiply: burn's CPU
-//! backend (the `gemm` crate) reaches about 40 GFLOP/s on this machine's two cores, faer about
-//! 180 on the same shapes (`lora-null bench matmul-cpu`, BENCHMARKS.md). Used where no gradient
-//! flows through the product (the input is not tracked and the weight is frozen): inference,
-//! calibration, and the forward pass of block-by-block training; a tracked input takes burn's
-//! matmul, whose backward autodiff records.
+//! Matrix products on the CPU backend through faer's matmul: burn's CPU backend (the `gemm`
+//! crate) reaches about 40 GFLOP/s on this machine's two cores, faer about 180 on the same shapes
+//! (`lora-null bench matmul-cpu`, BENCHMARKS.md).
 //!
-//! The weight is read as `[in, out]` f32 values for the call (a dense weight copied out of its
-//! tensor, a packed one decoded straight into the buffer faer reads), never kept.
+//! [`matmul`] (and [`linear`] and [`batched_matmul`] on it) takes every product whose operands
+//! live on the CPU backend in f32, tracked by autodiff or not: a tracked one records its own
+//! backward (`∂a = g·bᵀ`, `∂b = aᵀ·g`, both through faer again), so inference, calibration and
+//! training all run on it. faer reads the backend's buffers in place through their strides (a
+//! transposed weight is a view, not a copy); only the product is allocated. Everything else
+//! (a GPU, another precision, the wasm build) takes burn's matmul.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
-/// Whether `x · w` may run here: the CPU backend natively, and an input no gradient flows from.
+/// Whether `x` is an input the host-side products here take untracked (calibration's `XᵀX`):
+/// the CPU backend natively, f32, and no gradient flowing from it.
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     cfg!(not(target_arch = "wasm32"))
         && !x.is_tracked()
@@ -26,30 +28,60 @@ fn all_threads() -> faer::Par {
     return faer::Par::Seq;
 }
 
-/// A CPU-backend tensor's values, row-major (for a tensor that [`applies`], or a weight beside
-/// one).
+/// A CPU-backend tensor's values, row-major (for a tensor that [`applies`]).
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .try_into_vec::<f32>()
         .expect("invariant: the CPU backend's tensors here are f32 (`applies` checks the input)")
 }
 
-/// `x · w + b` with `w` given as `[in, out]` row-major values, for an `x` that [`applies`].
+/// `a · b` over the last two dimensions, the leading ones matched (or 1 on one side, broadcast):
+/// through faer on the CPU backend (with its own backward when tracked), else burn's matmul.
+///
+/// # Shapes
+/// - a: `[..., m, k]`, b: `[..., k, n]` → `[..., m, n]`
+pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if D >= 2 && on_cpu_f32(&a) && on_cpu_f32(&b) {
+        let (da, db) = (a.dims(), b.dims());
+        let batch = |d: &[usize; D]| d[..D - 2].iter().product::<usize>();
+        let (ba, bb) = (batch(&da), batch(&db));
+        // (burn's reshape reads a 0 as "keep this dimension": empty products stay with burn.)
+        let empty = da.iter().chain(&db).any(|&d| d == 0);
+        if !empty && (da[..D - 2] == db[..D - 2] || ba == 1 || bb == 1) {
+            let lead = if ba >= bb { da } else { db };
+            let a3 = a.clone().reshape([ba, da[D - 2], da[D - 1]]);
+            let b3 = b.clone().reshape([bb, db[D - 2], db[D - 1]]);
+            if let Some(y) = faer_product::product(a3, b3) {
+                let mut shape = lead;
+                shape[D - 2] = da[D - 2];
+                shape[D - 1] = db[D - 1];
+                return y.reshape(shape);
+            }
+        }
+    }
+    a.matmul(b)
+}
+
+/// Whether `t` lives on the CPU backend in f32.
+#[cfg(not(target_arch = "wasm32"))]
+fn on_cpu_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex()
+}
+
+/// `x · w + b` with `w` given as `[in, out]` (any strides: a transposed `[out, in]` weight is
+/// read in place).
 ///
 /// # Shapes
 /// - x: `[..., in]` → `[..., out]`
-pub fn linear<const D: usize>(x: Tensor<D>, w: &[f32], out: usize, bias: Option<Tensor<1>>) -> Tensor<D> {
-    let device = x.device();
+pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
     let dims = x.dims();
-    let k = dims[D - 1];
+    let (k, out) = (dims[D - 1], w.dims()[1]);
     let m: usize = dims[..D - 1].iter().product();
-    debug_assert_eq!(w.len(), k * out);
-    let xs = values(x);
-    let mut y = vec![0f32; m * out];
-    matmul(&xs, w, &mut y, (m, k, out), all_threads());
+    let y = matmul(x.reshape([m, k]), w);
     let mut shape = dims;
     shape[D - 1] = out;
-    let y = Tensor::<D>::from_data(TensorData::new(y, shape), &device);
+    let y = y.reshape(shape);
     match bias {
         Some(b) => y + b.unsqueeze::<D>(),
         None => y,
@@ -57,40 +89,188 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: &[f32], out: usize, bias: Option<
 }
 
 /// `a · b` (or `a · bᵀ` when `transpose_b`) over the leading two dimensions: attention's
-/// scores and context. Through faer, the `(batch, head)` products in parallel, when both inputs
-/// [`apply`](applies); else burn's matmul.
+/// scores and context, through [`matmul`].
 ///
 /// # Shapes
 /// - a: `[B, H, M, K]`, b: `[B, H, K, N]` (`[B, H, N, K]` when `transpose_b`) → `[B, H, M, N]`
 pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4> {
-    if !(applies(&a) && applies(&b)) {
-        return a.matmul(if transpose_b { b.swap_dims(2, 3) } else { b });
+    matmul(a, if transpose_b { b.swap_dims(2, 3) } else { b })
+}
+
+/// The product through faer on burn's CPU backend (`Flex`), plain or under autodiff.
+#[cfg(not(target_arch = "wasm32"))]
+mod faer_product {
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+    use burn::backend::ops::FloatTensorOps;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{DType, Tensor, TensorData};
+    use burn_flex::FlexTensor;
+
+    type Tracked = Autodiff<Flex>;
+
+    /// `a · b` batched (`[ba, m, k] · [bb, k, n]`, `ba == bb` or one of them 1), or `None` when
+    /// the two are not both plain CPU tensors or both autodiff ones of the default strategy.
+    pub fn product(a: Tensor<3>, b: Tensor<3>) -> Option<Tensor<3>> {
+        if a.is_autodiff() || b.is_autodiff() {
+            let (a, b) = (a.autodiff(), b.autodiff());
+            let a = a.try_into_primitive::<Tracked>().ok()?;
+            let b = b.try_into_primitive::<Tracked>().ok()?;
+            return Some(Tensor::from_primitive::<Tracked>(tracked(a, b)));
+        }
+        let a = a.try_into_primitive::<Flex>().ok()?;
+        let b = b.try_into_primitive::<Flex>().ok()?;
+        Some(Tensor::from_primitive::<Flex>(plain(a, b)))
     }
-    let device = a.device();
-    let [bs, h, m, k] = a.dims();
-    let n = if transpose_b { b.dims()[2] } else { b.dims()[3] };
-    let (a, b) = (values(a), values(b));
-    let mut y = vec![0f32; bs * h * m * n];
-    let product = |(i, y): (usize, &mut [f32])| {
-        let a = faer::MatRef::from_row_major_slice(&a[i * m * k..(i + 1) * m * k], m, k);
-        let b_slice = &b[i * k * n..(i + 1) * k * n];
-        // bᵀ of a row-major [n, k] block is the column-major [k, n] view of the same values.
-        let b = if transpose_b {
-            faer::MatRef::from_column_major_slice(b_slice, k, n)
+
+    /// The product recorded for autodiff: its backward is two more faer products.
+    fn tracked(a: FloatTensor<Tracked>, b: FloatTensor<Tracked>) -> FloatTensor<Tracked> {
+        /// Keeps the operands (by checkpoint id) that the other one's gradient needs, and the
+        /// batch sizes to sum a broadcast operand's gradient back to.
+        #[derive(Debug)]
+        struct ProductBackward;
+
+        impl Backward<Flex, 2> for ProductBackward {
+            type State = (Option<NodeId>, Option<NodeId>, [usize; 2]);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let (a, b, [ba, bb]) = ops.state;
+                let a: Option<FlexTensor> = a.map(|id| checkpointer.retrieve_node_output(id));
+                let b: Option<FlexTensor> = b.map(|id| checkpointer.retrieve_node_output(id));
+                binary::<Flex, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |g| {
+                        let b = b.expect("invariant: b is kept when a is tracked");
+                        reduce_batch(plain(g, b.transpose(1, 2)), ba)
+                    },
+                    |g| {
+                        let a = a.expect("invariant: a is kept when b is tracked");
+                        reduce_batch(plain(a.transpose(1, 2), g), bb)
+                    },
+                );
+            }
+        }
+
+        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
+        let batches = [a.primitive().layout().shape()[0], b.primitive().layout().shape()[0]];
+        match ProductBackward
+            .prepare::<NoCheckpointing>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let a_state = b_tracked.then(|| prep.checkpoint(&a));
+                let b_state = a_tracked.then(|| prep.checkpoint(&b));
+                let y = plain(a.into_primitive(), b.into_primitive());
+                prep.finish((a_state, b_state, batches), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(plain(a.into_primitive(), b.into_primitive())),
+        }
+    }
+
+    /// Sums a gradient `[batch, ..]` over its batch when the operand it belongs to had one.
+    fn reduce_batch(g: FlexTensor, batch: usize) -> FlexTensor {
+        let shape = g.layout().shape();
+        if batch == 1 && shape[0] != 1 {
+            Flex::float_sum_dim(g, 0)
         } else {
-            faer::MatRef::from_row_major_slice(b_slice, k, n)
-        };
-        let y = faer::MatMut::from_row_major_slice_mut(y, m, n);
-        faer::linalg::matmul::matmul(y, faer::Accum::Replace, a, b, 1.0f32, faer::Par::Seq);
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        y.par_chunks_mut(m * n).enumerate().for_each(product);
+            g
+        }
     }
-    #[cfg(target_arch = "wasm32")]
-    y.chunks_mut(m * n).enumerate().for_each(product);
-    Tensor::from_data(TensorData::new(y, [bs, h, m, n]), &device)
+
+    /// `[ba, m, k] · [bb, k, n]` through faer, reading both in place when their last two
+    /// dimensions are row- or column-major with any row/column stride (else a contiguous copy).
+    fn plain(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+            return Flex::float_matmul(a, b);
+        }
+        let (a, b) = (readable(a), readable(b));
+        let (sa, sb) = (a.layout().shape().clone(), b.layout().shape().clone());
+        let (ba, m, k, bb, n) = (sa[0], sa[1], sa[2], sb[0], sb[2]);
+        let batch = ba.max(bb);
+        let mut y = vec![0f32; batch * m * n];
+        if m * n == 0 || k == 0 {
+            return FlexTensor::from_data(TensorData::new(y, [batch, m, n]));
+        }
+        let (av, bv) = (View::of(&a), View::of(&b));
+        let (a_data, b_data) = (a.storage::<f32>(), b.storage::<f32>());
+        let one = |i: usize, y: &mut [f32], par: faer::Par| {
+            let a = av.matrix(a_data, if ba == 1 { 0 } else { i }, m, k);
+            let b = bv.matrix(b_data, if bb == 1 { 0 } else { i }, k, n);
+            let y = faer::MatMut::from_row_major_slice_mut(y, m, n);
+            faer::linalg::matmul::matmul(y, faer::Accum::Replace, a, b, 1.0f32, par);
+        };
+        // Many small products (attention's heads): one per thread; else each on every thread.
+        if batch >= rayon::current_num_threads() {
+            use rayon::prelude::*;
+            y.par_chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(i, y)| one(i, y, faer::Par::Seq));
+        } else {
+            for (i, y) in y.chunks_mut(m * n).enumerate() {
+                one(i, y, faer::Par::rayon(0));
+            }
+        }
+        FlexTensor::from_data(TensorData::new(y, [batch, m, n]))
+    }
+
+    /// How a rank-3 tensor's matrices sit in its buffer (one [`readable`] returned).
+    struct View {
+        offset: usize,
+        batch_stride: usize,
+        /// The row stride of row-major matrices, or the column stride of column-major ones.
+        stride: usize,
+        row_major: bool,
+    }
+
+    impl View {
+        fn of(t: &FlexTensor) -> Self {
+            let layout = t.layout();
+            let s = layout.strides();
+            let row_major = is_row_major(s, layout.shape()[2]);
+            Self {
+                offset: layout.start_offset(),
+                batch_stride: s[0] as usize,
+                stride: if row_major { s[1] } else { s[2] } as usize,
+                row_major,
+            }
+        }
+
+        /// Matrix `i` as a `[rows, cols]` faer view of `data`.
+        fn matrix<'a>(&self, data: &'a [f32], i: usize, rows: usize, cols: usize) -> faer::MatRef<'a, f32> {
+            let data = &data[self.offset + i * self.batch_stride..];
+            if self.row_major {
+                faer::MatRef::from_row_major_slice_with_stride(data, rows, cols, self.stride)
+            } else {
+                faer::MatRef::from_column_major_slice_with_stride(data, rows, cols, self.stride)
+            }
+        }
+    }
+
+    /// Unit column stride, row stride at least the row's length.
+    fn is_row_major(s: &[isize], cols: usize) -> bool {
+        s[2] == 1 && s[1] >= cols.max(1) as isize
+    }
+
+    /// `t` itself when its last two dimensions are row-major (unit column stride, row stride ≥
+    /// columns) or column-major (unit row stride, column stride ≥ rows) with a non-negative batch
+    /// stride; else a contiguous copy.
+    fn readable(t: FlexTensor) -> FlexTensor {
+        let layout = t.layout();
+        let (s, shape) = (layout.strides(), layout.shape());
+        let column_major = s[1] == 1 && s[2] >= shape[1].max(1) as isize;
+        if s[0] >= 0 && (is_row_major(s, shape[2]) || column_major) {
+            t
+        } else {
+            t.to_contiguous()
+        }
+    }
 }
 
 /// `acc += α·XᵀX` on the lower triangle of the `[d, d]` row-major `acc` (X `[n, d]` row-major):
@@ -125,46 +305,124 @@ pub fn mirror_lower(m: &mut [f32], d: usize) {
 }
 
 /// `y = x · w` through faer on `par`, all row-major: x `[m, k]`, w `[k, n]`, y `[m, n]`.
-pub fn matmul(x: &[f32], w: &[f32], y: &mut [f32], (m, k, n): (usize, usize, usize), par: faer::Par) {
+pub fn matmul_into(x: &[f32], w: &[f32], y: &mut [f32], (m, k, n): (usize, usize, usize), par: faer::Par) {
     let x = faer::MatRef::from_row_major_slice(x, m, k);
     let w = faer::MatRef::from_row_major_slice(w, k, n);
     let y = faer::MatMut::from_row_major_slice_mut(y, m, n);
     faer::linalg::matmul::matmul(y, faer::Accum::Replace, x, w, 1.0f32, par);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
+
+    fn vals(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(vals(shape.iter().product(), seed), shape), device)
+    }
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
 
     #[test]
-    fn the_cpu_linear_is_burns_linear() {
+    fn the_cpu_products_are_burns_products() {
         let device = Device::flex();
         let (m, k, n) = (37, 64, 48);
-        let vals = |len: usize, s: usize| {
-            (0..len)
-                .map(|i| ((i * 7919 + s) % 1000) as f32 / 500.0 - 1.0)
-                .collect::<Vec<_>>()
-        };
-        let x = Tensor::<3>::from_data(TensorData::new(vals(m * k, 1), [1, m, k]), &device);
-        let w = vals(k * n, 2);
-        let b = Tensor::<1>::from_data(TensorData::new(vals(n, 3), [n]), &device);
+        let x = tensor([1, m, k], 1, &device);
+        let w = tensor([k, n], 2, &device);
+        let b = tensor([n], 3, &device);
         assert!(applies(&x));
-        let wt = Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &device);
-        let want = burn::tensor::module::linear(x.clone(), wt, Some(b.clone()));
-        let got = linear(x, &w, n, Some(b));
-        let d = (want - got).abs().max().into_scalar::<f32>();
-        assert!(d < 1e-5, "faer and burn differ by {d}");
-        let (q, kk) = (
-            Tensor::<4>::from_data(TensorData::new(vals(2 * 3 * 5 * 8, 4), [2, 3, 5, 8]), &device),
-            Tensor::<4>::from_data(TensorData::new(vals(2 * 3 * 7 * 8, 5), [2, 3, 7, 8]), &device),
+        assert!(faer_product::product(x.clone(), w.clone().unsqueeze()).is_some());
+        let want = burn::tensor::module::linear(x.clone(), w.clone(), Some(b.clone()));
+        assert!(
+            max_diff(want, linear(x.clone(), w.clone(), Some(b))) < 1e-5,
+            "x · w + b"
         );
+        // A transposed weight is read in place, column-major.
+        let w_out_in = tensor([n, k], 4, &device);
+        let want = x.clone().matmul(w_out_in.clone().transpose().unsqueeze());
+        assert!(
+            max_diff(want, linear(x.clone(), w_out_in.transpose(), None)) < 1e-5,
+            "x · wᵀ"
+        );
+        // A row-narrowed operand (row stride above its width).
+        let wide = tensor([k, 2 * n], 5, &device).narrow(1, 3, n);
+        let want = x.clone().matmul(wide.clone().unsqueeze());
+        assert!(max_diff(want, linear(x, wide, None)) < 1e-5, "strided rows");
+        let (q, kk) = (tensor([2, 3, 5, 8], 6, &device), tensor([2, 3, 7, 8], 7, &device));
         let want = q.clone().matmul(kk.clone().swap_dims(2, 3));
-        let got = batched_matmul(q.clone(), kk.clone(), true);
-        assert!((want - got).abs().max().into_scalar::<f32>() < 1e-5, "a · bᵀ");
-        let v = Tensor::<4>::from_data(TensorData::new(vals(2 * 3 * 8 * 7, 6), [2, 3, 8, 7]), &device);
+        assert!(max_diff(want, batched_matmul(q.clone(), kk, true)) < 1e-5, "a · bᵀ");
+        let v = tensor([2, 3, 8, 7], 8, &device);
         let want = q.clone().matmul(v.clone());
-        let got = batched_matmul(q, v, false);
-        assert!((want - got).abs().max().into_scalar::<f32>() < 1e-5, "a · b");
+        assert!(max_diff(want, batched_matmul(q.clone(), v, false)) < 1e-5, "a · b");
+        // A broadcast right-hand side, and empty products.
+        let r = tensor([1, 1, 8, 4], 9, &device);
+        let want = q.clone().matmul(r.clone());
+        assert!(max_diff(want, matmul(q, r)) < 1e-5, "broadcast");
+        let empty = matmul(tensor([3, 0], 10, &device), tensor([0, 4], 11, &device));
+        assert_eq!(empty.dims(), [3, 4]);
+        assert_eq!(empty.abs().max().into_scalar::<f32>(), 0.0);
+    }
+
+    /// The gradients of `Σ r ⊙ (a · b)` through [`matmul`] and through burn's matmul, for a
+    /// tracked `a` (always) and `b` (when `train_b`), `b` possibly broadcast over the batch.
+    fn gradients(
+        a_shape: [usize; 3],
+        b_shape: [usize; 3],
+        train_b: bool,
+        ours: bool,
+    ) -> (Tensor<3>, Option<Tensor<3>>) {
+        let device = Device::flex().autodiff();
+        let a = tensor(a_shape, 1, &device).require_grad();
+        let b = tensor(b_shape, 2, &device);
+        let b = if train_b { b.require_grad() } else { b };
+        if ours {
+            let taken = faer_product::product(a.clone(), b.clone()).is_some();
+            assert!(taken, "tracked CPU products go through faer, not burn's matmul");
+        }
+        let y = if ours {
+            matmul(a.clone(), b.clone())
+        } else {
+            a.clone().matmul(b.clone())
+        };
+        let r = tensor(y.dims(), 3, &device);
+        let grads = (y * r).sum().backward();
+        let ga = a.grad(&grads).expect("a is tracked");
+        (ga, b.grad(&grads))
+    }
+
+    #[test]
+    fn tracked_products_have_burns_gradients() {
+        for (a, b, train_b) in [
+            ([1, 9, 16], [1, 16, 5], false),
+            ([1, 9, 16], [1, 16, 5], true),
+            ([4, 9, 16], [4, 16, 5], true),
+            ([4, 9, 16], [1, 16, 5], true),
+        ] {
+            let (ga, gb) = gradients(a, b, train_b, true);
+            let (wa, wb) = gradients(a, b, train_b, false);
+            assert!(max_diff(ga, wa) < 1e-4, "∂a for {a:?} · {b:?}");
+            match (gb, wb) {
+                (Some(g), Some(w)) => {
+                    assert_eq!(g.dims(), b);
+                    assert!(max_diff(g, w) < 1e-4, "∂b for {a:?} · {b:?}");
+                }
+                (None, None) => assert!(!train_b),
+                _ => panic!("∂b present on one side only for {a:?} · {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_lower_gram_is_xtx() {
+        let device = Device::flex();
         // XᵀX by halves, accumulated twice with a scale.
         let (n, d) = (11, 6);
         let xs = vals(n * d, 7);
@@ -173,16 +431,10 @@ mod tests {
         add_gram_lower(&mut acc, &xs, (n, d), 0.5);
         mirror_lower(&mut acc, d);
         let xt = Tensor::<2>::from_data(TensorData::new(xs, [n, d]), &device);
-        let want = xt
-            .clone()
-            .transpose()
-            .matmul(xt)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let want = values(xt.clone().transpose().matmul(xt));
         let worst = acc.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "XᵀX differs by {worst}");
-        let tracked = Tensor::<2>::zeros([2, 3], &device.clone().autodiff()).require_grad();
-        assert!(!applies(&tracked), "a tracked input takes burn's matmul");
+        let tracked = Tensor::<2>::zeros([2, 3], &device.autodiff()).require_grad();
+        assert!(!applies(&tracked), "calibration's host sums take untracked inputs only");
     }
 }

@@ -91,8 +91,7 @@ impl PackedWeight {
         match self {
             Self::Host { matrix, device } => {
                 let (n, cols) = (range.len(), matrix.dims().1);
-                let data = matrix.decode_range_transposed(range);
-                Tensor::from_data(TensorData::new(data, [cols, n]), device)
+                Tensor::from_data(TensorData::new(matrix.decode_range(range), [n, cols]), device).transpose()
             }
             Self::Device(d) => d.narrow(range).dequantize().transpose(),
         }
@@ -250,15 +249,6 @@ impl Linear {
         }
     }
 
-    /// The stored weight `[in, out]` as row-major host values (a host-packed one decoded straight
-    /// into them), for [`super::cpu_linear`].
-    fn stored_in_out_values(&self) -> Vec<f32> {
-        match &self.packed {
-            Some(PackedWeight::Host { matrix, .. }) => matrix.decode_range_transposed(0..matrix.dims().0),
-            _ => super::cpu_linear::values(self.stored_in_out()),
-        }
-    }
-
     /// The weight in the stored layout `[in, out]`, as f32 (decoded now if packed; with the
     /// low-rank correction applied).
     pub fn weight_in_out(&self) -> Tensor<2> {
@@ -346,15 +336,11 @@ impl Projection for Linear {
             Some(_) => (Some(x.clone()), x),
             None => (None, x),
         };
-        let y = if super::cpu_linear::applies(&x) {
-            super::cpu_linear::linear(x, &self.stored_in_out_values(), self.dims().0, bias)
-        } else {
-            burn::tensor::module::linear(x, self.stored_in_out(), bias)
-        };
+        let y = super::cpu_linear::linear(x, self.stored_in_out(), bias);
         match (&self.correction, kept) {
             (Some(c), Some(x)) => {
-                let down = burn::tensor::module::linear(x, c.a.val().transpose(), None);
-                y - burn::tensor::module::linear(down, c.b.val().transpose(), None).mul_scalar(c.scale)
+                let down = super::cpu_linear::linear(x, c.a.val().transpose(), None);
+                y - super::cpu_linear::linear(down, c.b.val().transpose(), None).mul_scalar(c.scale)
             }
             _ => y,
         }

@@ -4,7 +4,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{LlamaForCausalLM, Projection};
+use super::{LlamaForCausalLM, Projection, cpu_linear};
 
 /// Far below any logit, finite so that `exp(m_old − m_new)` stays 0 rather than NaN.
 const NEG_LARGE: f32 = -1.0e30;
@@ -43,7 +43,7 @@ impl<L: Projection> LlamaForCausalLM<L> {
         let mut acc = grad_scale.map(|_| Tensor::<2>::zeros([n, h], &device));
         for start in (0..vocab).step_by(chunk) {
             let w = head.weight_columns(start..(start + chunk).min(vocab)); // [H, c]
-            let (z, dcap) = softcap(normed.clone().matmul(w.clone())); // [N, c]
+            let (z, dcap) = softcap(cpu_linear::matmul(normed.clone(), w.clone())); // [N, c]
             let m_new = m.clone().max_pair(z.clone().max_dim(1));
             let alpha = (m - m_new.clone()).exp();
             let p = (z - m_new.clone()).exp();
@@ -53,7 +53,7 @@ impl<L: Projection> LlamaForCausalLM<L> {
                     Some(d) => p * d,
                     None => p,
                 };
-                a * alpha + g.matmul(w.transpose())
+                a * alpha + cpu_linear::matmul(g, w.transpose())
             });
             m = m_new;
         }

@@ -315,44 +315,6 @@ impl PackedMatrix {
         self.decode_rows_into(&ids, &mut out);
         out
     }
-
-    /// Rows `range` transposed: `[cols, range.len()]` row-major (the `[in, out]` layout the
-    /// linear layers multiply by).
-    pub fn decode_range_transposed(&self, range: Range<usize>) -> Vec<f32> {
-        let n = range.len();
-        let rows = self.decode_range(range);
-        transpose(&rows, n, self.cols)
-    }
-}
-
-/// `[rows, cols]` → `[cols, rows]`, in tiles so both sides stay in cache (natively, bands of
-/// output rows in parallel).
-pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = vec![0f32; data.len()];
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    // One band: output rows j0..j0+TILE, i.e. input columns j0..j0+TILE of every input row.
-    let band = |(b, chunk): (usize, &mut [f32])| {
-        let j0 = b * TILE;
-        let width = chunk.len() / rows;
-        for i0 in (0..rows).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                for dj in 0..width {
-                    chunk[dj * rows + i] = data[i * cols + j0 + dj];
-                }
-            }
-        }
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(TILE * rows).enumerate().for_each(band);
-    }
-    #[cfg(target_arch = "wasm32")]
-    out.chunks_mut(TILE * rows).enumerate().for_each(band);
-    out
 }
 
 #[cfg(test)]
@@ -372,16 +334,10 @@ mod tests {
     }
 
     #[test]
-    fn decodes_rows_ranges_and_transposes() {
+    fn decodes_rows_and_ranges() {
         let (m, values) = bytes_matrix(5, 3);
         assert_eq!(m.decode_range(0..5), values);
         assert_eq!(m.decode_range(2..4), values[6..12].to_vec());
-        let t = m.decode_range_transposed(1..4);
-        for i in 0..3 {
-            for j in 0..3 {
-                assert_eq!(t[j * 3 + i], values[(1 + i) * 3 + j]);
-            }
-        }
         let mut out = vec![1f32; 6];
         m.decode_rows_into(&[4, 9], &mut out);
         assert_eq!(&out[..3], &values[12..15]);
@@ -408,16 +364,5 @@ mod tests {
         assert!(PackedMatrix::new(shared.clone(), 3, 3, "toy", decode.clone()).is_err());
         assert!(PackedMatrix::new(shared, 2, 4, "toy", decode).is_err());
         assert!(SharedBytes::new(Arc::new(vec![0u8; 4]), 2..8).is_none());
-    }
-
-    #[test]
-    fn transpose_matches_the_definition() {
-        let data: Vec<f32> = (0..70 * 45).map(|i| i as f32).collect();
-        let t = transpose(&data, 70, 45);
-        for i in 0..70 {
-            for j in 0..45 {
-                assert_eq!(t[j * 70 + i], data[i * 45 + j]);
-            }
-        }
     }
 }

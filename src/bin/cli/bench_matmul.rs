@@ -116,7 +116,7 @@ pub fn matmul_cpu(a: BenchMatmulCpuArgs) -> anyhow::Result<()> {
             Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &device),
         );
         // The reference for the check below: faer on one thread.
-        lora_null::model::cpu_linear::matmul(&x, &w, &mut out, dims, faer::Par::Seq);
+        lora_null::model::cpu_linear::matmul_into(&x, &w, &mut out, dims, faer::Par::Seq);
         let want = out.clone();
         let mut rows = serde_json::Map::new();
         let mut record = |name: &str, seconds: f64, got: &[f32]| {
@@ -146,7 +146,7 @@ pub fn matmul_cpu(a: BenchMatmulCpuArgs) -> anyhow::Result<()> {
             record(name, s, &out);
         }
         for (name, par) in [("faer-1", faer::Par::Seq), ("faer-all", faer::Par::rayon(threads))] {
-            let s = time(|| lora_null::model::cpu_linear::matmul(&x, &w, &mut out, dims, par));
+            let s = time(|| lora_null::model::cpu_linear::matmul_into(&x, &w, &mut out, dims, par));
             record(name, s, &out);
         }
         let s = time(|| with_matrixmultiply(&x, &w, &mut out, dims));
