@@ -278,3 +278,74 @@ async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
         dense.2
     );
 }
+
+/// The host maths in wasm: the partial eigensolver behind LoRA-Null's null basis converges to
+/// true eigenpairs of a 768-wide covariance, and an f32 product of the model's shape through faer
+/// and through burn's CPU backend agree; the timings are printed (BENCHMARKS.md, "SIMD in wasm",
+/// compares this test's module built with and without SIMD128).
+#[wasm_bindgen_test]
+fn host_maths_in_wasm_are_right_and_timed() {
+    use lora_null::linalg::partial::{PartialOptions, smallest_eigenpairs};
+    use lora_null::linalg::{Matrix, Rng};
+    let now = || web_sys::window().unwrap().performance().unwrap().now() / 1000.0;
+    // A covariance with a decaying spectrum (column j scaled by e^(−j/96)).
+    let (n, d, r) = (1536, 768, 16);
+    let mut rng = Rng::new(7);
+    let x = Matrix::from_fn(n, d, |_, j| rng.normal() * (-(j as f64) / 96.0).exp());
+    let t = now();
+    let c = x.t().matmul(&x);
+    let t_gram = now() - t;
+    let opts = PartialOptions {
+        full_below: 0,
+        ..Default::default()
+    };
+    let t = now();
+    let e = smallest_eigenpairs(&c, r, &opts).unwrap();
+    let t_eigen = now() - t;
+    assert!(e.converged, "{} iterations", e.iterations);
+    // Each pair satisfies C v = λ v to the solver's tolerance (relative to ‖C‖_F).
+    let norm = c.frobenius_sq().sqrt();
+    let cv = c.matmul(&e.vectors);
+    for (j, &l) in e.values.iter().enumerate() {
+        let res: f64 = (0..d)
+            .map(|i| (cv.data[i * r + j] - l * e.vectors.data[i * r + j]).powi(2))
+            .sum();
+        assert!(res.sqrt() / norm < 1e-10, "pair {j}: residual {}", res.sqrt() / norm);
+    }
+
+    // An f32 product of the model's shape, through faer and through burn's CPU backend.
+    let (m, k, p) = (512, 576, 1536);
+    let vals = |len: usize, step: u64| -> Vec<f32> {
+        (0..len as u64)
+            .map(|i| ((i * step) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    };
+    let (a, w) = (vals(m * k, 7919), vals(k * p, 104729));
+    let mut y = vec![0f32; m * p];
+    let t = now();
+    lora_null::model::cpu_linear::matmul_into(&a, &w, &mut y, (m, k, p), faer::Par::Seq);
+    let t_faer = now() - t;
+    use burn::tensor::{Device, Tensor, TensorData};
+    let device = Device::flex();
+    let (ta, tw) = (
+        Tensor::<2>::from_data(TensorData::new(a.clone(), [m, k]), &device),
+        Tensor::<2>::from_data(TensorData::new(w.clone(), [k, p]), &device),
+    );
+    let t = now();
+    let y_burn = ta.matmul(tw).into_data().try_to_vec::<f32>().unwrap();
+    let t_burn = now() - t;
+    let worst = y_burn.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-3, "burn's and faer's products differ by {worst}");
+    // One entry against a plain f64 sum.
+    let want: f64 = (0..k).map(|l| f64::from(a[7 * k + l]) * f64::from(w[l * p + 11])).sum();
+    assert!((f64::from(y[7 * p + 11]) - want).abs() < 1e-3 * want.abs().max(1.0));
+    let gflops = |s: f64| 2.0 * (m * k * p) as f64 / s / 1e9;
+    console_log!(
+        "host maths in wasm (simd128 {}): XᵀX {n}x{d} f64 {t_gram:.3} s; partial eigenpairs d {d} r {r}, {} iterations, {t_eigen:.3} s; \
+         f32 product {m}x{k}x{p}: faer {:.2} GFLOP/s, burn CPU backend {:.2} GFLOP/s",
+        cfg!(target_feature = "simd128"),
+        e.iterations,
+        gflops(t_faer),
+        gflops(t_burn),
+    );
+}

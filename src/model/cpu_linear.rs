@@ -6,10 +6,12 @@
 //! live on the CPU backend in f32, tracked by autodiff or not: a tracked one records its own
 //! backward (`∂a = g·bᵀ`, `∂b = aᵀ·g`, both through faer again), so inference, calibration and
 //! training all run on it. faer reads the backend's buffers in place through their strides (a
-//! transposed weight is a view, not a copy); only the product is allocated. Everything else
-//! (a GPU, another precision, the wasm build) takes burn's matmul.
+//! transposed weight is a view, not a copy); only the product is allocated. [`packed_linear`]
+//! does the same for a packed (quantised) layer, decoding it for each use and again in its
+//! backward, never keeping it decoded. Everything else (a GPU, another precision, the wasm
+//! build) takes burn's matmul.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// Whether `x` is an input the host-side products here take untracked (calibration's `XᵀX`):
 /// the CPU backend natively, f32, and no gradient flowing from it.
@@ -88,6 +90,41 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>
     }
 }
 
+/// `x · Wᵀ + b` for a packed `[out, in]` matrix `W` kept on the host (a quantised layer):
+/// on the CPU backend each use decodes `W` into a scratch buffer that the product reads and
+/// drops, and a tracked `x` records a backward that decodes it again for `∂x = g·W`, so no
+/// decoded copy outlives the call (the QLoRA linear). Elsewhere `W` is decoded into a tensor.
+///
+/// # Shapes
+/// - x: `[..., in]` → `[..., out]`
+pub fn packed_linear<const D: usize>(
+    x: Tensor<D>,
+    w: &std::sync::Arc<super::packed::PackedMatrix>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let (out, k) = w.dims();
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let dims = x.dims();
+        let m = dims[..D - 1].iter().product::<usize>();
+        if on_cpu_f32(&x)
+            && m * k * out > 0
+            && dims[D - 1] == k
+            && let Some(y) = faer_product::packed(x.clone().reshape([1, m, k]), w.clone())
+        {
+            let mut shape = dims;
+            shape[D - 1] = out;
+            let y = y.reshape(shape);
+            return match bias {
+                Some(b) => y + b.unsqueeze::<D>(),
+                None => y,
+            };
+        }
+    }
+    let decoded = Tensor::<2>::from_data(TensorData::new(w.decode_range(0..out), [out, k]), &x.device());
+    linear(x, decoded.transpose(), bias)
+}
+
 /// `a · b` (or `a · bᵀ` when `transpose_b`) over the leading two dimensions: attention's
 /// scores and context, through [`matmul`].
 ///
@@ -104,12 +141,15 @@ mod faer_product {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
     use burn::backend::ops::FloatTensorOps;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{DType, Tensor, TensorData};
     use burn_flex::FlexTensor;
+    use std::sync::Arc;
+
+    use crate::model::packed::PackedMatrix;
 
     type Tracked = Autodiff<Flex>;
 
@@ -172,6 +212,51 @@ mod faer_product {
             }
             OpsKind::UnTracked(prep) => prep.finish(plain(a.into_primitive(), b.into_primitive())),
         }
+    }
+
+    /// `x · Wᵀ` for a packed `[out, in]` `W` (`[1, m, in]` → `[1, m, out]`), tracked or not; a
+    /// tracked product keeps only the packed matrix for its backward.
+    pub fn packed(x: Tensor<3>, w: Arc<PackedMatrix>) -> Option<Tensor<3>> {
+        if x.is_autodiff() {
+            let x = x.try_into_primitive::<Tracked>().ok()?;
+            return Some(Tensor::from_primitive::<Tracked>(packed_tracked(x, w)));
+        }
+        let x = x.try_into_primitive::<Flex>().ok()?;
+        Some(Tensor::from_primitive::<Flex>(packed_plain(x, &w, false)))
+    }
+
+    fn packed_tracked(x: FloatTensor<Tracked>, w: Arc<PackedMatrix>) -> FloatTensor<Tracked> {
+        /// Keeps the packed matrix; the input's gradient decodes it again.
+        #[derive(Debug)]
+        struct PackedBackward;
+
+        impl Backward<Flex, 1> for PackedBackward {
+            type State = Arc<PackedMatrix>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let w = ops.state;
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| packed_plain(g, &w, true));
+            }
+        }
+
+        match PackedBackward
+            .prepare::<NoCheckpointing>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = packed_plain(x.into_primitive(), &w, false);
+                prep.finish(w, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(packed_plain(x.into_primitive(), &w, false)),
+        }
+    }
+
+    /// `x · Wᵀ` (or `x · W` when `transpose`) with `W` decoded into a scratch buffer for the call.
+    fn packed_plain(x: FlexTensor, w: &PackedMatrix, transpose: bool) -> FlexTensor {
+        let (rows, cols) = w.dims();
+        let decoded = FlexTensor::from_data(TensorData::new(w.decode_range(0..rows), [1, rows, cols]));
+        plain(x, if transpose { decoded } else { decoded.transpose(1, 2) })
     }
 
     /// Sums a gradient `[batch, ..]` over its batch when the operand it belongs to had one.
@@ -416,6 +501,53 @@ mod tests {
                 }
                 (None, None) => assert!(!train_b),
                 _ => panic!("∂b present on one side only for {a:?} · {b:?}"),
+            }
+        }
+    }
+
+    /// A toy packed `[rows, cols]` matrix (one byte per value, value = (byte − 128) / 64) and its
+    /// values.
+    fn packed_matrix(rows: usize, cols: usize) -> (std::sync::Arc<super::super::packed::PackedMatrix>, Vec<f32>) {
+        use super::super::packed::{PackedMatrix, RowDecoder, SharedBytes};
+        use std::sync::Arc;
+        let raw: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+        let values = raw.iter().map(|&b| (f32::from(b) - 128.0) / 64.0).collect();
+        let decode: RowDecoder = Arc::new(|b: &[u8], out: &mut [f32]| {
+            (b.len() == out.len()).then(|| {
+                out.iter_mut()
+                    .zip(b)
+                    .for_each(|(o, &b)| *o = (f32::from(b) - 128.0) / 64.0)
+            })
+        });
+        let len = raw.len();
+        let shared = SharedBytes::new(Arc::new(raw), 0..len).unwrap();
+        (
+            Arc::new(PackedMatrix::new(shared, rows, cols, "toy", decode).unwrap()),
+            values,
+        )
+    }
+
+    #[test]
+    fn the_packed_linear_is_the_decoded_linear_and_has_its_input_gradient() {
+        let (out, k) = (24, 40);
+        let (w, values) = packed_matrix(out, k);
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let x = tensor([2, 7, k], 1, &device);
+            let x = if device.is_autodiff() { x.require_grad() } else { x };
+            let dense = Tensor::<2>::from_data(TensorData::new(values.clone(), [out, k]), &device);
+            let bias = tensor([out], 2, &device);
+            let y = packed_linear(x.clone(), &w, Some(bias.clone()));
+            let want = x.clone().matmul(dense.clone().transpose().unsqueeze()) + bias.clone().unsqueeze();
+            assert!(max_diff(y.clone(), want.clone()) < 1e-5, "forward on {device:?}");
+            if device.is_autodiff() {
+                assert!(
+                    faer_product::packed(x.clone().reshape([1, 14, k]), w.clone()).is_some(),
+                    "a tracked input takes the packed product"
+                );
+                let r = tensor([2, 7, out], 3, &device);
+                let got = x.grad(&(y * r.clone()).sum().backward()).unwrap();
+                let want = x.grad(&(want * r).sum().backward()).unwrap();
+                assert!(max_diff(got, want) < 1e-4, "∂x");
             }
         }
     }

@@ -336,7 +336,10 @@ impl Projection for Linear {
             Some(_) => (Some(x.clone()), x),
             None => (None, x),
         };
-        let y = super::cpu_linear::linear(x, self.stored_in_out(), bias);
+        let y = match &self.packed {
+            Some(PackedWeight::Host { matrix, .. }) => super::cpu_linear::packed_linear(x, matrix, bias),
+            _ => super::cpu_linear::linear(x, self.stored_in_out(), bias),
+        };
         match (&self.correction, kept) {
             (Some(c), Some(x)) => {
                 let down = super::cpu_linear::linear(x, c.a.val().transpose(), None);

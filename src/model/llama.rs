@@ -352,7 +352,7 @@ impl<L: Projection> LlamaForCausalLM<L> {
                 .step_by(chunk)
                 .map(|start| {
                     let w = head.weight_columns(start..(start + chunk).min(vocab));
-                    burn::tensor::module::linear(hidden.clone(), w, None)
+                    super::cpu_linear::linear(hidden.clone(), w, None)
                 })
                 .collect();
             Tensor::cat(pieces, 2)

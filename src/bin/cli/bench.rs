@@ -210,7 +210,7 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
             a.text.display()
         );
     }
-    let (warmup, times) = time_train(&mut m, &text, a.rank, a.batch, a.tokens, a.steps)?;
+    let (warmup, times) = time_train(&mut m, &text, (a.rank, a.batch, a.tokens), a.steps, None)?;
     let med = median(times.clone());
     println!(
         "{}",
@@ -323,12 +323,12 @@ fn dequant(a: BenchDequantArgs) -> anyhow::Result<()> {
 pub fn time_train(
     m: &mut LoadedModel,
     text: &str,
-    rank: usize,
-    batch: usize,
-    tokens: usize,
+    (rank, batch, tokens): (usize, usize, usize),
     steps: usize,
+    checkpoint_blocks: Option<bool>,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let cfg = TrainConfig {
+        checkpoint_blocks,
         lr: 1e-4,
         steps: Some(steps + 1),
         batch,

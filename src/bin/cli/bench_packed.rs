@@ -50,16 +50,18 @@ pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
     let on_cpu = choice.adapter.is_none();
     let mut out = serde_json::Map::new();
     out.insert("device".into(), choice.description.clone().into());
-    let storages: &[(BaseStorage, &str)] = if on_cpu {
+    // (storage, name, block checkpointing in training: None is the trainer's default.)
+    let storages: &[(BaseStorage, &str, Option<bool>)] = if on_cpu {
         &[
-            (BaseStorage::F32, "f32"),
-            (BaseStorage::Packed, "packed"),
-            (BaseStorage::PackedDevice, "packed-device"),
+            (BaseStorage::F32, "f32", None),
+            (BaseStorage::Packed, "packed", None),
+            (BaseStorage::Packed, "packed-whole-graph", Some(false)),
+            (BaseStorage::PackedDevice, "packed-device", None),
         ]
     } else {
-        &[(BaseStorage::F32, "f32"), (BaseStorage::Packed, "packed")]
+        &[(BaseStorage::F32, "f32", None), (BaseStorage::Packed, "packed", None)]
     };
-    for &(base, name) in storages {
+    for &(base, name, checkpoint_blocks) in storages {
         let device = choice.device.clone();
         let mut m = LoadedModel::load_as(&files, &device, base)
             .with_context(|| format!("cannot load {}", a.model.display()))?;
@@ -72,7 +74,13 @@ pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
         );
         ids.truncate(a.tokens);
         let (_, forward) = time_forward(&m, &ids, a.repeats)?;
-        let (_, steps) = time_train(&mut m, &text, a.rank, a.batch, a.train_tokens, a.repeats)?;
+        let (_, steps) = time_train(
+            &mut m,
+            &text,
+            (a.rank, a.batch, a.train_tokens),
+            a.repeats,
+            checkpoint_blocks,
+        )?;
         out.insert(
             name.into(),
             serde_json::json!({
@@ -86,7 +94,7 @@ pub fn packed(a: BenchPackedArgs) -> anyhow::Result<()> {
     };
     let ratios: Vec<(String, f64)> = storages[1..]
         .iter()
-        .flat_map(|&(_, name)| {
+        .flat_map(|&(_, name, _)| {
             [
                 (
                     format!("forward_speed_{name}_vs_f32"),

@@ -70,7 +70,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: usize,
     /// Gradient checkpointing per block: one more forward pass per step, far less memory
-    /// (default: on when the base is packed).
+    /// (default: on when the base is packed; `false` with a packed base on the CPU is about 1.5x
+    /// faster per step and holds every block's activations, but no decoded weights).
     #[arg(long)]
     checkpoint_blocks: Option<bool>,
     /// Resume from a checkpoint written by --checkpoint-every (same model, data and settings).
