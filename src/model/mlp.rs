@@ -87,7 +87,10 @@ impl<L: Projection> Mlp<L> {
             (None, Some(gate), Some(up)) => (gate.forward(x.clone()), up.forward(x)),
             _ => unreachable!("invariant: Mlp::load builds either gate_up_proj or both gate_proj and up_proj"),
         };
-        let hidden = self.act.apply(gate) * up;
+        let hidden = match self.act {
+            Activation::Silu => super::cpu_ops::swiglu(gate, up),
+            act => act.apply(gate) * up,
+        };
         observer.observe(layer, Site::MlpHidden, &hidden);
         self.down_proj.forward(hidden)
     }

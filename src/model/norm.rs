@@ -40,14 +40,7 @@ impl RmsNorm {
     /// # Shapes
     /// - x: `[..., dim]` → `[..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let variance = x.clone().square().mean_dim(D - 1);
-        let normed = x * variance.add_scalar(self.eps).sqrt().recip();
-        let scale = if self.offset == 0.0 {
-            self.weight.val()
-        } else {
-            self.weight.val().add_scalar(self.offset)
-        };
-        normed * scale.unsqueeze::<D>()
+        super::cpu_ops::rms_norm(x, self.weight.val(), self.eps, self.offset)
     }
 }
 

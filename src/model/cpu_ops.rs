@@ -1,0 +1,353 @@
+//! Fused element-wise operations on the CPU backend: SwiGLU's `silu(gate)·up` and RMSNorm, each
+//! one pass over its input where burn's tensor formulation takes three and seven, each writing a
+//! new tensor. Under autodiff each is one recorded operation whose backward is again one pass per
+//! input's gradient (the same machinery as `cpu_linear`'s product). Off the CPU backend, in wasm,
+//! or for another dtype, the tensor formulation runs.
+
+#[cfg(not(target_arch = "wasm32"))]
+use burn::tensor::Device;
+use burn::tensor::Tensor;
+
+/// `silu(gate) · up`, elementwise (`silu(g) = g·σ(g)`).
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if gate.dims() == up.dims()
+        && on_cpu_f32(&gate)
+        && on_cpu_f32(&up)
+        && let Some(y) = fused::swiglu(gate.clone(), up.clone())
+    {
+        return y;
+    }
+    burn::tensor::activation::silu(gate) * up
+}
+
+/// RMSNorm over the last axis: `x / sqrt(mean(x²) + eps) · (offset + w)`.
+///
+/// # Shapes
+/// - x: `[..., dim]`, w: `[dim]` → `[..., dim]`
+pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f64) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if x.dims()[D - 1] == w.dims()[0]
+        && on_cpu_f32(&x)
+        && on_cpu_f32(&w)
+        && let Some(y) = fused::rms_norm(x.clone(), w.clone(), eps as f32, offset as f32)
+    {
+        return y;
+    }
+    let variance = x.clone().square().mean_dim(D - 1);
+    let normed = x * variance.add_scalar(eps).sqrt().recip();
+    let scale = if offset == 0.0 { w } else { w.add_scalar(offset) };
+    normed * scale.unsqueeze::<D>()
+}
+
+/// Whether `t` lives on the CPU backend in f32.
+#[cfg(not(target_arch = "wasm32"))]
+fn on_cpu_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex()
+}
+
+/// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
+#[cfg(not(target_arch = "wasm32"))]
+mod fused {
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Tensor, TensorData};
+    use burn_flex::FlexTensor;
+
+    type Tracked = Autodiff<Flex>;
+
+    /// `t`'s values in order: its own buffer when contiguous, else a contiguous copy.
+    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(
+                t.to_contiguous()
+                    .as_slice::<f32>()
+                    .expect("invariant: a contiguous f32 tensor has a slice")
+                    .to_vec(),
+            ),
+        }
+    }
+
+    /// A tensor of `like`'s shape holding `v`.
+    fn like(like: &FlexTensor, v: Vec<f32>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(v, like.layout().shape().clone()))
+    }
+
+    /// Both as plain CPU tensors, or both under autodiff (the default strategy); `None` else.
+    enum Pair {
+        Plain(FlexTensor, FlexTensor),
+        Tracked(FloatTensor<Tracked>, FloatTensor<Tracked>),
+    }
+
+    fn pair<const D: usize, const E: usize>(a: Tensor<D>, b: Tensor<E>) -> Option<Pair> {
+        if a.is_autodiff() || b.is_autodiff() {
+            let a = a.autodiff().try_into_primitive::<Tracked>().ok()?;
+            let b = b.autodiff().try_into_primitive::<Tracked>().ok()?;
+            return Some(Pair::Tracked(a, b));
+        }
+        Some(Pair::Plain(
+            a.try_into_primitive::<Flex>().ok()?,
+            b.try_into_primitive::<Flex>().ok()?,
+        ))
+    }
+
+    /// `(σ(g), silu(g))`.
+    fn sigmoid_silu(g: f32) -> (f32, f32) {
+        let s = 1.0 / (1.0 + (-g).exp());
+        (s, g * s)
+    }
+
+    /// `out[i] = f(a[i], b[i])` over equal-length slices. (On one thread: faer's workers spin
+    /// for a while after each product, and rayon loops here then ran 2x slower than alone.)
+    fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+        a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect()
+    }
+
+    /// `out[i] = f(a[i], b[i], c[i])`, as [`zip_map`].
+    fn zip3_map(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> Vec<f32> {
+        a.iter().zip(b).zip(c).map(|((&a, &b), &c)| f(a, b, c)).collect()
+    }
+
+    fn swiglu_plain(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
+        let v = zip_map(&values(gate), &values(up), |g, u| sigmoid_silu(g).1 * u);
+        like(gate, v)
+    }
+
+    /// `silu(gate) · up` on the CPU backend; `None` when the operands are not both plain or both
+    /// autodiff CPU tensors.
+    pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Option<Tensor<D>> {
+        Some(match pair(gate, up)? {
+            Pair::Plain(g, u) => Tensor::from_primitive::<Flex>(swiglu_plain(&g, &u)),
+            Pair::Tracked(g, u) => Tensor::from_primitive::<Tracked>(swiglu_tracked(g, u)),
+        })
+    }
+
+    fn swiglu_tracked(g: FloatTensor<Tracked>, u: FloatTensor<Tracked>) -> FloatTensor<Tracked> {
+        /// Keeps both inputs: `∂g = ∂y·u·σ(g)·(1 + g·(1 − σ(g)))`, `∂u = ∂y·silu(g)`.
+        #[derive(Debug)]
+        struct SwigluBackward;
+
+        impl Backward<Flex, 2> for SwigluBackward {
+            type State = (NodeId, NodeId);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let gate: FlexTensor = checkpointer.retrieve_node_output(ops.state.0);
+                let up: FlexTensor = checkpointer.retrieve_node_output(ops.state.1);
+                binary::<Flex, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |dy| {
+                        let v = zip3_map(&values(&dy), &values(&gate), &values(&up), |dy, g, u| {
+                            let (s, _) = sigmoid_silu(g);
+                            dy * u * s * (1.0 + g * (1.0 - s))
+                        });
+                        like(&gate, v)
+                    },
+                    |dy| {
+                        let v = zip_map(&values(&dy), &values(&gate), |dy, g| dy * sigmoid_silu(g).1);
+                        like(&gate, v)
+                    },
+                );
+            }
+        }
+
+        match SwigluBackward
+            .prepare::<NoCheckpointing>([g.node(), u.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&g), prep.checkpoint(&u));
+                let y = swiglu_plain(g.primitive(), u.primitive());
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let y = swiglu_plain(g.primitive(), u.primitive());
+                prep.finish(y)
+            }
+        }
+    }
+
+    /// `1 / sqrt(mean(x²) + eps)` of one row.
+    fn rstd(row: &[f32], eps: f32) -> f32 {
+        let mean = row.iter().map(|&v| v * v).sum::<f32>() / row.len() as f32;
+        1.0 / (mean + eps).sqrt()
+    }
+
+    fn rms_norm_plain(x: &FlexTensor, w: &FlexTensor, eps: f32, offset: f32) -> FlexTensor {
+        let (xs, ws) = (values(x), values(w));
+        let dim = ws.len();
+        let mut out = vec![0f32; xs.len()];
+        out.chunks_mut(dim).zip(xs.chunks(dim)).for_each(|(o, x)| {
+            let r = rstd(x, eps);
+            for ((o, &x), &w) in o.iter_mut().zip(x).zip(ws.iter()) {
+                *o = x * r * (w + offset);
+            }
+        });
+        like(x, out)
+    }
+
+    /// RMSNorm on the CPU backend; `None` when the operands are not both plain or both autodiff
+    /// CPU tensors.
+    pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f32, offset: f32) -> Option<Tensor<D>> {
+        Some(match pair(x, w)? {
+            Pair::Plain(x, w) => Tensor::from_primitive::<Flex>(rms_norm_plain(&x, &w, eps, offset)),
+            Pair::Tracked(x, w) => Tensor::from_primitive::<Tracked>(rms_norm_tracked(x, w, eps, offset)),
+        })
+    }
+
+    fn rms_norm_tracked(
+        x: FloatTensor<Tracked>,
+        w: FloatTensor<Tracked>,
+        eps: f32,
+        offset: f32,
+    ) -> FloatTensor<Tracked> {
+        /// Keeps both inputs. With `x̂ = x·r`, `r = 1/sqrt(mean(x²) + eps)` and `γ = ∂y·(w + offset)`:
+        /// `∂x = r·(γ − x̂·mean(γ·x̂))` per row, `∂w = Σ_rows ∂y·x̂`.
+        #[derive(Debug)]
+        struct RmsNormBackward;
+
+        impl Backward<Flex, 2> for RmsNormBackward {
+            type State = (NodeId, NodeId, f32, f32);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let (x_id, w_id, eps, offset) = ops.state;
+                let x: FlexTensor = checkpointer.retrieve_node_output(x_id);
+                let w: FlexTensor = checkpointer.retrieve_node_output(w_id);
+                binary::<Flex, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |dy| {
+                        let (dys, xs, ws) = (values(&dy), values(&x), values(&w));
+                        let dim = ws.len();
+                        let mut out = vec![0f32; xs.len()];
+                        out.chunks_mut(dim)
+                            .zip(xs.chunks(dim).zip(dys.chunks(dim)))
+                            .for_each(|(o, (x, dy))| {
+                                let r = rstd(x, eps);
+                                let dot = x
+                                    .iter()
+                                    .zip(dy)
+                                    .zip(ws.iter())
+                                    .map(|((&x, &dy), &w)| dy * (w + offset) * x * r)
+                                    .sum::<f32>()
+                                    / dim as f32;
+                                for (((o, &x), &dy), &w) in o.iter_mut().zip(x).zip(dy).zip(ws.iter()) {
+                                    *o = r * (dy * (w + offset) - x * r * dot);
+                                }
+                            });
+                        like(&x, out)
+                    },
+                    |dy| {
+                        let (dys, xs) = (values(&dy), values(&x));
+                        let dim = w.layout().shape().num_elements();
+                        let mut dw = vec![0f32; dim];
+                        for (x, dy) in xs.chunks(dim).zip(dys.chunks(dim)) {
+                            let r = rstd(x, eps);
+                            for ((d, &x), &dy) in dw.iter_mut().zip(x).zip(dy) {
+                                *d += dy * x * r;
+                            }
+                        }
+                        like(&w, dw)
+                    },
+                );
+            }
+        }
+
+        match RmsNormBackward
+            .prepare::<NoCheckpointing>([x.node(), w.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), eps, offset);
+                let y = rms_norm_plain(x.primitive(), w.primitive(), eps, offset);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let y = rms_norm_plain(x.primitive(), w.primitive(), eps, offset);
+                prep.finish(y)
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
+        let len: usize = shape.iter().product();
+        let v: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 + seed) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// The fused ops against burn's tensor formulations: values on the plain and the autodiff
+    /// CPU device, and both inputs' gradients.
+    #[test]
+    fn fused_ops_are_the_tensor_formulations() {
+        let device = Device::flex().autodiff();
+        let (gate, up) = (
+            tensor([2, 5, 48], 1, &device).require_grad(),
+            tensor([2, 5, 48], 2, &device).require_grad(),
+        );
+        let r = tensor([2, 5, 48], 3, &device);
+        let ours = swiglu(gate.clone(), up.clone());
+        assert!(
+            fused::swiglu(gate.clone(), up.clone()).is_some(),
+            "the fused path is taken"
+        );
+        let want = burn::tensor::activation::silu(gate.clone()) * up.clone();
+        assert!(max_diff(ours.clone(), want.clone()) < 1e-5, "swiglu");
+        let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r.clone()).sum().backward());
+        assert!(
+            max_diff(gate.grad(&g1).unwrap(), gate.grad(&g2).unwrap()) < 1e-4,
+            "∂gate"
+        );
+        assert!(max_diff(up.grad(&g1).unwrap(), up.grad(&g2).unwrap()) < 1e-4, "∂up");
+
+        for offset in [0.0, 1.0] {
+            let x = tensor([2, 5, 48], 4, &device).require_grad();
+            let w = tensor([48], 5, &device).require_grad();
+            let ours = rms_norm(x.clone(), w.clone(), 1e-5, offset);
+            assert!(fused::rms_norm(x.clone(), w.clone(), 1e-5, offset as f32).is_some());
+            let variance = x.clone().square().mean_dim(2);
+            let scale = w.clone().add_scalar(offset);
+            let want = x.clone() * variance.add_scalar(1e-5).sqrt().recip() * scale.unsqueeze::<3>();
+            assert!(max_diff(ours.clone(), want.clone()) < 1e-5, "rms_norm, offset {offset}");
+            let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r.clone()).sum().backward());
+            assert!(
+                max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4,
+                "∂x, offset {offset}"
+            );
+            assert!(
+                max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-3,
+                "∂w, offset {offset}"
+            );
+        }
+        // Untracked, on the plain device.
+        let plain = Device::flex();
+        let x = tensor([3, 48], 6, &plain);
+        let w = tensor([48], 7, &plain);
+        let variance = x.clone().square().mean_dim(1);
+        let want = x.clone() * variance.add_scalar(1e-6).sqrt().recip() * w.clone().unsqueeze::<2>();
+        assert!(max_diff(rms_norm(x.clone(), w, 1e-6, 0.0), want) < 1e-5);
+        let want = burn::tensor::activation::silu(x.clone()) * x.clone();
+        assert!(max_diff(swiglu(x.clone(), x), want) < 1e-5);
+    }
+}
