@@ -65,9 +65,9 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     a.matmul(b)
 }
 
-/// Whether `t` lives on the CPU backend in f32.
+/// Whether `t` lives on the CPU backend in f32 (what the products here and `cpu_ops` take).
 #[cfg(not(target_arch = "wasm32"))]
-fn on_cpu_f32<const D: usize>(t: &Tensor<D>) -> bool {
+pub(crate) fn on_cpu_f32<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex()
 }
 

@@ -4,9 +4,10 @@
 //! input's gradient (the same machinery as `cpu_linear`'s product). Off the CPU backend, in wasm,
 //! or for another dtype, the tensor formulation runs.
 
-#[cfg(not(target_arch = "wasm32"))]
-use burn::tensor::Device;
 use burn::tensor::Tensor;
+
+#[cfg(not(target_arch = "wasm32"))]
+use super::cpu_linear::on_cpu_f32;
 
 /// `silu(gate) · up`, elementwise (`silu(g) = g·σ(g)`).
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
@@ -38,12 +39,6 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f6
     let normed = x * variance.add_scalar(eps).sqrt().recip();
     let scale = if offset == 0.0 { w } else { w.add_scalar(offset) };
     normed * scale.unsqueeze::<D>()
-}
-
-/// Whether `t` lives on the CPU backend in f32.
-#[cfg(not(target_arch = "wasm32"))]
-fn on_cpu_f32<const D: usize>(t: &Tensor<D>) -> bool {
-    t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex()
 }
 
 /// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
@@ -283,7 +278,7 @@ mod fused {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
+    use burn::tensor::{Device, TensorData};
 
     fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
         let len: usize = shape.iter().product();
