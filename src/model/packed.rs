@@ -238,12 +238,8 @@ impl PackedMatrix {
                 row.fill(0.0);
             }
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            use rayon::prelude::*;
-            out.par_chunks_mut(self.cols).zip(ids.par_iter()).for_each(decode_one);
-        }
-        #[cfg(target_arch = "wasm32")]
+        // On one thread: a layer is decoded right after a product, while faer's workers still
+        // spin, and a rayon loop then made a packed forward pass 5-16% slower (BENCHMARKS.md).
         out.chunks_mut(self.cols).zip(ids.iter()).for_each(decode_one);
     }
 
