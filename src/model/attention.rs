@@ -165,11 +165,14 @@ impl<L: Projection> Attention<L> {
             }
         };
         let (k, v) = (repeat(k), repeat(v));
-        let mut scores = super::cpu_linear::batched_matmul(q, k, true).mul_scalar(self.scaling);
-        if let Some(c) = self.softcap {
-            scores = scores.div_scalar(c).tanh().mul_scalar(c);
-        }
-        let probs = softmax(scores + ctx.mask.clone().unsqueeze::<4>(), 3);
+        let scores = super::cpu_linear::batched_matmul(q, k, true);
+        let probs = match self.softcap {
+            Some(c) => {
+                let capped = scores.mul_scalar(self.scaling).div_scalar(c).tanh().mul_scalar(c);
+                softmax(capped + ctx.mask.clone().unsqueeze::<4>(), 3)
+            }
+            None => super::cpu_ops::masked_softmax(scores, ctx.mask.clone(), self.scaling),
+        };
         let context = super::cpu_linear::batched_matmul(probs, v, false)
             .swap_dims(1, 2)
             .reshape([b, t, nh * hd]);

@@ -41,6 +41,27 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f6
     normed * scale.unsqueeze::<D>()
 }
 
+/// Attention's probabilities `softmax(scale·s + mask)` over the last axis, `mask` broadcast over
+/// the batch and heads (a constant: no gradient flows to it). Fused only when `s` is tracked:
+/// the fused backward saves passes and intermediate tensors, while without autodiff burn's own
+/// softmax (vectorised exp, on every core) was faster on long rows (a 512-token forward pass
+/// 1.7 s → 2.0 s with the fused one; BENCHMARKS.md).
+///
+/// # Shapes
+/// - s: `[B, H, T, S]`, mask: `[T, S]` → `[B, H, T, S]`
+pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f64) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if s.is_tracked()
+        && s.dims()[2..] == mask.dims()
+        && on_cpu_f32(&s)
+        && on_cpu_f32(&mask)
+        && let Some(p) = fused::masked_softmax(s.clone(), mask.clone(), scale as f32)
+    {
+        return p;
+    }
+    burn::tensor::activation::softmax(s.mul_scalar(scale) + mask.unsqueeze::<4>(), 3)
+}
+
 /// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
 #[cfg(not(target_arch = "wasm32"))]
 mod fused {
@@ -48,7 +69,7 @@ mod fused {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Tensor, TensorData};
@@ -273,6 +294,82 @@ mod fused {
             }
         }
     }
+    /// `softmax(scale·s + mask)` row by row (rows of `s` cycle through the mask's rows).
+    fn masked_softmax_plain(s: &FlexTensor, mask: &[f32], scale: f32) -> FlexTensor {
+        let ss = values(s);
+        let width = s.layout().shape()[3];
+        let mut out = vec![0f32; ss.len()];
+        for ((o, row), m) in out
+            .chunks_mut(width)
+            .zip(ss.chunks(width))
+            .zip(mask.chunks(width).cycle())
+        {
+            let mut max = f32::NEG_INFINITY;
+            for ((o, &v), &m) in o.iter_mut().zip(row).zip(m) {
+                *o = v * scale + m;
+                max = max.max(*o);
+            }
+            let mut sum = 0f32;
+            for o in o.iter_mut() {
+                *o = (*o - max).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+        like(s, out)
+    }
+
+    /// Attention's probabilities on the CPU backend; `None` when the operands are not both
+    /// plain or both autodiff CPU tensors.
+    pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f32) -> Option<Tensor<4>> {
+        Some(match pair(s, mask)? {
+            Pair::Plain(s, m) => Tensor::from_primitive::<Flex>(masked_softmax_plain(&s, &values(&m), scale)),
+            Pair::Tracked(s, m) => Tensor::from_primitive::<Tracked>(masked_softmax_tracked(s, m, scale)),
+        })
+    }
+
+    fn masked_softmax_tracked(s: FloatTensor<Tracked>, m: FloatTensor<Tracked>, scale: f32) -> FloatTensor<Tracked> {
+        /// Keeps the probabilities p: `∂s = scale·p·(g − Σ g·p)` per row; the mask gets none.
+        #[derive(Debug)]
+        struct SoftmaxBackward;
+
+        impl Backward<Flex, 1> for SoftmaxBackward {
+            type State = (FlexTensor, f32);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let (p, scale) = ops.state;
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+                    let (gs, ps) = (values(&g), values(&p));
+                    let width = p.layout().shape()[3];
+                    let mut out = vec![0f32; ps.len()];
+                    for ((o, g), p) in out.chunks_mut(width).zip(gs.chunks(width)).zip(ps.chunks(width)) {
+                        let dot: f32 = g.iter().zip(p).map(|(g, p)| g * p).sum();
+                        for ((o, &g), &p) in o.iter_mut().zip(g).zip(p) {
+                            *o = scale * p * (g - dot);
+                        }
+                    }
+                    like(&p, out)
+                });
+            }
+        }
+
+        let mask = values(m.primitive()).into_owned();
+        match SoftmaxBackward
+            .prepare::<NoCheckpointing>([s.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let p = masked_softmax_plain(s.primitive(), &mask, scale);
+                prep.finish((p.clone(), scale), p)
+            }
+            OpsKind::UnTracked(prep) => {
+                let p = masked_softmax_plain(s.primitive(), &mask, scale);
+                prep.finish(p)
+            }
+        }
+    }
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -335,6 +432,22 @@ mod tests {
                 "∂w, offset {offset}"
             );
         }
+        // Attention's probabilities, with a causal mask, against burn's softmax.
+        let scores = tensor([2, 3, 5, 5], 8, &device).require_grad();
+        let causal: Vec<f32> = (0..25).map(|i| if i % 5 > i / 5 { -1e9 } else { 0.0 }).collect();
+        let mask = Tensor::<2>::from_data(TensorData::new(causal, [5, 5]), &device);
+        let r = tensor([2, 3, 5, 5], 9, &device);
+        let ours = masked_softmax(scores.clone(), mask.clone(), 0.125);
+        assert!(scores.is_tracked());
+        assert!(fused::masked_softmax(scores.clone(), mask.clone(), 0.125).is_some());
+        let want =
+            burn::tensor::activation::softmax(scores.clone().mul_scalar(0.125) + mask.clone().unsqueeze::<4>(), 3);
+        assert!(max_diff(ours.clone(), want.clone()) < 1e-6, "softmax");
+        let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r).sum().backward());
+        assert!(
+            max_diff(scores.grad(&g1).unwrap(), scores.grad(&g2).unwrap()) < 1e-5,
+            "∂scores"
+        );
         // Untracked, on the plain device.
         let plain = Device::flex();
         let x = tensor([3, 48], 6, &plain);
