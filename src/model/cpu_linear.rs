@@ -136,7 +136,7 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4
 
 /// The product through faer on burn's CPU backend (`Flex`), plain or under autodiff.
 #[cfg(not(target_arch = "wasm32"))]
-mod faer_product {
+pub(crate) mod faer_product {
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -151,20 +151,36 @@ mod faer_product {
 
     use crate::model::packed::PackedMatrix;
 
-    type Tracked = Autodiff<Flex>;
+    /// The CPU backend under autodiff (the default checkpointing strategy).
+    pub(crate) type Tracked = Autodiff<Flex>;
+
+    /// Two operands as plain CPU tensors, or both under autodiff.
+    pub(crate) enum Pair {
+        Plain(FlexTensor, FlexTensor),
+        Tracked(FloatTensor<Tracked>, FloatTensor<Tracked>),
+    }
+
+    /// `a` and `b` as a [`Pair`]: under autodiff when either is (the other joins it untracked);
+    /// `None` when they are not CPU tensors of the default strategy.
+    pub(crate) fn pair<const D: usize, const E: usize>(a: Tensor<D>, b: Tensor<E>) -> Option<Pair> {
+        if a.is_autodiff() || b.is_autodiff() {
+            let a = a.autodiff().try_into_primitive::<Tracked>().ok()?;
+            let b = b.autodiff().try_into_primitive::<Tracked>().ok()?;
+            return Some(Pair::Tracked(a, b));
+        }
+        Some(Pair::Plain(
+            a.try_into_primitive::<Flex>().ok()?,
+            b.try_into_primitive::<Flex>().ok()?,
+        ))
+    }
 
     /// `a · b` batched (`[ba, m, k] · [bb, k, n]`, `ba == bb` or one of them 1), or `None` when
     /// the two are not both plain CPU tensors or both autodiff ones of the default strategy.
     pub fn product(a: Tensor<3>, b: Tensor<3>) -> Option<Tensor<3>> {
-        if a.is_autodiff() || b.is_autodiff() {
-            let (a, b) = (a.autodiff(), b.autodiff());
-            let a = a.try_into_primitive::<Tracked>().ok()?;
-            let b = b.try_into_primitive::<Tracked>().ok()?;
-            return Some(Tensor::from_primitive::<Tracked>(tracked(a, b)));
-        }
-        let a = a.try_into_primitive::<Flex>().ok()?;
-        let b = b.try_into_primitive::<Flex>().ok()?;
-        Some(Tensor::from_primitive::<Flex>(plain(a, b)))
+        Some(match pair(a, b)? {
+            Pair::Plain(a, b) => Tensor::from_primitive::<Flex>(plain(a, b)),
+            Pair::Tracked(a, b) => Tensor::from_primitive::<Tracked>(tracked(a, b)),
+        })
     }
 
     /// The product recorded for autodiff: its backward is two more faer products.

@@ -65,17 +65,17 @@ pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f64) -> Tensor<4> {
 /// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
 #[cfg(not(target_arch = "wasm32"))]
 mod fused {
+    use burn::backend::Flex;
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Tensor, TensorData};
     use burn_flex::FlexTensor;
 
-    type Tracked = Autodiff<Flex>;
+    use crate::model::cpu_linear::faer_product::{Pair, Tracked, pair};
 
     /// `t`'s values in order: its own buffer when contiguous, else a contiguous copy.
     fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -93,24 +93,6 @@ mod fused {
     /// A tensor of `like`'s shape holding `v`.
     fn like(like: &FlexTensor, v: Vec<f32>) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(v, like.layout().shape().clone()))
-    }
-
-    /// Both as plain CPU tensors, or both under autodiff (the default strategy); `None` else.
-    enum Pair {
-        Plain(FlexTensor, FlexTensor),
-        Tracked(FloatTensor<Tracked>, FloatTensor<Tracked>),
-    }
-
-    fn pair<const D: usize, const E: usize>(a: Tensor<D>, b: Tensor<E>) -> Option<Pair> {
-        if a.is_autodiff() || b.is_autodiff() {
-            let a = a.autodiff().try_into_primitive::<Tracked>().ok()?;
-            let b = b.autodiff().try_into_primitive::<Tracked>().ok()?;
-            return Some(Pair::Tracked(a, b));
-        }
-        Some(Pair::Plain(
-            a.try_into_primitive::<Flex>().ok()?,
-            b.try_into_primitive::<Flex>().ok()?,
-        ))
     }
 
     /// `(σ(g), silu(g))`.
@@ -354,7 +336,7 @@ mod fused {
             }
         }
 
-        let mask = values(m.primitive()).into_owned();
+        let mask = values(m.primitive());
         match SoftmaxBackward
             .prepare::<NoCheckpointing>([s.node()])
             .compute_bound()

@@ -332,20 +332,17 @@ impl Linear {
 impl Projection for Linear {
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(|b| b.val());
-        let (kept, x) = match &self.correction {
-            Some(_) => (Some(x.clone()), x),
-            None => (None, x),
-        };
+        let correction = self.correction.as_ref().map(|c| (c, x.clone()));
         let y = match &self.packed {
             Some(PackedWeight::Host { matrix, .. }) => super::cpu_linear::packed_linear(x, matrix, bias),
             _ => super::cpu_linear::linear(x, self.stored_in_out(), bias),
         };
-        match (&self.correction, kept) {
-            (Some(c), Some(x)) => {
+        match correction {
+            Some((c, x)) => {
                 let down = super::cpu_linear::linear(x, c.a.val().transpose(), None);
                 y - super::cpu_linear::linear(down, c.b.val().transpose(), None).mul_scalar(c.scale)
             }
-            _ => y,
+            None => y,
         }
     }
 
