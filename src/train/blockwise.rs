@@ -1,20 +1,49 @@
-//! Training a step one block at a time (gradient checkpointing per block), with the loss taken
-//! a vocabulary piece at a time. What it buys: only one block's autodiff graph exists at once, so
-//! a packed base (decoded when a layer runs) is never held in f32 beyond that block, and the
-//! `[tokens, vocab]` logits (150–260 k wide for Qwen and Gemma) never exist with their gradient.
-//! What it costs: one more forward pass per step.
+//! The two ways a training step computes its gradients, both with the loss taken a vocabulary
+//! piece at a time ([`chunked_nll`]), so that the `[tokens, vocab]` logits (150–260 k wide for
+//! Qwen and Gemma) never exist with their gradient:
+//! - [`whole_graph_backward`]: one autodiff graph for the whole model, ending at the final norm;
+//! - [`blockwise_backward`]: one block at a time (gradient checkpointing per block). Only one
+//!   block's autodiff graph exists at once, so a packed base (decoded when a layer runs) is never
+//!   held in f32 beyond that block. It costs one more forward pass per step.
 //!
-//! The gradients are the plain ones: the forward runs without autodiff, keeping each block's
-//! input; the loss's gradient with respect to the final hidden states is computed directly
-//! ([`chunked_nll`]); then each block, from the last, runs again with autodiff and is
+//! Block by block, the gradients are the plain ones: the forward runs without autodiff, keeping
+//! each block's input; the loss's gradient with respect to the final hidden states is computed
+//! directly ([`chunked_nll`]); then each block, from the last, runs again with autodiff and is
 //! back-propagated from the gradient of its output, which gives its parameters' gradients and
 //! the gradient of its input for the block below.
+//!
+//! [`chunked_nll`]: LlamaForCausalLM::chunked_nll
 
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
 use super::data::Batch;
 use crate::model::{LlamaForCausalLM, NoObserver, Projection};
+
+/// The summed masked next-token loss of `batch` under `model` (in training mode) with the whole
+/// graph recorded at once, and the gradients of `loss_scale · loss` handed to `collect`; returns
+/// the loss sum (no autodiff). The loss and its gradient with respect to the final hidden states
+/// are taken a vocabulary piece at a time ([`chunked_nll`]), so the `[tokens, vocab]` logits never
+/// exist, nor with autodiff's copies of them: the graph ends at the final norm.
+pub fn whole_graph_backward<L: Projection>(
+    model: &LlamaForCausalLM<L>,
+    batch: &Batch,
+    loss_scale: f64,
+    collect: &mut dyn FnMut(&Gradients),
+) -> Tensor<1> {
+    let [b, t] = batch.ids.dims();
+    let normed = model.hidden_states(batch.ids.clone(), None, &mut NoObserver);
+    let hidden = normed.dims()[2];
+    let rows = b * (t - 1);
+    let normed = normed.narrow(1, 0, t - 1).reshape([rows, hidden]);
+    let mask = batch.mask.clone().reshape([rows]);
+    let (nll, d_normed) = model
+        .valid()
+        .chunked_nll(normed.clone().inner(), &batch.label_ids, mask, Some(loss_scale));
+    let d_normed = d_normed.expect("invariant: chunked_nll returns a gradient when given a scale");
+    collect(&(normed * d_normed.autodiff()).sum().backward());
+    nll
+}
 
 /// The summed masked next-token loss of `batch` under `model` (in training mode), and the
 /// gradients of `loss_scale · loss` handed to `collect` one block at a time (from the last block

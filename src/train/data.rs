@@ -186,9 +186,8 @@ pub fn prepare(records: &[Record], tok: &Tokenizer, cfg: &super::TrainConfig) ->
 pub struct Batch {
     /// `[B, T]` ids, right-padded.
     pub ids: Tensor<2, Int>,
-    /// `[B, T−1, 1]` next-token labels.
-    pub labels: Tensor<3, Int>,
-    /// The same labels on the host, row-major (for decoding their output-layer rows).
+    /// `[B·(T−1)]` next-token labels on the host, row-major (the loss decodes their output-layer
+    /// rows).
     pub label_ids: Vec<usize>,
     /// `[B, T−1]` 1.0 where the label is scored, else 0.0.
     pub mask: Tensor<2>,
@@ -204,7 +203,7 @@ pub fn collate(examples: &[&Example], pad: u32, device: &Device) -> Batch {
     let b = examples.len();
     let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(2).max(2);
     let mut ids = vec![pad as i64; b * t];
-    let mut labels = vec![0i64; b * (t - 1)];
+    let mut label_ids = vec![0usize; b * (t - 1)];
     let mut mask = vec![0f32; b * (t - 1)];
     let (mut scored, mut tokens) = (0, 0);
     for (i, e) in examples.iter().enumerate() {
@@ -212,7 +211,7 @@ pub fn collate(examples: &[&Example], pad: u32, device: &Device) -> Batch {
         for (j, &id) in e.ids.iter().enumerate() {
             ids[i * t + j] = id as i64;
             if j >= 1 {
-                labels[i * (t - 1) + j - 1] = id as i64;
+                label_ids[i * (t - 1) + j - 1] = id as usize;
                 if e.target[j] {
                     mask[i * (t - 1) + j - 1] = 1.0;
                     scored += 1;
@@ -221,9 +220,8 @@ pub fn collate(examples: &[&Example], pad: u32, device: &Device) -> Batch {
         }
     }
     Batch {
-        label_ids: labels.iter().map(|&l| l as usize).collect(),
+        label_ids,
         ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
-        labels: Tensor::from_data(TensorData::new(labels, [b, t - 1, 1]), device),
         mask: Tensor::from_data(TensorData::new(mask, [b, t - 1]), device),
         scored,
         tokens,

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
-use burn::tensor::activation::log_softmax;
 use web_time::Instant;
 
 use super::TrainError;
@@ -21,7 +20,7 @@ use super::optimizer::{Moments, adamw_update, clip_factor};
 use super::schedule::cosine_with_warmup;
 use crate::hint::Setting;
 use crate::model::weights::read_f32;
-use crate::model::{LlamaForCausalLM, Projection};
+use crate::model::{LlamaForCausalLM, NoObserver, Projection};
 
 /// Drives training of a model whose trainable parameters require gradients.
 pub struct Trainer<L: Projection> {
@@ -171,9 +170,7 @@ impl<L: Projection> Trainer<L> {
             let nll = if blockwise {
                 super::blockwise::blockwise_backward(model, &batch, scale, &mut collect)
             } else {
-                let nll = masked_nll_sum(model, &batch);
-                collect(&nll.clone().mul_scalar(scale).backward());
-                nll.inner()
+                super::blockwise::whole_graph_backward(model, &batch, scale, &mut collect)
             };
             loss_sum += read_f32(nll).await.map_err(TrainError::Device)?[0] as f64;
         }
@@ -382,12 +379,13 @@ impl ModuleMapper for ValueSetter<'_> {
     }
 }
 
-/// Sum of −log p(label) over the scored positions of a batch.
+/// Sum of −log p(label) over the scored positions of a batch, the logits taken a vocabulary
+/// piece at a time ([`LlamaForCausalLM::chunked_nll`]); no gradient.
 pub fn masked_nll_sum<L: Projection>(model: &LlamaForCausalLM<L>, batch: &Batch) -> Tensor<1> {
-    let [_, t] = batch.ids.dims();
-    let logits = model.forward(batch.ids.clone()).narrow(1, 0, t - 1);
-    let logp = log_softmax(logits, 2)
-        .gather(2, batch.labels.clone())
-        .squeeze_dim::<2>(2);
-    (logp * batch.mask.clone()).sum().neg()
+    let [b, t] = batch.ids.dims();
+    let normed = model.hidden_states(batch.ids.clone(), None, &mut NoObserver);
+    let (hidden, rows) = (normed.dims()[2], b * (t - 1));
+    let normed = normed.narrow(1, 0, t - 1).reshape([rows, hidden]);
+    let mask = batch.mask.clone().reshape([rows]);
+    model.chunked_nll(normed, &batch.label_ids, mask, None).0
 }
