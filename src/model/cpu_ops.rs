@@ -1,8 +1,10 @@
-//! Fused element-wise operations on the CPU backend: SwiGLU's `silu(gate)·up` and RMSNorm, each
-//! one pass over its input where burn's tensor formulation takes three and seven, each writing a
-//! new tensor. Under autodiff each is one recorded operation whose backward is again one pass per
-//! input's gradient (the same machinery as `cpu_linear`'s product). Off the CPU backend, in wasm,
-//! or for another dtype, the tensor formulation runs.
+//! Fused element-wise operations on the CPU backend: SwiGLU's `silu(gate)·up`, RMSNorm and
+//! attention's masked softmax, each one pass over its input where burn's tensor formulation takes
+//! three to seven, each writing a new tensor. Their loops are compiled for the CPU's widest SIMD
+//! at run time, with an exp of our own that vectorises (libm's does not). Under autodiff each is
+//! one recorded operation whose backward is again one pass per input's gradient (the same
+//! machinery as `cpu_linear`'s product). Off the CPU backend, in wasm, or for another dtype, the
+//! tensor formulation runs.
 
 use burn::tensor::Tensor;
 
@@ -42,17 +44,15 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f6
 }
 
 /// Attention's probabilities `softmax(scale·s + mask)` over the last axis, `mask` broadcast over
-/// the batch and heads (a constant: no gradient flows to it). Fused only when `s` is tracked:
-/// the fused backward saves passes and intermediate tensors, while without autodiff burn's own
-/// softmax (vectorised exp, on every core) was faster on long rows (a 512-token forward pass
-/// 1.7 s → 2.0 s with the fused one; BENCHMARKS.md).
+/// the batch and heads (a constant: no gradient flows to it): one pass per row with a
+/// vectorised exp, and under autodiff a backward that keeps only the probabilities. (With the
+/// exp of libm it was slower than burn's softmax without autodiff; BENCHMARKS.md.)
 ///
 /// # Shapes
 /// - s: `[B, H, T, S]`, mask: `[T, S]` → `[B, H, T, S]`
 pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f64) -> Tensor<4> {
     #[cfg(not(target_arch = "wasm32"))]
-    if s.is_tracked()
-        && s.dims()[2..] == mask.dims()
+    if s.dims()[2..] == mask.dims()
         && on_cpu_f32(&s)
         && on_cpu_f32(&mask)
         && let Some(p) = fused::masked_softmax(s.clone(), mask.clone(), scale as f32)
@@ -95,21 +95,125 @@ mod fused {
         FlexTensor::from_data(TensorData::new(v, like.layout().shape().clone()))
     }
 
+    /// Runs `f` compiled for the widest SIMD this CPU has (pulp's run-time dispatch: AVX2 and
+    /// FMA on x86-64), so that the loops inlined into it are vectorised. Everything `f` calls
+    /// in its loops must be `#[inline(always)]` to be compiled that way too.
+    #[inline(always)]
+    fn simd<R>(f: impl FnOnce() -> R) -> R {
+        pulp::Arch::new().dispatch(f)
+    }
+
+    /// `eˣ` within 2 ulp, in a form the compiler vectorises (no branch, no call into libm):
+    /// `x = k·ln2 + r` with `k` the nearest integer and `|r| ≤ ln2/2`, `eʳ` by Cephes'
+    /// degree-7 polynomial, `2ᵏ` built in the exponent bits. 0 below −87.3 (where `eˣ` leaves the normal floats), ∞ above 88.37
+    /// (`e^88.37` is within a third of the largest float; softmax and sigmoid never need more);
+    /// NaN stays NaN.
+    #[inline(always)]
+    pub(super) fn exp(x: f32) -> f32 {
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        let c = x.clamp(-87.3, 88.37);
+        // Adding 1.5·2²³ rounds to the nearest integer k and leaves k in the low bits of `t`
+        // (no conversion instruction, which kept the compiler from vectorising).
+        const ROUND: f32 = 12_582_912.0;
+        let t = c * std::f32::consts::LOG2_E + ROUND;
+        let k = t - ROUND;
+        let r = c - k * LN2_HI - k * LN2_LO;
+        let mut p = 1.987_569_1e-4;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 0.5;
+        // 2ᵏ: the exponent field k + 127 (1..=254 after the clamp).
+        let two_k = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
+        let e = (p * r * r + r + 1.0) * two_k;
+        if x < -87.3 {
+            0.0
+        } else if x > 88.37 {
+            f32::INFINITY
+        } else {
+            e
+        }
+    }
+
+    /// `Σ xs` with eight running sums (a float sum in order does not vectorise).
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        let chunks = xs.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// `Σ a·b`, as [`sum`].
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(a, b)| a * b).sum();
+        for (ca, cb) in ca.zip(cb) {
+            for ((acc, &a), &b) in acc.iter_mut().zip(ca).zip(cb) {
+                *acc += a * b;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// `max xs` (−∞ when empty), with eight running maxima.
+    #[inline(always)]
+    fn max(xs: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; 8];
+        let chunks = xs.chunks_exact(8);
+        let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a = if v > *a { v } else { *a };
+            }
+        }
+        acc.iter().fold(tail, |m, &v| m.max(v))
+    }
+
     /// `(σ(g), silu(g))`.
+    #[inline(always)]
     fn sigmoid_silu(g: f32) -> (f32, f32) {
-        let s = 1.0 / (1.0 + (-g).exp());
+        let s = 1.0 / (1.0 + exp(-g));
         (s, g * s)
     }
 
-    /// `out[i] = f(a[i], b[i])` over equal-length slices. (On one thread: faer's workers spin
-    /// for a while after each product, and rayon loops here then ran 2x slower than alone.)
+    /// `out[i] = f(a[i], b[i])` over equal-length slices, vectorised. (On one thread: faer's
+    /// workers spin for a while after each product, and rayon loops here then ran 2x slower
+    /// than alone.)
     fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
-        a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect()
+        let mut out = vec![0f32; a.len()];
+        simd(
+            #[inline(always)]
+            || {
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o = f(a, b);
+                }
+            },
+        );
+        out
     }
 
     /// `out[i] = f(a[i], b[i], c[i])`, as [`zip_map`].
     fn zip3_map(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> Vec<f32> {
-        a.iter().zip(b).zip(c).map(|((&a, &b), &c)| f(a, b, c)).collect()
+        let mut out = vec![0f32; a.len()];
+        simd(
+            #[inline(always)]
+            || {
+                for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+                    *o = f(a, b, c);
+                }
+            },
+        );
+        out
     }
 
     fn swiglu_plain(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
@@ -174,21 +278,26 @@ mod fused {
     }
 
     /// `1 / sqrt(mean(x²) + eps)` of one row.
+    #[inline(always)]
     fn rstd(row: &[f32], eps: f32) -> f32 {
-        let mean = row.iter().map(|&v| v * v).sum::<f32>() / row.len() as f32;
-        1.0 / (mean + eps).sqrt()
+        1.0 / (dot(row, row) / row.len() as f32 + eps).sqrt()
     }
 
     fn rms_norm_plain(x: &FlexTensor, w: &FlexTensor, eps: f32, offset: f32) -> FlexTensor {
         let (xs, ws) = (values(x), values(w));
         let dim = ws.len();
         let mut out = vec![0f32; xs.len()];
-        out.chunks_mut(dim).zip(xs.chunks(dim)).for_each(|(o, x)| {
-            let r = rstd(x, eps);
-            for ((o, &x), &w) in o.iter_mut().zip(x).zip(ws.iter()) {
-                *o = x * r * (w + offset);
-            }
-        });
+        simd(
+            #[inline(always)]
+            || {
+                for (o, x) in out.chunks_mut(dim).zip(xs.chunks(dim)) {
+                    let r = rstd(x, eps);
+                    for ((o, &x), &w) in o.iter_mut().zip(x).zip(ws.iter()) {
+                        *o = x * r * (w + offset);
+                    }
+                }
+            },
+        );
         like(x, out)
     }
 
@@ -227,33 +336,39 @@ mod fused {
                         let (dys, xs, ws) = (values(&dy), values(&x), values(&w));
                         let dim = ws.len();
                         let mut out = vec![0f32; xs.len()];
-                        out.chunks_mut(dim)
-                            .zip(xs.chunks(dim).zip(dys.chunks(dim)))
-                            .for_each(|(o, (x, dy))| {
-                                let r = rstd(x, eps);
-                                let dot = x
-                                    .iter()
-                                    .zip(dy)
-                                    .zip(ws.iter())
-                                    .map(|((&x, &dy), &w)| dy * (w + offset) * x * r)
-                                    .sum::<f32>()
-                                    / dim as f32;
-                                for (((o, &x), &dy), &w) in o.iter_mut().zip(x).zip(dy).zip(ws.iter()) {
-                                    *o = r * (dy * (w + offset) - x * r * dot);
+                        let mut gamma = vec![0f32; dim];
+                        simd(
+                            #[inline(always)]
+                            || {
+                                for (o, (x, dy)) in out.chunks_mut(dim).zip(xs.chunks(dim).zip(dys.chunks(dim))) {
+                                    let r = rstd(x, eps);
+                                    for ((g, &dy), &w) in gamma.iter_mut().zip(dy).zip(ws.iter()) {
+                                        *g = dy * (w + offset);
+                                    }
+                                    let mean = dot(&gamma, x) * r / dim as f32;
+                                    for ((o, &x), &g) in o.iter_mut().zip(x).zip(&gamma) {
+                                        *o = r * (g - x * r * mean);
+                                    }
                                 }
-                            });
+                            },
+                        );
                         like(&x, out)
                     },
                     |dy| {
                         let (dys, xs) = (values(&dy), values(&x));
                         let dim = w.layout().shape().num_elements();
                         let mut dw = vec![0f32; dim];
-                        for (x, dy) in xs.chunks(dim).zip(dys.chunks(dim)) {
-                            let r = rstd(x, eps);
-                            for ((d, &x), &dy) in dw.iter_mut().zip(x).zip(dy) {
-                                *d += dy * x * r;
-                            }
-                        }
+                        simd(
+                            #[inline(always)]
+                            || {
+                                for (x, dy) in xs.chunks(dim).zip(dys.chunks(dim)) {
+                                    let r = rstd(x, eps);
+                                    for ((d, &x), &dy) in dw.iter_mut().zip(x).zip(dy) {
+                                        *d += dy * x * r;
+                                    }
+                                }
+                            },
+                        );
                         like(&w, dw)
                     },
                 );
@@ -281,24 +396,24 @@ mod fused {
         let ss = values(s);
         let width = s.layout().shape()[3];
         let mut out = vec![0f32; ss.len()];
-        for ((o, row), m) in out
+        let rows = out
             .chunks_mut(width)
             .zip(ss.chunks(width))
-            .zip(mask.chunks(width).cycle())
-        {
-            let mut max = f32::NEG_INFINITY;
-            for ((o, &v), &m) in o.iter_mut().zip(row).zip(m) {
-                *o = v * scale + m;
-                max = max.max(*o);
-            }
-            let mut sum = 0f32;
-            for o in o.iter_mut() {
-                *o = (*o - max).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|o| *o *= inv);
-        }
+            .zip(mask.chunks(width).cycle());
+        simd(
+            #[inline(always)]
+            || {
+                for ((o, row), m) in rows {
+                    for ((o, &v), &m) in o.iter_mut().zip(row).zip(m) {
+                        *o = v * scale + m;
+                    }
+                    let top = max(o);
+                    o.iter_mut().for_each(|o| *o = exp(*o - top));
+                    let inv = 1.0 / sum(o);
+                    o.iter_mut().for_each(|o| *o *= inv);
+                }
+            },
+        );
         like(s, out)
     }
 
@@ -325,12 +440,18 @@ mod fused {
                     let (gs, ps) = (values(&g), values(&p));
                     let width = p.layout().shape()[3];
                     let mut out = vec![0f32; ps.len()];
-                    for ((o, g), p) in out.chunks_mut(width).zip(gs.chunks(width)).zip(ps.chunks(width)) {
-                        let dot: f32 = g.iter().zip(p).map(|(g, p)| g * p).sum();
-                        for ((o, &g), &p) in o.iter_mut().zip(g).zip(p) {
-                            *o = scale * p * (g - dot);
-                        }
-                    }
+                    let rows = out.chunks_mut(width).zip(gs.chunks(width)).zip(ps.chunks(width));
+                    simd(
+                        #[inline(always)]
+                        || {
+                            for ((o, g), p) in rows {
+                                let dot = dot(g, p);
+                                for ((o, &g), &p) in o.iter_mut().zip(g).zip(p) {
+                                    *o = scale * p * (g - dot);
+                                }
+                            }
+                        },
+                    );
                     like(&p, out)
                 });
             }
@@ -369,6 +490,25 @@ mod tests {
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// The vectorisable `exp` against f64's, over the whole range of f32 it maps to normal
+    /// floats, and at its edges.
+    #[test]
+    fn the_fused_exp_is_within_two_ulp() {
+        let worst = (0..=200_000)
+            .map(|i| -87.0 + 175.3 * i as f32 / 200_000.0)
+            .map(|x| {
+                let want = (x as f64).exp();
+                ((fused::exp(x) as f64 - want) / want).abs()
+            })
+            .fold(0f64, f64::max);
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(fused::exp(-100.0), 0.0);
+        assert_eq!(fused::exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fused::exp(100.0), f32::INFINITY);
+        assert!(fused::exp(f32::NAN).is_nan());
+        assert_eq!(fused::exp(0.0), 1.0);
     }
 
     /// The fused ops against burn's tensor formulations: values on the plain and the autodiff
@@ -439,5 +579,14 @@ mod tests {
         assert!(max_diff(rms_norm(x.clone(), w, 1e-6, 0.0), want) < 1e-5);
         let want = burn::tensor::activation::silu(x.clone()) * x.clone();
         assert!(max_diff(swiglu(x.clone(), x), want) < 1e-5);
+        let scores = tensor([2, 3, 5, 5], 10, &plain).mul_scalar(20.0);
+        let mask = mask.to_device(&plain);
+        assert!(fused::masked_softmax(scores.clone(), mask.clone(), 0.125).is_some());
+        let want =
+            burn::tensor::activation::softmax(scores.clone().mul_scalar(0.125) + mask.clone().unsqueeze::<4>(), 3);
+        assert!(
+            max_diff(masked_softmax(scores, mask, 0.125), want) < 1e-6,
+            "softmax, untracked"
+        );
     }
 }
