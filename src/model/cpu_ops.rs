@@ -62,6 +62,32 @@ pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f64) -> Tensor<4> {
     burn::tensor::activation::softmax(s.mul_scalar(scale) + mask.unsqueeze::<4>(), 3)
 }
 
+/// One vocabulary piece of the loss's online log-sum-exp, row by row: for the piece's logits `z`
+/// and the running row maxima `m` and sums `s`, returns `(m', α, p, s')` with
+/// `m' = max(m, maxⱼ z)`, `α = e^(m − m')`, `p = e^(z − m')` and `s' = α·s + Σⱼ p`. No gradient
+/// flows through it (the loss's gradient is computed directly).
+///
+/// # Shapes
+/// - z: `[N, c]`, m and s: `[N, 1]` → `[N, 1]`, `[N, 1]`, `[N, c]`, `[N, 1]`
+pub fn softmax_piece(z: Tensor<2>, m: Tensor<2>, s: Tensor<2>) -> [Tensor<2>; 4] {
+    #[cfg(not(target_arch = "wasm32"))]
+    if z.dims()[0] == m.dims()[0]
+        && m.dims() == s.dims()
+        && m.dims()[1] == 1
+        && on_cpu_f32(&z)
+        && on_cpu_f32(&m)
+        && on_cpu_f32(&s)
+        && let Some(out) = fused::softmax_piece(&z, &m, &s)
+    {
+        return out;
+    }
+    let m_new = m.clone().max_pair(z.clone().max_dim(1));
+    let alpha = (m - m_new.clone()).exp();
+    let p = (z - m_new.clone()).exp();
+    let s = s * alpha.clone() + p.clone().sum_dim(1);
+    [m_new, alpha, p, s]
+}
+
 /// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
 #[cfg(not(target_arch = "wasm32"))]
 mod fused {
@@ -391,6 +417,38 @@ mod fused {
             }
         }
     }
+    /// [`super::softmax_piece`] on plain CPU tensors; `None` under autodiff.
+    pub fn softmax_piece(z: &Tensor<2>, m: &Tensor<2>, s: &Tensor<2>) -> Option<[Tensor<2>; 4]> {
+        let plain = |t: &Tensor<2>| t.clone().try_into_primitive::<Flex>().ok();
+        let (z, m, s) = (plain(z)?, plain(m)?, plain(s)?);
+        let (zs, ms, ss) = (values(&z), values(&m), values(&s));
+        let (n, c) = (ms.len(), zs.len() / ms.len().max(1));
+        let (mut m_new, mut alpha, mut p, mut s_new) = (vec![0f32; n], vec![0f32; n], vec![0f32; n * c], vec![0f32; n]);
+        simd(
+            #[inline(always)]
+            || {
+                for (i, (p, z)) in p.chunks_mut(c).zip(zs.chunks(c)).enumerate() {
+                    let top = max(z).max(ms[i]);
+                    for (p, &z) in p.iter_mut().zip(z) {
+                        *p = exp(z - top);
+                    }
+                    alpha[i] = exp(ms[i] - top);
+                    s_new[i] = ss[i] * alpha[i] + sum(p);
+                    m_new[i] = top;
+                }
+            },
+        );
+        let tensor = |v: Vec<f32>, shape: [usize; 2]| {
+            Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(v, shape)))
+        };
+        Some([
+            tensor(m_new, [n, 1]),
+            tensor(alpha, [n, 1]),
+            tensor(p, [n, c]),
+            tensor(s_new, [n, 1]),
+        ])
+    }
+
     /// `softmax(scale·s + mask)` row by row (rows of `s` cycle through the mask's rows).
     fn masked_softmax_plain(s: &FlexTensor, mask: &[f32], scale: f32) -> FlexTensor {
         let ss = values(s);
@@ -509,6 +567,40 @@ mod tests {
         assert_eq!(fused::exp(100.0), f32::INFINITY);
         assert!(fused::exp(f32::NAN).is_nan());
         assert_eq!(fused::exp(0.0), 1.0);
+    }
+
+    /// The loss's fused log-sum-exp piece against its tensor formulation, from the first piece
+    /// (maxima far below any logit) and from a later one.
+    #[test]
+    fn the_fused_softmax_piece_is_the_tensor_formulation() {
+        let device = Device::flex();
+        let z = tensor([5, 37], 11, &device).mul_scalar(10.0);
+        let formulation = |z: Tensor<2>, m: Tensor<2>, s: Tensor<2>| {
+            let m_new = m.clone().max_pair(z.clone().max_dim(1));
+            let alpha = (m - m_new.clone()).exp();
+            let p = (z - m_new.clone()).exp();
+            let s = s * alpha.clone() + p.clone().sum_dim(1);
+            [m_new, alpha, p, s]
+        };
+        let starts = [
+            (
+                Tensor::<2>::full([5, 1], -1.0e30, &device),
+                Tensor::<2>::zeros([5, 1], &device),
+            ),
+            (
+                tensor([5, 1], 12, &device).mul_scalar(10.0),
+                tensor([5, 1], 13, &device).abs(),
+            ),
+        ];
+        for (m, s) in starts {
+            let ours = fused::softmax_piece(&z, &m, &s).expect("plain CPU tensors take the fused path");
+            let want = formulation(z.clone(), m.clone(), s.clone());
+            for (i, (a, b)) in ours.into_iter().zip(want).enumerate() {
+                assert!(max_diff(a, b) < 1e-5, "output {i}");
+            }
+            let via_public = softmax_piece(z.clone(), m.clone(), s.clone());
+            assert!(max_diff(via_public[3].clone(), formulation(z.clone(), m, s)[3].clone()) < 1e-5);
+        }
     }
 
     /// The fused ops against burn's tensor formulations: values on the plain and the autodiff

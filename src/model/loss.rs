@@ -4,7 +4,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{LlamaForCausalLM, Projection, cpu_linear};
+use super::{LlamaForCausalLM, Projection, cpu_linear, cpu_ops};
 
 /// Far below any logit, finite so that `exp(m_old − m_new)` stays 0 rather than NaN.
 const NEG_LARGE: f32 = -1.0e30;
@@ -44,10 +44,8 @@ impl<L: Projection> LlamaForCausalLM<L> {
         for start in (0..vocab).step_by(chunk) {
             let w = head.weight_columns(start..(start + chunk).min(vocab)); // [H, c]
             let (z, dcap) = softcap(cpu_linear::matmul(normed.clone(), w.clone())); // [N, c]
-            let m_new = m.clone().max_pair(z.clone().max_dim(1));
-            let alpha = (m - m_new.clone()).exp();
-            let p = (z - m_new.clone()).exp();
-            s = s * alpha.clone() + p.clone().sum_dim(1);
+            let [m_new, alpha, p, s_new] = cpu_ops::softmax_piece(z, m, s);
+            s = s_new;
             acc = acc.map(|a| {
                 let g = match dcap {
                     Some(d) => p * d,

@@ -31,18 +31,28 @@ pub fn whole_graph_backward<L: Projection>(
     loss_scale: f64,
     collect: &mut dyn FnMut(&Gradients),
 ) -> Tensor<1> {
-    let [b, t] = batch.ids.dims();
     let normed = model.hidden_states(batch.ids.clone(), None, &mut NoObserver);
-    let hidden = normed.dims()[2];
+    let (nll, grads) = loss_backward(&model.valid(), normed, batch, loss_scale);
+    collect(&grads);
+    nll
+}
+
+/// The summed masked loss of `batch` from the final normed hidden states `normed` (`[B, T, H]`,
+/// with autodiff), taken a vocabulary piece at a time under `frozen` (the model without
+/// autodiff), and the gradients of `loss_scale · loss` back through `normed`'s graph.
+fn loss_backward<L: Projection>(
+    frozen: &LlamaForCausalLM<L>,
+    normed: Tensor<3>,
+    batch: &Batch,
+    loss_scale: f64,
+) -> (Tensor<1>, Gradients) {
+    let [b, t, hidden] = normed.dims();
     let rows = b * (t - 1);
     let normed = normed.narrow(1, 0, t - 1).reshape([rows, hidden]);
     let mask = batch.mask.clone().reshape([rows]);
-    let (nll, d_normed) = model
-        .valid()
-        .chunked_nll(normed.clone().inner(), &batch.label_ids, mask, Some(loss_scale));
+    let (nll, d_normed) = frozen.chunked_nll(normed.clone().inner(), &batch.label_ids, mask, Some(loss_scale));
     let d_normed = d_normed.expect("invariant: chunked_nll returns a gradient when given a scale");
-    collect(&(normed * d_normed.autodiff()).sum().backward());
-    nll
+    (nll, (normed * d_normed.autodiff()).sum().backward())
 }
 
 /// The summed masked next-token loss of `batch` under `model` (in training mode), and the
@@ -56,7 +66,7 @@ pub fn blockwise_backward<L: Projection>(
 ) -> Tensor<1> {
     let frozen = model.valid();
     let device = model.device();
-    let [b, t] = batch.ids.dims();
+    let t = batch.ids.dims()[1];
     let contexts = frozen.contexts(0, t, &device);
     // Forward without autodiff, keeping every block's input.
     let mut inputs = Vec::with_capacity(frozen.model.layers.len());
@@ -65,20 +75,9 @@ pub fn blockwise_backward<L: Projection>(
         inputs.push(x.clone());
         x = layer.forward(x, &contexts.layer(i), None, i, &mut NoObserver);
     }
-    let hidden = x.dims()[2];
-    let rows = b * (t - 1);
     // The final norm with autodiff, the loss and its gradient directly.
     let top = x.autodiff().require_grad();
-    let normed = model
-        .model
-        .norm
-        .forward(top.clone())
-        .narrow(1, 0, t - 1)
-        .reshape([rows, hidden]);
-    let mask = batch.mask.clone().reshape([rows]);
-    let (nll, d_normed) = frozen.chunked_nll(normed.clone().inner(), &batch.label_ids, mask, Some(loss_scale));
-    let d_normed = d_normed.expect("invariant: chunked_nll returns a gradient when given a scale");
-    let grads = (normed * d_normed.autodiff()).sum().backward();
+    let (nll, grads) = loss_backward(&frozen, model.model.norm.forward(top.clone()), batch, loss_scale);
     collect(&grads);
     let mut d_out = top.grad(&grads);
     // Each block again with autodiff, from the last.
