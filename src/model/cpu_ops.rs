@@ -129,11 +129,11 @@ mod fused {
         pulp::Arch::new().dispatch(f)
     }
 
-    /// `eˣ` within 2 ulp, in a form the compiler vectorises (no branch, no call into libm):
+    /// `eˣ` within 2 ulp, in a form the compiler vectorises (selects, no call into libm):
     /// `x = k·ln2 + r` with `k` the nearest integer and `|r| ≤ ln2/2`, `eʳ` by Cephes'
-    /// degree-7 polynomial, `2ᵏ` built in the exponent bits. 0 below −87.3 (where `eˣ` leaves the normal floats), ∞ above 88.37
-    /// (`e^88.37` is within a third of the largest float; softmax and sigmoid never need more);
-    /// NaN stays NaN.
+    /// degree-7 polynomial, `2ᵏ` built in the exponent bits. 0 below −87.3 (where `eˣ` leaves
+    /// the normal floats), ∞ above 88.37 (`e^88.37` is within a third of the largest float;
+    /// softmax and sigmoid never need more); NaN stays NaN.
     #[inline(always)]
     pub(super) fn exp(x: f32) -> f32 {
         const LN2_HI: f32 = 0.693_359_4;
