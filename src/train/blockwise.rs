@@ -46,10 +46,7 @@ fn loss_backward<L: Projection>(
     batch: &Batch,
     loss_scale: f64,
 ) -> (Tensor<1>, Gradients) {
-    let [b, t, hidden] = normed.dims();
-    let rows = b * (t - 1);
-    let normed = normed.narrow(1, 0, t - 1).reshape([rows, hidden]);
-    let mask = batch.mask.clone().reshape([rows]);
+    let (normed, mask) = batch.label_rows(normed);
     let (nll, d_normed) = frozen.chunked_nll(normed.clone().inner(), &batch.label_ids, mask, Some(loss_scale));
     let d_normed = d_normed.expect("invariant: chunked_nll returns a gradient when given a scale");
     (nll, (normed * d_normed.autodiff()).sum().backward())

@@ -197,6 +197,20 @@ pub struct Batch {
     pub tokens: usize,
 }
 
+impl Batch {
+    /// The final hidden states `normed` (`[B, T, H]`) at the positions that have a label, as
+    /// rows `[B·(T−1), H]` in [`Batch::label_ids`]' order, with the mask as `[B·(T−1)]`: what the
+    /// loss takes.
+    pub fn label_rows(&self, normed: Tensor<3>) -> (Tensor<2>, Tensor<1>) {
+        let [b, t, hidden] = normed.dims();
+        let rows = b * (t - 1);
+        (
+            normed.narrow(1, 0, t - 1).reshape([rows, hidden]),
+            self.mask.clone().reshape([rows]),
+        )
+    }
+}
+
 /// Pads `examples` to their longest length with `pad` (right padding: causal attention keeps
 /// real tokens from seeing the padding, and the mask drops padded labels).
 pub fn collate(examples: &[&Example], pad: u32, device: &Device) -> Batch {

@@ -382,10 +382,7 @@ impl ModuleMapper for ValueSetter<'_> {
 /// Sum of −log p(label) over the scored positions of a batch, the logits taken a vocabulary
 /// piece at a time ([`LlamaForCausalLM::chunked_nll`]); no gradient.
 pub fn masked_nll_sum<L: Projection>(model: &LlamaForCausalLM<L>, batch: &Batch) -> Tensor<1> {
-    let [b, t] = batch.ids.dims();
     let normed = model.hidden_states(batch.ids.clone(), None, &mut NoObserver);
-    let (hidden, rows) = (normed.dims()[2], b * (t - 1));
-    let normed = normed.narrow(1, 0, t - 1).reshape([rows, hidden]);
-    let mask = batch.mask.clone().reshape([rows]);
+    let (normed, mask) = batch.label_rows(normed);
     model.chunked_nll(normed, &batch.label_ids, mask, None).0
 }
