@@ -417,12 +417,15 @@ mod fused {
             }
         }
     }
-    /// [`super::softmax_piece`] on plain CPU tensors; `None` under autodiff.
+    /// [`super::softmax_piece`] on plain CPU tensors; `None` under autodiff or when empty.
     pub fn softmax_piece(z: &Tensor<2>, m: &Tensor<2>, s: &Tensor<2>) -> Option<[Tensor<2>; 4]> {
         let plain = |t: &Tensor<2>| t.clone().try_into_primitive::<Flex>().ok();
         let (z, m, s) = (plain(z)?, plain(m)?, plain(s)?);
         let (zs, ms, ss) = (values(&z), values(&m), values(&s));
         let (n, c) = (ms.len(), zs.len() / ms.len().max(1));
+        if n == 0 || c == 0 {
+            return None; // nothing to fuse; the tensor formulation handles empty pieces
+        }
         let (mut m_new, mut alpha, mut p, mut s_new) = (vec![0f32; n], vec![0f32; n], vec![0f32; n * c], vec![0f32; n]);
         simd(
             #[inline(always)]
@@ -599,6 +602,10 @@ mod tests {
                 assert!(max_diff(a, b) < 1e-5, "output {i}");
             }
             let via_public = softmax_piece(z.clone(), m.clone(), s.clone());
+            assert!(
+                fused::softmax_piece(&Tensor::<2>::zeros([5, 0], &device), &m, &s).is_none(),
+                "empty piece"
+            );
             assert!(max_diff(via_public[3].clone(), formulation(z.clone(), m, s)[3].clone()) < 1e-5);
         }
     }
