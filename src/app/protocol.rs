@@ -33,6 +33,10 @@ pub struct TrainOptions {
     pub max_len: usize,
     /// Adapted modules.
     pub targets: Vec<Target>,
+    /// Block by block (`Some(true)`), the whole graph (`Some(false)`), or the default (block
+    /// by block exactly when the base is packed).
+    #[serde(default)]
+    pub blockwise: Option<bool>,
 }
 
 /// Calibration options from the form.

@@ -11,6 +11,7 @@ use super::state::Ui;
 use crate::calib::SpectraReport;
 use crate::lora::{InitMethod, METHODS};
 use crate::model::arch::SITES;
+use crate::model::memory::{MemoryPlan, TAB_BYTES, TrainSettings, gib};
 use crate::model::{Site, Target};
 use crate::plot::{HeatmapMetric, heatmap, line_svg, spectrum_figure};
 
@@ -147,7 +148,6 @@ fn LoadPanel() -> impl IntoView {
 /// The summary's memory plan in words: the default run's total and its parts, and the largest run
 /// that fits a tab.
 fn memory_plan_text(s: &crate::model::ModelSummary) -> String {
-    use crate::model::memory::gib;
     let p = &s.train_plan;
     let fits = match s.fits_tab {
         Some((b, t, plan)) => format!("; fits a 4 GiB tab up to batch {b} × {t} ({})", gib(plan.total)),
@@ -239,6 +239,42 @@ fn TrainPanel() -> impl IntoView {
     let steps = RwSignal::new("20".to_string());
     let batch = RwSignal::new("2".to_string());
     let max_len = RwSignal::new("128".to_string());
+    let blockwise = RwSignal::new("auto".to_string());
+    // Tracked: the plan below follows every edit.
+    let tracked = |s: &RwSignal<String>, default: usize| s.get().trim().parse().unwrap_or(default);
+    let settings = move || TrainSettings {
+        batch: tracked(&batch, 2),
+        tokens: tracked(&max_len, 128),
+        rank: tracked(&rank, 8),
+        trains_down: method.get().parse().unwrap_or(InitMethod::Null).trains_down(),
+        blockwise: match blockwise.get().as_str() {
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => None,
+        },
+    };
+    let use_settings = move |s: TrainSettings| {
+        batch.set(s.batch.to_string());
+        max_len.set(s.tokens.to_string());
+        blockwise.set(if s.blockwise == Some(true) { "on" } else { "auto" }.to_string());
+    };
+    // A newly loaded model: settings over a tab's memory give way to the closest that fit.
+    let lowered = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        let Some(basis) = ui.summary.get().and_then(|s| s.plan_basis) else {
+            return;
+        };
+        let asked = untrack(settings);
+        if let Err(too_big) = basis.check(&asked, TAB_BYTES, "a browser tab has")
+            && let Some((fit, _)) = too_big.proposal
+        {
+            use_settings(fit);
+            lowered.set(Some(format!(
+                "Lowered from batch {} × {} to fit a tab.",
+                asked.batch, asked.tokens
+            )));
+        }
+    });
     let prompt = RwSignal::new("What is the capital of France?".to_string());
     let start = move |_| {
         let opts = TrainOptions {
@@ -249,6 +285,7 @@ fn TrainPanel() -> impl IntoView {
             batch: num(&batch, 2),
             max_len: num(&max_len, 128),
             targets: Target::DEFAULT.to_vec(),
+            blockwise: settings().blockwise,
         };
         ui.paused.set(false);
         run_task(ui, "training", Command::Train(opts), NONE);
@@ -278,11 +315,30 @@ fn TrainPanel() -> impl IntoView {
                 <label>"steps "<input size="4" bind:value=steps/></label>
                 <label>"batch "<input size="3" bind:value=batch/></label>
                 <label>"max length "<input size="4" bind:value=max_len/></label>
+                <label title="block by block: each block's graph is rebuilt in the backward pass (slower, far less memory)">
+                    "block by block "<select data-testid="blockwise-select" on:change=move |ev| blockwise.set(event_target_value(&ev))
+                        prop:value=move || blockwise.get()>
+                    <option value="auto">"auto"</option><option value="on">"on"</option><option value="off">"off"</option>
+                </select></label>
                 <button data-testid="train-button" disabled=move || ui.busy.get() on:click=start>"Train"</button>
                 <button data-testid="pause-button" on:click=pause>
                     {move || if ui.paused.get() { "Resume" } else { "Pause" }}</button>
                 <button data-testid="cancel-button" on:click=move |_| send(&Command::Cancel)>"Cancel"</button>
             </div>
+            {move || ui.summary.get().and_then(|s| s.plan_basis).map(|basis| {
+                let asked = settings();
+                let plan = basis.plan(&asked);
+                let fit = basis.propose(&asked, TAB_BYTES).filter(|(s, _)| *s != asked);
+                view! {
+                    <p class="plan" data-testid="train-plan">{train_plan_text(&plan, fit.is_some())}
+                        {fit.map(|(s, p)| view! {
+                            " "<button data-testid="fit-button" on:click=move |_| use_settings(s)>
+                                {format!("Use batch {} × {}{} ({})", s.batch, s.tokens,
+                                    if s.blockwise == Some(true) { ", block by block" } else { "" }, gib(p.total))}</button>
+                        })}
+                        " "{lowered.get()}</p>
+                }
+            })}
             <div class="plots">
                 <div data-testid="loss-plot" class="plot"
                     inner_html=move || line_svg("training loss", &ui.losses.get().iter().map(|(s, l)| (*s as f64, *l)).collect::<Vec<_>>(), "loss per token")></div>
@@ -298,6 +354,23 @@ fn TrainPanel() -> impl IntoView {
             </div>
         </section>
     }
+}
+
+/// A training run's memory plan in words, against a tab's memory.
+fn train_plan_text(p: &MemoryPlan, fit: bool) -> String {
+    format!(
+        "this run: about {} of the {} a tab has (weights {}, adapter and optimiser {}, activations {}){}",
+        gib(p.total),
+        gib(TAB_BYTES),
+        gib(p.weights),
+        gib(p.adapter),
+        gib(p.activations),
+        match (p.total > TAB_BYTES, fit) {
+            (false, _) => "",
+            (true, true) => " — too much for a tab on the CPU backend; settings that fit:",
+            (true, false) => " — too much for a tab on the CPU backend at any batch and length",
+        }
+    )
 }
 
 /// Built-in knowledge probe before and after training.

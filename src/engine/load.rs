@@ -8,7 +8,7 @@ use super::{EngineError, LoadedModel};
 use crate::device::DeviceChoice;
 use crate::io::{Checkpoint, ModelFiles};
 use crate::model::llama::VOCAB_CHUNK;
-use crate::model::memory::{MemoryPlan, RunShape, TAB_BYTES, largest_fitting};
+use crate::model::memory::{MemoryPlan, PlanBasis, RunShape, TAB_BYTES, largest_fitting};
 use crate::model::{ModelBuilder, ModelConfig, ModelSummary, Target, VarBuilder};
 
 /// What a load reports while it runs.
@@ -215,15 +215,34 @@ impl LoadedModel {
 
     /// Adapter values that `lora` would train on this model.
     pub fn trainable_values(&self, lora: &crate::lora::LoraConfig) -> Result<usize, EngineError> {
-        let targets = self.resolve_targets(&lora.targets)?;
-        let mut n = 0;
+        let (outs, ins) = self.widths_per_rank(&lora.targets)?;
+        Ok(lora.rank * (outs + if lora.method.trains_down() { ins } else { 0 }))
+    }
+
+    /// Over every block's `targets`: the sum of their output widths and of their input widths.
+    fn widths_per_rank(&self, targets: &[Target]) -> Result<(usize, usize), EngineError> {
+        let targets = self.resolve_targets(targets)?;
+        let (mut outs, mut ins) = (0, 0);
         for layer in 0..self.model.num_layers() {
             for &t in &targets {
                 let (out, inp) = self.linear(layer, t)?.base.dims();
-                n += lora.rank * (out + if lora.method.trains_down() { inp } else { 0 });
+                outs += out;
+                ins += inp;
             }
         }
-        Ok(n)
+        Ok((outs, ins))
+    }
+
+    /// What plans of training runs adapting `targets` on this model depend on (see
+    /// [`PlanBasis`]).
+    pub fn plan_basis(&self, targets: &[Target]) -> Result<PlanBasis, EngineError> {
+        Ok(PlanBasis {
+            config: self.config.clone(),
+            weights: self.weight_bytes(),
+            packed: self.model.has_packed_weights(),
+            vocab_chunk: self.model.vocab_chunk,
+            per_rank: self.widths_per_rank(targets)?,
+        })
     }
 
     /// The memory plan of a pass of `shape` on this model as loaded (see [`MemoryPlan`]).
@@ -252,6 +271,7 @@ impl LoadedModel {
             packed,
             train_plan: self.memory_plan(&shape, true),
             fits_tab: largest_fitting(c, weight_bytes, &shape, TAB_BYTES),
+            plan_basis: self.plan_basis(&Target::DEFAULT).ok().map(Box::new),
             architecture: c.model_type.model_type().to_string(),
             parameters,
             layers: c.num_hidden_layers,

@@ -126,6 +126,158 @@ pub fn largest_fitting(
     })
 }
 
+/// What the plans of a loaded model's training runs depend on, beyond the run itself: the page
+/// keeps it with the model's summary and plans each setting as the user edits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanBasis {
+    /// The model's configuration.
+    pub config: ModelConfig,
+    /// Bytes of the weights as held.
+    pub weights: u64,
+    /// Whether the frozen base is packed.
+    pub packed: bool,
+    /// Vocabulary rows per piece of the output layer.
+    pub vocab_chunk: usize,
+    /// Over the adapted layers of all blocks, per unit of rank: the sum of their output widths
+    /// (the `B` factors' rows) and of their input widths (the `A` factors' columns).
+    pub per_rank: (usize, usize),
+}
+
+/// The training settings a plan is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub tokens: usize,
+    /// Adapter rank.
+    pub rank: usize,
+    /// Whether the `A` factors train too (all methods but LoRA-Null-v2).
+    pub trains_down: bool,
+    /// Block by block (`Some(true)`), the whole graph (`Some(false)`), or the default: block by
+    /// block exactly when the base is packed.
+    pub blockwise: Option<bool>,
+}
+
+/// A run whose plan is over the memory there is; its message names the numbers and, when one
+/// exists, settings that fit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct TooBig {
+    /// The settings asked for.
+    pub asked: TrainSettings,
+    /// Their plan.
+    pub plan: MemoryPlan,
+    /// The memory there is, bytes.
+    pub budget: u64,
+    /// Where that memory is, for the message ("a browser tab", "free on this machine").
+    pub place: String,
+    /// The largest settings that fit, with their plan, if any do.
+    pub proposal: Option<(TrainSettings, MemoryPlan)>,
+}
+
+impl TooBig {
+    fn describe(&self) -> String {
+        let a = &self.asked;
+        let p = &self.plan;
+        let fix = match &self.proposal {
+            Some((s, plan)) => format!(
+                "batch {} × {} tokens{} fits (about {}): use that",
+                s.batch,
+                s.tokens,
+                if s.blockwise == Some(true) {
+                    ", block by block"
+                } else {
+                    ""
+                },
+                gib(plan.total)
+            ),
+            None => "no batch and length fit: use a smaller model or a more compressed file (a Q4 GGUF)".into(),
+        };
+        format!(
+            "training batch {} × {} tokens needs about {} (weights {}, adapter and optimiser {}, activations {}), \
+             more than the {} {}; {fix}",
+            a.batch,
+            a.tokens,
+            gib(p.total),
+            gib(p.weights),
+            gib(p.adapter),
+            gib(p.activations),
+            gib(self.budget),
+            self.place
+        )
+    }
+}
+
+impl PlanBasis {
+    /// Whether `s` trains block by block on this model.
+    pub fn blockwise(&self, s: &TrainSettings) -> bool {
+        s.blockwise.unwrap_or(self.packed)
+    }
+
+    /// The plan of training with `s`.
+    pub fn plan(&self, s: &TrainSettings) -> MemoryPlan {
+        let (outs, ins) = self.per_rank;
+        let shape = RunShape {
+            batch: s.batch,
+            tokens: s.tokens,
+            trainable: s.rank * (outs + if s.trains_down { ins } else { 0 }),
+            blockwise: self.blockwise(s),
+            packed: self.packed,
+            vocab_chunk: self.vocab_chunk,
+        };
+        MemoryPlan::new(&self.config, self.weights, &shape, true)
+    }
+
+    /// Settings that fit `budget`, as close to `s` as they can be: `s` itself; else `s` block by
+    /// block (the same training, slower); else block by block with the largest batch × length
+    /// (halving each, never above `s`'s, lengths down to 64; the longer length wins a tie).
+    /// `None` when nothing fits.
+    pub fn propose(&self, s: &TrainSettings, budget: u64) -> Option<(TrainSettings, MemoryPlan)> {
+        let fits = |s: TrainSettings| {
+            let plan = self.plan(&s);
+            (plan.total <= budget).then_some((s, plan))
+        };
+        let blockwise = TrainSettings {
+            blockwise: Some(true),
+            ..*s
+        };
+        fits(*s)
+            .or_else(|| (!self.blockwise(s)).then(|| fits(blockwise)).flatten())
+            .or_else(|| {
+                let halvings = |from: usize, floor: usize| {
+                    std::iter::successors(Some(from), move |&n| (n / 2 >= floor).then_some(n / 2))
+                };
+                let mut options: Vec<TrainSettings> = halvings(s.batch.max(1), 1)
+                    .flat_map(|batch| {
+                        halvings(s.tokens.max(1), s.tokens.clamp(1, 64)).map(move |tokens| TrainSettings {
+                            batch,
+                            tokens,
+                            ..blockwise
+                        })
+                    })
+                    .collect();
+                options.sort_by_key(|o| std::cmp::Reverse((o.batch * o.tokens, o.tokens)));
+                options.into_iter().find_map(fits)
+            })
+    }
+
+    /// The plan of `s` if it fits `budget` (memory in `place`), else why not and what would.
+    pub fn check(&self, s: &TrainSettings, budget: u64, place: &str) -> Result<MemoryPlan, Box<TooBig>> {
+        let plan = self.plan(s);
+        if plan.total <= budget {
+            return Ok(plan);
+        }
+        Err(Box::new(TooBig {
+            asked: *s,
+            plan,
+            budget,
+            place: place.to_string(),
+            proposal: self.propose(s, budget),
+        }))
+    }
+}
+
 /// Bytes as GiB with two decimals, for messages.
 pub fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
@@ -195,5 +347,85 @@ mod tests {
         let train = MemoryPlan::new(&c, 700 << 20, &shape(true, true), true);
         assert_eq!(eval.adapter, 0);
         assert!(eval.total < train.total);
+    }
+    fn basis(weights: u64, packed: bool) -> PlanBasis {
+        // Llama-3.2-1B's seven targets: outputs 2048 + 512 + 512 + 2048 + 8192 + 8192 + 2048,
+        // inputs 2048 × 6 + 8192, over 16 blocks.
+        PlanBasis {
+            config: llama_1b(),
+            weights,
+            packed,
+            vocab_chunk: 8192,
+            per_rank: (16 * 23_552, 16 * 20_480),
+        }
+    }
+
+    fn settings(batch: usize, tokens: usize, blockwise: Option<bool>) -> TrainSettings {
+        TrainSettings {
+            batch,
+            tokens,
+            rank: 16,
+            trains_down: true,
+            blockwise,
+        }
+    }
+
+    #[test]
+    fn settings_that_fit_are_proposed_unchanged() {
+        let b = basis(700 << 20, true);
+        let s = settings(1, 256, None);
+        assert_eq!(b.propose(&s, TAB_BYTES).map(|(p, _)| p), Some(s));
+        assert!(b.check(&s, TAB_BYTES, "a browser tab has").is_ok());
+        assert_eq!(
+            b.plan(&s).adapter,
+            16 * 16 * (23_552 + 20_480) * 16,
+            "A and B, each value with its gradient and two moments"
+        );
+    }
+
+    #[test]
+    fn block_by_block_is_proposed_before_a_smaller_run() {
+        let b = basis(700 << 20, true);
+        let whole = settings(4, 512, Some(false));
+        let (budget, blocks) = (3 << 30, b.plan(&settings(4, 512, Some(true))));
+        assert!(b.plan(&whole).total > budget && blocks.total <= budget, "{blocks:?}");
+        let (fit, plan) = b.propose(&whole, budget).expect("block by block fits");
+        assert_eq!(fit, settings(4, 512, Some(true)));
+        assert_eq!(plan, blocks);
+    }
+
+    #[test]
+    fn a_smaller_run_is_the_largest_that_fits() {
+        let b = basis(2 << 30, false);
+        let asked = settings(8, 512, None);
+        let budget = 3 << 30;
+        let (fit, plan) = b.propose(&asked, budget).expect("something fits");
+        assert!(plan.total <= budget && fit.blockwise == Some(true));
+        assert!(fit.batch <= 8 && fit.tokens <= 512 && fit.batch * fit.tokens < 8 * 512);
+        for larger in [
+            settings(fit.batch * 2, fit.tokens, Some(true)),
+            settings(fit.batch, fit.tokens * 2, Some(true)),
+        ] {
+            if larger.batch <= 8 && larger.tokens <= 512 {
+                assert!(b.plan(&larger).total > budget, "{larger:?} fits too");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_numbers_and_the_fix() {
+        let b = basis(2 << 30, false);
+        let err = b
+            .check(&settings(8, 512, None), 3 << 30, "free on this machine")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("training batch 8 × 512 tokens needs about "), "{text}");
+        assert!(text.contains("more than the 3.00 GiB free on this machine"), "{text}");
+        assert!(text.contains(", block by block fits (about "), "{text}");
+        let none = b
+            .check(&settings(1, 64, None), 1 << 30, "a browser tab has")
+            .unwrap_err();
+        assert!(none.proposal.is_none());
+        assert!(none.to_string().contains("no batch and length fit"), "{none}");
     }
 }

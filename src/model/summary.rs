@@ -41,6 +41,9 @@ pub struct ModelSummary {
     pub train_plan: super::memory::MemoryPlan,
     /// The largest batch × length whose training plan fits a 4 GiB tab, with its plan.
     pub fits_tab: Option<(usize, usize, super::memory::MemoryPlan)>,
+    /// What plans of training the default targets depend on: the page plans the settings the
+    /// user types from it (`None` if the architecture has none of the default targets).
+    pub plan_basis: Option<Box<super::memory::PlanBasis>>,
     /// Source format.
     pub format: Format,
     /// Storage types of the source file.

@@ -177,6 +177,23 @@ try {
   const plan = await page.textContent('[data-testid=memory-plan]');
   if (!/about [0-9.]+ GiB: weights/.test(plan) || !/fits a 4 GiB tab up to batch/.test(plan)) fail(`memory plan: ${plan}`);
   step(`default model loaded; main-thread tasks over 50 ms: ${JSON.stringify(await longTasks('default load'))}`);
+  // The training panel plans the settings as they are typed, and offers settings that fit a tab.
+  const trainPanel = page.locator('section', { hasText: '4 · Fine-tune' });
+  const trainPlan = () => page.textContent('[data-testid=train-plan]');
+  if (!/^this run: about [0-9.]+ GiB of the 4.00 GiB a tab has/.test(await trainPlan())) fail(`training plan: ${await trainPlan()}`);
+  await trainPanel.locator('label:has-text("batch") input').fill('64');
+  await trainPanel.locator('label:has-text("max length") input').fill('2048');
+  await page.waitForSelector('[data-testid=fit-button]', { timeout: 10000 });
+  if (!/too much for a tab/.test(await trainPlan())) fail(`training plan over a tab: ${await trainPlan()}`);
+  await page.click('[data-testid=fit-button]');
+  await page.waitForFunction(() => !document.querySelector('[data-testid=fit-button]'), null, { timeout: 10000 });
+  const fitted = [await trainPanel.locator('label:has-text("batch") input').inputValue(),
+    await trainPanel.locator('label:has-text("max length") input').inputValue(),
+    await page.locator('[data-testid=blockwise-select]').inputValue()];
+  if (Number(fitted[0]) * Number(fitted[1]) >= 64 * 2048 || fitted[2] !== 'on' || /too much/.test(await trainPlan())) {
+    fail(`settings that fit: ${fitted} → ${await trainPlan()}`);
+  }
+  step(`64 × 2048 is over a tab; settings that fit: batch ${fitted[0]} × ${fitted[1]}, block by block; ${await trainPlan()}`);
 } catch (e) {
   fail(e.message);
 } finally {

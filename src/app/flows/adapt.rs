@@ -7,6 +7,7 @@ use crate::app::session::{self, executor, put_worker, take_worker};
 use crate::app::words::page_error;
 use crate::engine::{CalibOptions, Control, EighCache, STREAM_ABOVE_BYTES, TrainHooks};
 use crate::lora::LoraConfig;
+use crate::model::memory::{TAB_BYTES, TrainSettings};
 use crate::train::{StepMetrics, TrainConfig};
 
 /// Collects activation statistics, then the spectra (decompositions in the maths worker).
@@ -126,6 +127,32 @@ impl TrainHooks for PageHooks {
     }
 }
 
+/// Refuses, before anything is built, a run whose memory plan passes a tab's 4 GiB on the CPU
+/// backend, where the weights and activations all live in the tab (the message names the
+/// numbers and settings that fit). On a GPU, whose memory the browser does not tell, the same
+/// comparison is a note.
+fn check_memory(opts: &TrainOptions) -> Result<(), String> {
+    let settings = TrainSettings {
+        batch: opts.batch,
+        tokens: opts.max_len,
+        rank: opts.rank,
+        trains_down: opts.method.trains_down(),
+        blockwise: opts.blockwise,
+    };
+    let basis = session::with(|s| s.model.as_ref().map(|m| m.plan_basis(&opts.targets)))
+        .ok_or("load a model first")?
+        .map_err(|e| page_error(&e))?;
+    let on_cpu = session::with(|s| s.device.as_ref().is_some_and(|d| d.adapter.is_none()));
+    match basis.check(&settings, TAB_BYTES, "a browser tab has") {
+        Ok(_) => Ok(()),
+        Err(too_big) if on_cpu => Err(too_big.to_string()),
+        Err(too_big) => {
+            status(format!("note: {too_big} (on the GPU this may still fit its memory)"));
+            Ok(())
+        }
+    }
+}
+
 /// Initialises the chosen method on a fresh copy of the base and trains it step by step,
 /// honouring pause and cancel between steps. The session's model becomes the trained one.
 pub async fn train(opts: TrainOptions) -> Result<(), String> {
@@ -148,10 +175,12 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
         steps: Some(opts.steps),
         batch: opts.batch,
         max_len: opts.max_len,
+        checkpoint_blocks: opts.blockwise,
         ..TrainConfig::default()
     };
     lora.check(calib.is_some() || streamed.is_some())
         .map_err(|e| page_error(&e.into()))?;
+    check_memory(&opts)?;
     let mut model = build_model(&files).await?;
     let worker = take_worker();
     let mut eighs = session::with(|s| std::mem::take(&mut s.eighs));

@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use lora_null::engine::{CheckpointKind, TrainHooks};
 use lora_null::io::safetensors::SaveDtype;
-use lora_null::model::memory::{RunShape, gib};
+use lora_null::model::memory::{TrainSettings, gib};
 use lora_null::train::{AdamWConfig, StepMetrics, TrainConfig, TrainData, TrainState};
 
 use super::ModelArgs;
@@ -152,45 +152,57 @@ fn describe_data(data: &TrainData, max_len: usize) {
     );
 }
 
-/// Prints what the run will hold, and warns when that passes the memory this machine has free.
+/// Prints what the run will hold, and warns (naming settings that fit) when that passes the
+/// memory this machine has free.
 fn print_memory_plan(
     m: &lora_null::engine::LoadedModel,
     lora: &lora_null::lora::LoraConfig,
     cfg: &TrainConfig,
     data: &TrainData,
 ) -> anyhow::Result<()> {
-    let packed = m.model.has_packed_weights();
-    let tokens = data.train.iter().map(|e| e.ids.len()).max().unwrap_or(cfg.max_len);
-    let shape = RunShape {
+    let basis = m.plan_basis(&lora.targets)?;
+    let settings = TrainSettings {
         batch: cfg.batch,
-        tokens,
-        trainable: m.trainable_values(lora)?,
-        blockwise: cfg.checkpoint_blocks.unwrap_or(packed),
-        packed,
-        vocab_chunk: m.model.vocab_chunk,
+        tokens: data.train.iter().map(|e| e.ids.len()).max().unwrap_or(cfg.max_len),
+        rank: lora.rank,
+        trains_down: lora.method.trains_down(),
+        blockwise: cfg.checkpoint_blocks,
     };
-    let plan = m.memory_plan(&shape, true);
+    let plan = basis.plan(&settings);
     eprintln!(
         "memory plan: weights {} ({}), adapter and optimiser {}, activations {} (batch {} x {} tokens{}), about {} in all",
         gib(plan.weights),
-        if packed { "packed" } else { "f32" },
+        if basis.packed { "packed" } else { "f32" },
         gib(plan.adapter),
         gib(plan.activations),
-        shape.batch,
-        shape.tokens,
-        if shape.blockwise { ", block by block" } else { "" },
+        settings.batch,
+        settings.tokens,
+        if basis.blockwise(&settings) {
+            ", block by block"
+        } else {
+            ""
+        },
         gib(plan.total)
     );
-    if let Some(free) = available_memory().filter(|&free| plan.total > free) {
-        eprintln!(
-            "warning: that is more than the {} of memory free here; lower --batch or --max-len{}",
-            gib(free),
-            if packed {
-                ""
-            } else {
-                ", or keep the base packed with --base packed and train block by block (--checkpoint-blocks true)"
-            }
-        );
+    if let Some(Err(too_big)) = available_memory().map(|free| basis.check(&settings, free, "free on this machine")) {
+        let flags = too_big.proposal.map_or_else(String::new, |(s, _)| {
+            format!(
+                " (--batch {} --max-len {}{})",
+                s.batch,
+                s.tokens,
+                if s.blockwise == Some(true) {
+                    " --checkpoint-blocks true"
+                } else {
+                    ""
+                }
+            )
+        });
+        let packing = if basis.packed {
+            ""
+        } else {
+            "; a quantised GGUF with --base packed holds the base in its stored size"
+        };
+        eprintln!("warning: {too_big}{flags}{packing}");
     }
     Ok(())
 }
