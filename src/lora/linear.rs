@@ -83,10 +83,20 @@ impl LoraLinear {
 
 impl Projection for LoraLinear {
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = Projection::forward(&self.base, x.clone());
-        match &self.adapter {
-            Some(adapter) => base + adapter.forward(x),
-            None => base,
+        let Some(adapter) = &self.adapter else {
+            return Projection::forward(&self.base, x);
+        };
+        match self.base.dense_in_out() {
+            // One operation: the adapter's product lands in the base product's output.
+            Some((w, bias)) => crate::model::cpu_low_rank::low_rank_linear(
+                x,
+                w,
+                bias,
+                adapter.lora_a.val().transpose(),
+                adapter.lora_b.val().transpose(),
+                adapter.scale,
+            ),
+            None => Projection::forward(&self.base, x.clone()) + adapter.forward(x),
         }
     }
 

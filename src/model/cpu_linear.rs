@@ -287,17 +287,32 @@ pub(crate) mod faer_product {
 
     /// `[ba, m, k] · [bb, k, n]` through faer, reading both in place when their last two
     /// dimensions are row- or column-major with any row/column stride (else a contiguous copy).
-    fn plain(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+    pub(crate) fn plain(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
             return Flex::float_matmul(a, b);
         }
+        let (sa, sb) = (a.layout().shape(), b.layout().shape());
+        let (batch, m, n) = (sa[0].max(sb[0]), sa[1], sb[2]);
+        let mut y = vec![0f32; batch * m * n];
+        product_into(&mut y, a, b, 1.0, faer::Accum::Replace);
+        FlexTensor::from_data(TensorData::new(y, [batch, m, n]))
+    }
+
+    /// `y = α·a·b` (`Replace`) or `y += α·a·b` (`Add`) for f32 `[ba, m, k] · [bb, k, n]` into the
+    /// row-major `[max(ba, bb), m, n]` values `y`, reading `a` and `b` as [`plain`] does.
+    pub(crate) fn product_into(y: &mut [f32], a: FlexTensor, b: FlexTensor, alpha: f32, accum: faer::Accum) {
         let (a, b) = (readable(a), readable(b));
         let (sa, sb) = (a.layout().shape().clone(), b.layout().shape().clone());
         let (ba, m, k, bb, n) = (sa[0], sa[1], sa[2], sb[0], sb[2]);
         let batch = ba.max(bb);
-        let mut y = vec![0f32; batch * m * n];
-        if m * n == 0 || k == 0 {
-            return FlexTensor::from_data(TensorData::new(y, [batch, m, n]));
+        if m * n == 0 {
+            return;
+        }
+        if k == 0 {
+            if accum == faer::Accum::Replace {
+                y.fill(0.0);
+            }
+            return;
         }
         let (av, bv) = (View::of(&a), View::of(&b));
         let (a_data, b_data) = (a.storage::<f32>(), b.storage::<f32>());
@@ -305,7 +320,7 @@ pub(crate) mod faer_product {
             let a = av.matrix(a_data, if ba == 1 { 0 } else { i }, m, k);
             let b = bv.matrix(b_data, if bb == 1 { 0 } else { i }, k, n);
             let y = faer::MatMut::from_row_major_slice_mut(y, m, n);
-            faer::linalg::matmul::matmul(y, faer::Accum::Replace, a, b, 1.0f32, par);
+            faer::linalg::matmul::matmul(y, accum, a, b, alpha, par);
         };
         // Many small products (attention's heads): one per thread; else each on every thread.
         if batch >= rayon::current_num_threads() {
@@ -318,7 +333,6 @@ pub(crate) mod faer_product {
                 one(i, y, faer::Par::rayon(0));
             }
         }
-        FlexTensor::from_data(TensorData::new(y, [batch, m, n]))
     }
 
     /// How a rank-3 tensor's matrices sit in its buffer (one [`readable`] returned).

@@ -240,6 +240,15 @@ impl Linear {
             }
     }
 
+    /// The weight `[in, out]` and the bias of a dense layer with no correction (what
+    /// [`Projection::forward`] multiplies by as it is); `None` for a packed or corrected one.
+    pub fn dense_in_out(&self) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
+        match (&self.weight, &self.packed, &self.correction) {
+            (Some(w), None, None) => Some((w.val(), self.bias.as_ref().map(|b| b.val()))),
+            _ => None,
+        }
+    }
+
     /// The stored weight `[in, out]` as f32, without the correction (decoded now if packed).
     fn stored_in_out(&self) -> Tensor<2> {
         match (&self.weight, &self.packed) {

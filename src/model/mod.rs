@@ -18,6 +18,8 @@ pub mod attention;
 #[cfg(feature = "engine")]
 pub mod cpu_linear;
 #[cfg(feature = "engine")]
+pub mod cpu_low_rank;
+#[cfg(feature = "engine")]
 pub mod cpu_ops;
 #[cfg(feature = "engine")]
 pub mod dequant;
