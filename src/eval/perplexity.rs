@@ -1,6 +1,5 @@
 //! Perplexity over non-overlapping windows.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::EvalError;
@@ -44,22 +43,14 @@ pub async fn perplexity<L: Projection>(
             TensorData::new(window.iter().map(|&x| x as i64).collect(), [1, t]),
             &device,
         );
-        let nll = if model.output_layer().is_packed() {
-            // A piece of the vocabulary at a time: neither the head nor the logits in f32 at once.
-            let hidden = model.hidden_states(input, None, &mut NoObserver);
-            let h = hidden.dims()[2];
-            let normed = hidden.narrow(1, 0, t - 1).reshape([t - 1, h]);
-            let labels: Vec<usize> = window[1..].iter().map(|&x| x as usize).collect();
-            let mask = Tensor::<1>::ones([t - 1], &device);
-            model.chunked_nll(normed, &labels, mask, None).0
-        } else {
-            let logits = model.forward(input).narrow(1, 0, t - 1);
-            let targets = Tensor::<3, Int>::from_data(
-                TensorData::new(window[1..].iter().map(|&x| x as i64).collect(), [1, t - 1, 1]),
-                &device,
-            );
-            log_softmax(logits, 2).gather(2, targets).sum().neg()
-        };
+        // A piece of the vocabulary at a time: never the `[tokens, vocab]` logits at once (nor,
+        // for a packed head, the head decoded to f32).
+        let hidden = model.hidden_states(input, None, &mut NoObserver);
+        let h = hidden.dims()[2];
+        let normed = hidden.narrow(1, 0, t - 1).reshape([t - 1, h]);
+        let labels: Vec<usize> = window[1..].iter().map(|&x| x as usize).collect();
+        let mask = Tensor::<1>::ones([t - 1], &device);
+        let nll = model.chunked_nll(normed, &labels, mask, None).0;
         let sum: f32 = nll
             .into_scalar_async()
             .await

@@ -90,7 +90,7 @@ pub fn softmax_piece(z: Tensor<2>, m: Tensor<2>, s: Tensor<2>) -> [Tensor<2>; 4]
 
 /// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
 #[cfg(not(target_arch = "wasm32"))]
-mod fused {
+pub(crate) mod fused {
     use burn::backend::Flex;
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -104,7 +104,7 @@ mod fused {
     use crate::model::cpu_linear::faer_product::{Pair, Tracked, pair};
 
     /// `t`'s values in order: its own buffer when contiguous, else a contiguous copy.
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         match t.as_slice::<f32>() {
             Some(s) => std::borrow::Cow::Borrowed(s),
             None => std::borrow::Cow::Owned(
@@ -125,7 +125,7 @@ mod fused {
     /// FMA on x86-64), so that the loops inlined into it are vectorised. Everything `f` calls
     /// in its loops must be `#[inline(always)]` to be compiled that way too.
     #[inline(always)]
-    fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
         pulp::Arch::new().dispatch(f)
     }
 

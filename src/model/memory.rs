@@ -7,8 +7,7 @@
 //! - activations: the largest working set of one pass. Block by block, that is every block's
 //!   input plus one block's autodiff graph, its decoded weights when packed, and one vocabulary
 //!   piece of the output layer; otherwise every block's graph and one vocabulary piece (training
-//!   takes the loss a piece at a time either way; evaluation on an f32 base takes the whole
-//!   `[tokens, vocab]` logits with their log-softmax).
+//!   and evaluation take the loss a piece at a time either way).
 //!
 //! BENCHMARKS.md ("Packed base") compares the plan with measured peak memory.
 
@@ -74,14 +73,7 @@ impl MemoryPlan {
         let piece = (shape.vocab_chunk as u64).min(vocab);
         let chunked_head = rows * piece * 3 * F32 + if shape.packed { 2 * piece * h * F32 } else { 0 };
         let activations = match (training, shape.blockwise) {
-            (false, _) => {
-                let head = if shape.packed {
-                    chunked_head
-                } else {
-                    rows * vocab * 2 * F32
-                };
-                block + block_weights + head
-            }
+            (false, _) => block + block_weights + chunked_head,
             (true, true) => (layers + 1) * rows * h * F32 + block + block_weights + chunked_head,
             (true, false) => layers * (block + block_weights) + chunked_head,
         };

@@ -138,11 +138,26 @@ impl RotaryEmbedding {
 /// dimensions become `x·cos + rotate_half(x)·sin`, where `rotate_half([x1, x2]) = [−x2, x1]`, and
 /// the rest pass unchanged (partial rotation).
 pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if cos.dims()[1] == x.dims()[3]
+        && x.dims()[3].is_multiple_of(2)
+        && x.dims()[2] == cos.dims()[0]
+        && sin.dims() == cos.dims()
+        && let Some(y) = fused::rotate(x.clone(), cos.clone(), sin.clone())
+    {
+        return y;
+    }
+    composed(x, cos, sin)
+}
+
+/// [`apply_rotary`] as tensor operations (what runs off the CPU backend; the fused rotation's
+/// reference).
+fn composed(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
     let d = x.dims()[3];
     let r = cos.dims()[1];
     if r < d {
         let pass = x.clone().narrow(3, r, d - r);
-        let rotated = apply_rotary(x.narrow(3, 0, r), cos, sin);
+        let rotated = composed(x.narrow(3, 0, r), cos, sin);
         return Tensor::cat(vec![rotated, pass], 3);
     }
     let half = d / 2;
@@ -152,4 +167,163 @@ pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4>
     let cos = cos.clone().unsqueeze::<4>();
     let sin = sin.clone().unsqueeze::<4>();
     x * cos + rotated * sin
+}
+
+/// The whole-head rotation on the CPU backend in one pass: it reads `x` through its strides (the
+/// heads' transposed view of the projection's output, not copied first) and writes the rotated
+/// heads contiguous, where the tensor formulation takes five passes (negate, concatenate, two
+/// products, a sum). Under autodiff it is one recorded operation whose backward is one pass too,
+/// `∂x = g·cos + rotate_halfᵀ(g·sin)` with `rotate_halfᵀ([u1, u2]) = [u2, −u1]`; it keeps only
+/// the tables.
+#[cfg(not(target_arch = "wasm32"))]
+mod fused {
+    use burn::backend::Flex;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+    use burn::backend::tensor::FloatTensor;
+    use burn::tensor::{Tensor, TensorData};
+    use burn_flex::FlexTensor;
+
+    use crate::model::cpu_linear::faer_product::Tracked;
+    use crate::model::cpu_linear::on_cpu_f32;
+    use crate::model::cpu_ops::fused::{simd, values};
+
+    /// `x·cos + rotate_half(x)·sin` (`[B, H, T, D]`, tables `[T, D]`), or `None` off the CPU
+    /// backend.
+    pub fn rotate(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Option<Tensor<4>> {
+        if !(on_cpu_f32(&x) && on_cpu_f32(&cos) && on_cpu_f32(&sin)) || x.dims().contains(&0) {
+            return None;
+        }
+        if x.is_autodiff() {
+            let x = x.try_into_primitive::<Tracked>().ok()?;
+            let cos = cos.autodiff().try_into_primitive::<Tracked>().ok()?.into_primitive();
+            let sin = sin.autodiff().try_into_primitive::<Tracked>().ok()?.into_primitive();
+            return Some(Tensor::from_primitive::<Tracked>(recorded(x, cos, sin)));
+        }
+        let x = x.try_into_primitive::<Flex>().ok()?;
+        let cos = cos.try_into_primitive::<Flex>().ok()?;
+        let sin = sin.try_into_primitive::<Flex>().ok()?;
+        Some(Tensor::from_primitive::<Flex>(apply(&x, &cos, &sin, false)))
+    }
+
+    /// The rotation (`transpose`: its transpose, the backward's), into a contiguous tensor.
+    fn apply(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, transpose: bool) -> FlexTensor {
+        let x = if x.layout().strides()[3] == 1 {
+            x.clone()
+        } else {
+            x.to_contiguous()
+        };
+        let layout = x.layout();
+        let shape = layout.shape().clone();
+        let (b, h, t, d) = (shape[0], shape[1], shape[2], shape[3]);
+        let (s, offset) = (layout.strides(), layout.start_offset() as isize);
+        let data = x.storage::<f32>();
+        let (cos, sin) = (values(cos), values(sin));
+        let half = d / 2;
+        let mut out = vec![0f32; b * h * t * d];
+        simd(
+            #[inline(always)]
+            || {
+                for (row, o) in out.chunks_mut(d).enumerate() {
+                    let (bi, hi, ti) = (row / (h * t), row / t % h, row % t);
+                    let start = (offset + bi as isize * s[0] + hi as isize * s[1] + ti as isize * s[2]) as usize;
+                    let x = &data[start..start + d];
+                    let (c, sn) = (&cos[ti * d..(ti + 1) * d], &sin[ti * d..(ti + 1) * d]);
+                    let (o1, o2) = o.split_at_mut(half);
+                    let (x1, x2) = x.split_at(half);
+                    if transpose {
+                        // ∂x1 = g1·c1 + g2·s2, ∂x2 = g2·c2 − g1·s1.
+                        for j in 0..half {
+                            o1[j] = x1[j] * c[j] + x2[j] * sn[half + j];
+                            o2[j] = x2[j] * c[half + j] - x1[j] * sn[j];
+                        }
+                    } else {
+                        // y1 = x1·c1 − x2·s1, y2 = x2·c2 + x1·s2.
+                        for j in 0..half {
+                            o1[j] = x1[j] * c[j] - x2[j] * sn[j];
+                            o2[j] = x2[j] * c[half + j] + x1[j] * sn[half + j];
+                        }
+                    }
+                }
+            },
+        );
+        FlexTensor::from_data(TensorData::new(out, [b, h, t, d]))
+    }
+
+    /// Keeps the tables: the backward does not read `x`.
+    #[derive(Debug)]
+    struct RotaryBackward;
+
+    impl Backward<Flex, 1> for RotaryBackward {
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (cos, sin) = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |g| apply(&g, &cos, &sin, true));
+        }
+    }
+
+    fn recorded(x: FloatTensor<Tracked>, cos: FlexTensor, sin: FlexTensor) -> FloatTensor<Tracked> {
+        match RotaryBackward
+            .prepare::<NoCheckpointing>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = apply(x.primitive(), &cos, &sin, false);
+                prep.finish((cos, sin), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(apply(x.primitive(), &cos, &sin, false)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::*;
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
+        let n = shape.iter().product::<usize>();
+        let values = (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
+            .collect::<Vec<_>>();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    #[test]
+    fn the_fused_rotation_is_the_tensor_formulation_with_its_gradient() {
+        let (b, t, h, d) = (2, 5, 3, 8);
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let (cos, sin) = (tensor([t, d], 1, &device), tensor([t, d], 2, &device));
+            let probe = tensor([b, h, t, d], 4, &device);
+            // The heads' transposed view of a projection's output, as attention hands it over;
+            // the rotation's value and the gradient of the projection's output.
+            let run = |rotate: fn(Tensor<4>, &Tensor<2>, &Tensor<2>) -> Tensor<4>| {
+                let y = tensor([b, t, h, d], 3, &device);
+                let y = if device.is_autodiff() { y.require_grad() } else { y };
+                let out = rotate(y.clone().swap_dims(1, 2), &cos, &sin);
+                let grad = device.is_autodiff().then(|| {
+                    y.grad(&(out.clone() * probe.clone()).sum().backward())
+                        .expect("tracked")
+                });
+                (out, grad)
+            };
+            #[cfg(not(target_arch = "wasm32"))]
+            assert!(
+                fused::rotate(tensor([b, h, t, d], 3, &device), cos.clone(), sin.clone()).is_some(),
+                "the CPU backend fuses"
+            );
+            let ((y1, g1), (y2, g2)) = (run(apply_rotary), run(composed));
+            let diff: f32 = (y1 - y2).abs().max().into_scalar();
+            assert!(diff < 1e-6, "values on {device:?}: {diff}");
+            if let (Some(g1), Some(g2)) = (g1, g2) {
+                let diff: f32 = (g1 - g2).abs().max().into_scalar();
+                assert!(diff < 1e-6, "gradient: {diff}");
+            }
+        }
+    }
 }
