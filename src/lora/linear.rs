@@ -86,7 +86,7 @@ impl Projection for LoraLinear {
         let Some(adapter) = &self.adapter else {
             return Projection::forward(&self.base, x);
         };
-        match self.base.dense_in_out() {
+        match self.base.low_rank_base() {
             // One operation: the adapter's product lands in the base product's output.
             Some((w, bias)) => crate::model::cpu_low_rank::low_rank_linear(
                 x,

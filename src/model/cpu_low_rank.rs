@@ -6,21 +6,37 @@
 //! backward scales the gradient into a new tensor and sums the input's two gradients in another.
 //! Here the adapter's product is accumulated into the base product's output (faer's
 //! `Accum::Add`), and the backward writes `∂x = g·Wᵀ + (s·g·Bᵀ)·Aᵀ` into one buffer; under
-//! autodiff it is one recorded operation with `x`, `A` and `B` as parents. Anything but f32
-//! tensors on the CPU backend (a GPU, the wasm build) takes the composition instead.
+//! autodiff it is one recorded operation with `x`, `A` and `B` as parents. A packed base (the
+//! QLoRA layer) is decoded into a scratch buffer for each of its two products, as
+//! `cpu_linear::packed_linear` does, and kept packed in between. Anything but f32 tensors on
+//! the CPU backend (a GPU, the wasm build) takes the composition instead.
+
+use std::sync::Arc;
 
 use burn::tensor::Tensor;
 
 use super::cpu_linear;
+use super::packed::PackedMatrix;
 
-/// `x·W + s·(x·A)·B + b`, with `W` `[in, out]`, `A` `[in, r]` and `B` `[r, out]` (views: a
-/// transposed PEFT factor is read as it is).
+/// The frozen weight of a layer the fused operation takes.
+// Made for one call and dropped: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum Base {
+    /// `W` as `[in, out]` f32 (any strides).
+    Dense(Tensor<2>),
+    /// `Wᵀ` as a packed `[out, in]` matrix on the host, decoded for each product (QLoRA).
+    Packed(Arc<PackedMatrix>),
+}
+
+/// `x·W + s·(x·A)·B + b`, with `A` `[in, r]` and `B` `[r, out]` (views: a transposed PEFT
+/// factor is read as it is).
 ///
 /// # Shapes
 /// - x: `[..., in]` → `[..., out]`
 pub fn low_rank_linear<const D: usize>(
     x: Tensor<D>,
-    w: Tensor<2>,
+    w: Base,
     bias: Option<Tensor<1>>,
     a: Tensor<2>,
     b: Tensor<2>,
@@ -39,13 +55,16 @@ pub fn low_rank_linear<const D: usize>(
 /// The same from separate products (the reference the fused operation is tested against).
 pub fn composed<const D: usize>(
     x: Tensor<D>,
-    w: Tensor<2>,
+    w: Base,
     bias: Option<Tensor<1>>,
     a: Tensor<2>,
     b: Tensor<2>,
     scale: f64,
 ) -> Tensor<D> {
-    let base = cpu_linear::linear(x.clone(), w, bias);
+    let base = match w {
+        Base::Dense(w) => cpu_linear::linear(x.clone(), w, bias),
+        Base::Packed(w) => cpu_linear::packed_linear(x.clone(), &w, bias),
+    };
     let down = cpu_linear::linear(x, a, None);
     base + cpu_linear::linear(down, b, None).mul_scalar(scale)
 }
@@ -62,47 +81,81 @@ pub(crate) mod fused {
     use burn::tensor::{Tensor, TensorData};
     use burn_flex::FlexTensor;
     use faer::Accum;
+    use std::sync::Arc;
 
+    use super::Base;
     use crate::model::cpu_linear::faer_product::{Tracked, plain, product_into};
     use crate::model::cpu_linear::on_cpu_f32;
+    use crate::model::packed::PackedMatrix;
+
+    /// The frozen weight as the products read it.
+    #[derive(Debug, Clone)]
+    enum Frozen {
+        /// `W`, `[1, in, out]`.
+        Dense(FlexTensor),
+        /// `Wᵀ` packed, `[out, in]`.
+        Packed(Arc<PackedMatrix>),
+    }
+
+    impl Frozen {
+        /// `[in, out]`.
+        fn dims(&self) -> (usize, usize) {
+            match self {
+                Frozen::Dense(w) => (w.layout().shape()[1], w.layout().shape()[2]),
+                Frozen::Packed(w) => (w.dims().1, w.dims().0),
+            }
+        }
+
+        /// `y = x·W` (`transpose`: `y = x·Wᵀ`), `x` `[1, m, k]`, into the row-major `y`; a
+        /// packed `W` is decoded into a scratch buffer for the call.
+        fn product_into(&self, y: &mut [f32], x: FlexTensor, transpose: bool) {
+            let w = match self {
+                Frozen::Dense(w) => w.clone(),
+                Frozen::Packed(p) => {
+                    let (rows, cols) = p.dims();
+                    FlexTensor::from_data(TensorData::new(p.decode_range(0..rows), [1, rows, cols])).transpose(1, 2)
+                }
+            };
+            product_into(y, x, if transpose { w.transpose(1, 2) } else { w }, 1.0, Accum::Replace);
+        }
+    }
 
     /// The fused layer without its bias, or `None` when it does not apply (not all f32 on the
     /// CPU backend, shapes that do not chain, an empty product, or a tracked `W`).
-    pub fn apply<const D: usize>(
-        x: Tensor<D>,
-        w: Tensor<2>,
-        a: Tensor<2>,
-        b: Tensor<2>,
-        scale: f32,
-    ) -> Option<Tensor<D>> {
-        if !(on_cpu_f32(&x) && on_cpu_f32(&w) && on_cpu_f32(&a) && on_cpu_f32(&b)) || w.is_tracked() {
+    pub fn apply<const D: usize>(x: Tensor<D>, w: Base, a: Tensor<2>, b: Tensor<2>, scale: f32) -> Option<Tensor<D>> {
+        if !(on_cpu_f32(&x) && on_cpu_f32(&a) && on_cpu_f32(&b)) {
             return None;
         }
         let dims = x.dims();
-        let (k, [wk, out], [ak, r], [br, bn]) = (dims[D - 1], w.dims(), a.dims(), b.dims());
+        let (k, [ak, r], [br, out]) = (dims[D - 1], a.dims(), b.dims());
         let m: usize = dims[..D - 1].iter().product();
-        if wk != k || ak != k || br != r || bn != out || m * k * out * r == 0 {
+        let (x, a, b) = (x.reshape([1, m, k]), a.unsqueeze::<3>(), b.unsqueeze::<3>());
+        let tracked = x.is_autodiff() || a.is_autodiff() || b.is_autodiff();
+        let frozen = match w {
+            Base::Dense(w) if !on_cpu_f32(&w) || w.is_tracked() => return None,
+            Base::Dense(w) if tracked => Frozen::Dense(
+                w.unsqueeze::<3>()
+                    .autodiff()
+                    .try_into_primitive::<Tracked>()
+                    .ok()?
+                    .into_primitive(),
+            ),
+            Base::Dense(w) => Frozen::Dense(w.unsqueeze::<3>().try_into_primitive::<Flex>().ok()?),
+            Base::Packed(p) => Frozen::Packed(p),
+        };
+        if frozen.dims() != (k, out) || ak != k || br != r || m * k * out * r == 0 {
             return None;
         }
-        let (x, w, a, b) = (
-            x.reshape([1, m, k]),
-            w.unsqueeze::<3>(),
-            a.unsqueeze::<3>(),
-            b.unsqueeze::<3>(),
-        );
-        let tracked = x.is_autodiff() || a.is_autodiff() || b.is_autodiff();
         let y = if tracked {
             let x = x.autodiff().try_into_primitive::<Tracked>().ok()?;
-            let w = w.autodiff().try_into_primitive::<Tracked>().ok()?.into_primitive();
             let a = a.autodiff().try_into_primitive::<Tracked>().ok()?;
             let b = b.autodiff().try_into_primitive::<Tracked>().ok()?;
-            Tensor::<3>::from_primitive::<Tracked>(recorded(x, w, a, b, scale))
+            Tensor::<3>::from_primitive::<Tracked>(recorded(x, frozen, a, b, scale))
         } else {
             let x = x.try_into_primitive::<Flex>().ok()?;
-            let w = w.try_into_primitive::<Flex>().ok()?;
             let a = a.try_into_primitive::<Flex>().ok()?;
             let b = b.try_into_primitive::<Flex>().ok()?;
-            Tensor::<3>::from_primitive::<Flex>(forward(&x, &w, &a, &b, scale).0)
+            Tensor::<3>::from_primitive::<Flex>(forward(&x, &frozen, &a, &b, scale).0)
         };
         let mut shape = dims;
         shape[D - 1] = out;
@@ -110,24 +163,25 @@ pub(crate) mod fused {
     }
 
     /// `(x·W + s·h·B, h)` with `h = x·A`, all `[1, rows, cols]`.
-    fn forward(x: &FlexTensor, w: &FlexTensor, a: &FlexTensor, b: &FlexTensor, scale: f32) -> (FlexTensor, FlexTensor) {
+    fn forward(x: &FlexTensor, w: &Frozen, a: &FlexTensor, b: &FlexTensor, scale: f32) -> (FlexTensor, FlexTensor) {
         let h = plain(x.clone(), a.clone());
-        let (m, n) = (x.layout().shape()[1], w.layout().shape()[2]);
+        let (m, n) = (x.layout().shape()[1], w.dims().1);
         let mut y = vec![0f32; m * n];
-        product_into(&mut y, x.clone(), w.clone(), 1.0, Accum::Replace);
+        w.product_into(&mut y, x.clone(), false);
         product_into(&mut y, h.clone(), b.clone(), scale, Accum::Add);
         (FlexTensor::from_data(TensorData::new(y, [1, m, n])), h)
     }
 
     /// What the backward needs: `x` (for `∂A`), `A` and `B` by checkpoint, `h = x·A` and `W`
-    /// themselves (`h` is `[tokens, r]`; `W` is frozen and shared, not copied), and `s`.
+    /// themselves (`h` is `[tokens, r]`; `W` is frozen and shared, not copied: a packed one
+    /// stays packed), and `s`.
     #[derive(Debug, Clone)]
     struct State {
         x: Option<NodeId>,
         a: NodeId,
         b: NodeId,
         h: FlexTensor,
-        w: FlexTensor,
+        w: Frozen,
         scale: f32,
     }
 
@@ -164,9 +218,9 @@ pub(crate) mod fused {
                 grads.register::<Flex>(node.id, plain(x.transpose(1, 2), gh.clone()));
             }
             if let Some(node) = px {
-                let (m, k) = (g.layout().shape()[1], st.w.layout().shape()[1]);
+                let (m, k) = (g.layout().shape()[1], st.w.dims().0);
                 let mut dx = vec![0f32; m * k];
-                product_into(&mut dx, g, st.w.transpose(1, 2), 1.0, Accum::Replace);
+                st.w.product_into(&mut dx, g, true);
                 product_into(&mut dx, gh, a.transpose(1, 2), 1.0, Accum::Add);
                 grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, [1, m, k])));
             }
@@ -176,7 +230,7 @@ pub(crate) mod fused {
     /// The layer recorded for autodiff, with `x`, `A` and `B` as its parents.
     fn recorded(
         x: FloatTensor<Tracked>,
-        w: FlexTensor,
+        w: Frozen,
         a: FloatTensor<Tracked>,
         b: FloatTensor<Tracked>,
         scale: f32,
@@ -225,13 +279,33 @@ mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
+    /// A toy packed `[rows, cols]` matrix: one byte per value, value = (byte − 128) / 64.
+    fn toy_packed(rows: usize, cols: usize) -> Arc<PackedMatrix> {
+        use crate::model::packed::{RowDecoder, SharedBytes};
+        let raw: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+        let decode: RowDecoder = Arc::new(|b: &[u8], out: &mut [f32]| {
+            (b.len() == out.len()).then(|| {
+                out.iter_mut()
+                    .zip(b)
+                    .for_each(|(o, &b)| *o = (f32::from(b) - 128.0) / 64.0)
+            })
+        });
+        let len = raw.len();
+        let shared = SharedBytes::new(Arc::new(raw), 0..len).expect("the range is the buffer");
+        Arc::new(PackedMatrix::new(shared, rows, cols, "toy", decode).expect("bytes match the shape"))
+    }
+
     /// Values and the gradients of `x`, `A` and `B` (PEFT's `[r, in]` and `[out, r]`, read
     /// transposed) through the fused layer or the composition.
-    fn run(fused: bool, bias: bool) -> [Tensor<3>; 4] {
+    fn run(fused: bool, bias: bool, packed: bool) -> [Tensor<3>; 4] {
         let device = Device::flex().autodiff();
         let (k, out, r) = (24, 40, 4);
         let x = tensor([2, 5, k], 1, &device).require_grad();
-        let w = tensor([k, out], 2, &device);
+        let w = if packed {
+            Base::Packed(toy_packed(out, k))
+        } else {
+            Base::Dense(tensor([k, out], 2, &device))
+        };
         let a = tensor([r, k], 3, &device).require_grad();
         let b = tensor([out, r], 4, &device).require_grad();
         let bias = bias.then(|| tensor([out], 5, &device));
@@ -245,11 +319,11 @@ mod tests {
 
     #[test]
     fn the_fused_layer_has_the_compositions_values_and_gradients() {
-        for bias in [false, true] {
-            let (got, want) = (run(true, bias), run(false, bias));
+        for (bias, packed) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (got, want) = (run(true, bias, packed), run(false, bias, packed));
             for (name, (g, w)) in ["y", "∂x", "∂A", "∂B"].iter().zip(got.into_iter().zip(want)) {
                 assert_eq!(g.dims(), w.dims(), "{name}");
-                assert!(max_diff(g, w) < 1e-4, "{name} with bias {bias}");
+                assert!(max_diff(g, w) < 1e-4, "{name} with bias {bias}, packed {packed}");
             }
         }
     }
@@ -264,6 +338,7 @@ mod tests {
                 tensor([8, 2], 3, &device),
                 tensor([2, 6], 4, &device),
             );
+            let w = Base::Dense(w);
             let y = fused::apply(x.clone(), w.clone(), a.clone(), b.clone(), 2.0)
                 .expect("CPU f32 tensors take the fused path");
             assert!(max_diff(y, composed(x.clone(), w.clone(), None, a.clone(), b.clone(), 2.0)) < 1e-5);

@@ -240,13 +240,17 @@ impl Linear {
             }
     }
 
-    /// The weight `[in, out]` and the bias of a dense layer with no correction (what
-    /// [`Projection::forward`] multiplies by as it is); `None` for a packed or corrected one.
-    pub fn dense_in_out(&self) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
-        match (&self.weight, &self.packed, &self.correction) {
-            (Some(w), None, None) => Some((w.val(), self.bias.as_ref().map(|b| b.val()))),
-            _ => None,
-        }
+    /// The frozen weight and the bias as [`cpu_low_rank`](super::cpu_low_rank)'s fused layer
+    /// takes them: a dense one, or a packed one kept on the host; `None` for a corrected layer
+    /// or one packed on a device.
+    pub fn low_rank_base(&self) -> Option<(super::cpu_low_rank::Base, Option<Tensor<1>>)> {
+        use super::cpu_low_rank::Base;
+        let base = match (&self.weight, &self.packed, &self.correction) {
+            (Some(w), None, None) => Base::Dense(w.val()),
+            (_, Some(PackedWeight::Host { matrix, .. }), None) => Base::Packed(matrix.clone()),
+            _ => return None,
+        };
+        Some((base, self.bias.as_ref().map(|b| b.val())))
     }
 
     /// The stored weight `[in, out]` as f32, without the correction (decoded now if packed).
