@@ -242,7 +242,20 @@ impl LoadedModel {
             packed: self.model.has_packed_weights(),
             vocab_chunk: self.model.vocab_chunk,
             per_rank: self.widths_per_rank(targets)?,
+            keeps_decoded: self.keeps_decoded(),
         })
+    }
+
+    /// Whether a tracked packed layer keeps its decoded matrix until the backward (see
+    /// [`RunShape::keeps_decoded`]): all but host-packed layers on the native CPU backend.
+    pub fn keeps_decoded(&self) -> bool {
+        use crate::model::linear::PackedWeight;
+        let host_products = cfg!(not(target_arch = "wasm32")) && self.model.device() == Device::flex();
+        let on_device = (0..self.model.num_layers())
+            .flat_map(|layer| Target::ALL.map(move |t| (layer, t)))
+            .filter_map(|(layer, t)| self.model.linear(layer, t))
+            .any(|l| matches!(l.base.packed, Some(PackedWeight::Device(_))));
+        !host_products || on_device
     }
 
     /// The memory plan of a pass of `shape` on this model as loaded (see [`MemoryPlan`]).
@@ -264,6 +277,7 @@ impl LoadedModel {
             blockwise: train.checkpoint_blocks.unwrap_or(packed),
             packed,
             vocab_chunk: self.model.vocab_chunk,
+            keeps_decoded: self.keeps_decoded(),
         };
         let weight_bytes = self.weight_bytes();
         ModelSummary {

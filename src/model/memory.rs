@@ -6,8 +6,9 @@
 //! - adapter: every trainable value with its gradient and AdamW's two moments (16 bytes);
 //! - activations: the largest working set of one pass. Block by block, that is every block's
 //!   input plus one block's autodiff graph, its decoded weights when packed, and one vocabulary
-//!   piece of the output layer; otherwise every block's graph and one vocabulary piece (training
-//!   and evaluation take the loss a piece at a time either way).
+//!   piece of the output layer; otherwise every block's graph (with its decoded weights where the
+//!   backward keeps them: [`RunShape::keeps_decoded`]) and one vocabulary piece (training and
+//!   evaluation take the loss a piece at a time either way).
 //!
 //! BENCHMARKS.md ("Packed base") compares the plan with measured peak memory.
 
@@ -33,6 +34,16 @@ pub struct RunShape {
     pub packed: bool,
     /// Vocabulary rows per piece of the output layer when taken in pieces.
     pub vocab_chunk: usize,
+    /// Whether a tracked packed layer keeps its decoded matrix until the backward (burn's
+    /// product: on a GPU and in wasm). Natively on the CPU backend a packed layer's own backward
+    /// decodes it again, so the whole graph holds one decoded block at a time, not one per block.
+    #[serde(default = "yes")]
+    pub keeps_decoded: bool,
+}
+
+/// `true`, the cautious default of [`RunShape::keeps_decoded`] and [`PlanBasis::keeps_decoded`].
+fn yes() -> bool {
+    true
 }
 
 /// What a run is expected to hold at its peak, bytes.
@@ -75,7 +86,14 @@ impl MemoryPlan {
         let activations = match (training, shape.blockwise) {
             (false, _) => block + block_weights + chunked_head,
             (true, true) => (layers + 1) * rows * h * F32 + block + block_weights + chunked_head,
-            (true, false) => layers * (block + block_weights) + chunked_head,
+            (true, false) => {
+                let decoded = if shape.keeps_decoded {
+                    layers * block_weights
+                } else {
+                    block_weights
+                };
+                layers * block + decoded + chunked_head
+            }
         };
         let adapter = if training { shape.trainable as u64 * 4 * F32 } else { 0 };
         Self {
@@ -133,6 +151,9 @@ pub struct PlanBasis {
     /// Over the adapted layers of all blocks, per unit of rank: the sum of their output widths
     /// (the `B` factors' rows) and of their input widths (the `A` factors' columns).
     pub per_rank: (usize, usize),
+    /// See [`RunShape::keeps_decoded`].
+    #[serde(default = "yes")]
+    pub keeps_decoded: bool,
 }
 
 /// The training settings a plan is made for.
@@ -217,6 +238,7 @@ impl PlanBasis {
             blockwise: self.blockwise(s),
             packed: self.packed,
             vocab_chunk: self.vocab_chunk,
+            keeps_decoded: self.keeps_decoded,
         };
         MemoryPlan::new(&self.config, self.weights, &shape, true)
     }
@@ -294,6 +316,7 @@ mod tests {
             blockwise,
             packed,
             vocab_chunk: 8192,
+            keeps_decoded: true,
         }
     }
 
@@ -349,6 +372,7 @@ mod tests {
             packed,
             vocab_chunk: 8192,
             per_rank: (16 * 23_552, 16 * 20_480),
+            keeps_decoded: true,
         }
     }
 
@@ -419,5 +443,37 @@ mod tests {
             .unwrap_err();
         assert!(none.proposal.is_none());
         assert!(none.to_string().contains("no batch and length fit"), "{none}");
+    }
+
+    #[test]
+    fn a_whole_graph_that_decodes_again_holds_one_decoded_block() {
+        let c = llama_1b();
+        let keeps = MemoryPlan::new(&c, 700 << 20, &shape(false, true), true);
+        let again = RunShape {
+            keeps_decoded: false,
+            ..shape(false, true)
+        };
+        let again = MemoryPlan::new(&c, 700 << 20, &again, true);
+        // One block's decoded f32 weights and their working copy: 2 · 4 bytes per value.
+        let block = 2 * 4 * (2048 * 2048 * 2 + 2 * 2048 * 512 + 3 * 2048 * 8192);
+        assert_eq!(keeps.activations - again.activations, 15 * block);
+        let f32_base = RunShape {
+            packed: false,
+            ..shape(false, true)
+        };
+        assert_eq!(
+            MemoryPlan::new(
+                &c,
+                5 << 30,
+                &RunShape {
+                    keeps_decoded: false,
+                    ..f32_base
+                },
+                true
+            )
+            .activations,
+            MemoryPlan::new(&c, 5 << 30, &f32_base, true).activations,
+            "an f32 base decodes nothing"
+        );
     }
 }

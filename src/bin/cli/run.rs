@@ -214,6 +214,7 @@ pub fn info(a: ModelArgs) -> anyhow::Result<()> {
         blockwise: packed,
         packed,
         vocab_chunk: m.model.vocab_chunk,
+        keeps_decoded: m.keeps_decoded(),
     };
     v["memory_plan"] = serde_json::json!({
         "eval_1x512": m.memory_plan(&shape(1, 512, 0), false),
