@@ -270,9 +270,14 @@ pub(crate) mod faer_product {
 
     /// `x · Wᵀ` (or `x · W` when `transpose`) with `W` decoded into a scratch buffer for the call.
     fn packed_plain(x: FlexTensor, w: &PackedMatrix, transpose: bool) -> FlexTensor {
-        let (rows, cols) = w.dims();
-        let decoded = FlexTensor::from_data(TensorData::new(w.decode_range(0..rows), [1, rows, cols]));
+        let decoded = decode(w);
         plain(x, if transpose { decoded } else { decoded.transpose(1, 2) })
+    }
+
+    /// A packed `[out, in]` matrix decoded into a scratch `[1, out, in]` tensor.
+    pub(crate) fn decode(w: &PackedMatrix) -> FlexTensor {
+        let (rows, cols) = w.dims();
+        FlexTensor::from_data(TensorData::new(w.decode_range(0..rows), [1, rows, cols]))
     }
 
     /// Sums a gradient `[batch, ..]` over its batch when the operand it belongs to had one.
@@ -430,21 +435,8 @@ pub fn matmul_into(x: &[f32], w: &[f32], y: &mut [f32], (m, k, n): (usize, usize
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
+    use crate::model::test_support::{max_diff, packed_matrix, tensor, vals};
     use burn::tensor::TensorData;
-
-    fn vals(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(vals(shape.iter().product(), seed), shape), device)
-    }
-
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     #[test]
     fn the_cpu_products_are_burns_products() {
@@ -533,28 +525,6 @@ mod tests {
                 _ => panic!("∂b present on one side only for {a:?} · {b:?}"),
             }
         }
-    }
-
-    /// A toy packed `[rows, cols]` matrix (one byte per value, value = (byte − 128) / 64) and its
-    /// values.
-    fn packed_matrix(rows: usize, cols: usize) -> (std::sync::Arc<super::super::packed::PackedMatrix>, Vec<f32>) {
-        use super::super::packed::{PackedMatrix, RowDecoder, SharedBytes};
-        use std::sync::Arc;
-        let raw: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
-        let values = raw.iter().map(|&b| (f32::from(b) - 128.0) / 64.0).collect();
-        let decode: RowDecoder = Arc::new(|b: &[u8], out: &mut [f32]| {
-            (b.len() == out.len()).then(|| {
-                out.iter_mut()
-                    .zip(b)
-                    .for_each(|(o, &b)| *o = (f32::from(b) - 128.0) / 64.0)
-            })
-        });
-        let len = raw.len();
-        let shared = SharedBytes::new(Arc::new(raw), 0..len).unwrap();
-        (
-            Arc::new(PackedMatrix::new(shared, rows, cols, "toy", decode).unwrap()),
-            values,
-        )
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub(crate) mod fused {
     use std::sync::Arc;
 
     use super::Base;
-    use crate::model::cpu_linear::faer_product::{Tracked, plain, product_into};
+    use crate::model::cpu_linear::faer_product::{Tracked, decode, plain, product_into};
     use crate::model::cpu_linear::on_cpu_f32;
     use crate::model::packed::PackedMatrix;
 
@@ -111,10 +111,7 @@ pub(crate) mod fused {
         fn product_into(&self, y: &mut [f32], x: FlexTensor, transpose: bool) {
             let w = match self {
                 Frozen::Dense(w) => w.clone(),
-                Frozen::Packed(p) => {
-                    let (rows, cols) = p.dims();
-                    FlexTensor::from_data(TensorData::new(p.decode_range(0..rows), [1, rows, cols])).transpose(1, 2)
-                }
+                Frozen::Packed(p) => decode(p).transpose(1, 2),
             };
             product_into(y, x, if transpose { w.transpose(1, 2) } else { w }, 1.0, Accum::Replace);
         }
@@ -263,37 +260,10 @@ pub(crate) mod fused {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn::tensor::{Device, Tensor};
 
     use super::*;
-
-    fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
-        let n = shape.iter().product::<usize>();
-        let values = (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
-            .collect::<Vec<_>>();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
-
-    /// A toy packed `[rows, cols]` matrix: one byte per value, value = (byte − 128) / 64.
-    fn toy_packed(rows: usize, cols: usize) -> Arc<PackedMatrix> {
-        use crate::model::packed::{RowDecoder, SharedBytes};
-        let raw: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
-        let decode: RowDecoder = Arc::new(|b: &[u8], out: &mut [f32]| {
-            (b.len() == out.len()).then(|| {
-                out.iter_mut()
-                    .zip(b)
-                    .for_each(|(o, &b)| *o = (f32::from(b) - 128.0) / 64.0)
-            })
-        });
-        let len = raw.len();
-        let shared = SharedBytes::new(Arc::new(raw), 0..len).expect("the range is the buffer");
-        Arc::new(PackedMatrix::new(shared, rows, cols, "toy", decode).expect("bytes match the shape"))
-    }
+    use crate::model::test_support::{max_diff, packed_matrix, tensor};
 
     /// Values and the gradients of `x`, `A` and `B` (PEFT's `[r, in]` and `[out, r]`, read
     /// transposed) through the fused layer or the composition.
@@ -302,7 +272,7 @@ mod tests {
         let (k, out, r) = (24, 40, 4);
         let x = tensor([2, 5, k], 1, &device).require_grad();
         let w = if packed {
-            Base::Packed(toy_packed(out, k))
+            Base::Packed(packed_matrix(out, k).0)
         } else {
             Base::Dense(tensor([k, out], 2, &device))
         };

@@ -41,6 +41,8 @@ pub mod packed;
 pub mod rope;
 #[cfg(feature = "engine")]
 pub mod target;
+#[cfg(all(test, feature = "engine"))]
+mod test_support;
 #[cfg(feature = "engine")]
 pub mod weights;
 

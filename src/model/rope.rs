@@ -282,17 +282,10 @@ mod fused {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn::tensor::{Device, Tensor};
 
     use super::*;
-
-    fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
-        let n = shape.iter().product::<usize>();
-        let values = (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
-            .collect::<Vec<_>>();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
+    use crate::model::test_support::tensor;
 
     #[test]
     fn the_fused_rotation_is_the_tensor_formulation_with_its_gradient() {
