@@ -9,6 +9,7 @@
 #   METHODS="lora null-v2" scripts/bench-memory.sh smollm2-360m
 #   DEVICE=wgpu TOKENS=32 scripts/bench-memory.sh smollm2-360m   # the GPU path (on lavapipe here:
 #                                                   # its "GPU memory" is host memory, so RSS shows it)
+#   BIN=/tmp/lora-null-old scripts/bench-memory.sh llama-3.2-1b   # another build (e.g. main's), not built here
 #
 # eval: 256 tokens in one window. train: r 16 on the 7 default targets, batch 1 x 256 tokens, one step;
 # null-v2 calibrates on 4 windows of 128 tokens first.
@@ -17,8 +18,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cache=${LORA_NULL_CACHE:-$HOME/.cache/lora-null}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-cargo build --quiet --bin lora-null
-bin="$CARGO_TARGET_DIR/debug/lora-null"
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --quiet --bin lora-null
+  bin="$CARGO_TARGET_DIR/debug/lora-null"
+fi
 data="$root/assets/data"
 methods=${METHODS:-lora}
 device=${DEVICE:-cpu}

@@ -1,5 +1,6 @@
 //! Browser plumbing, for the page and its workers alike: which worker this code runs in and
-//! starting one, reading files and URLs into bytes (with progress), offering bytes as downloads.
+//! starting one, reading files and URLs into bytes (with progress) or a range at a time, offering
+//! bytes as downloads.
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -47,8 +48,8 @@ pub async fn read_file(file: &web_sys::File, progress: &mut dyn FnMut(f64, f64))
     Ok(out)
 }
 
-/// Fetches a URL (served next to the page) into bytes.
-pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+/// Fetches a URL (served next to the page).
+async fn fetch(url: &str) -> Result<web_sys::Response, String> {
     let request = match global() {
         Some(Global::Window(w)) => w.fetch_with_str(url),
         Some(Global::Worker(w)) => w.fetch_with_str(url),
@@ -65,10 +66,78 @@ pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
             resp.status()
         ));
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?)
+    Ok(resp)
+}
+
+/// Fetches a URL (served next to the page) into bytes.
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let buf = JsFuture::from(fetch(url).await?.array_buffer().map_err(js_err)?)
         .await
         .map_err(js_err)?;
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Fetches a URL (served next to the page) as a `Blob`: the browser holds its bytes, outside
+/// this wasm's memory, to be read a range at a time ([`BlobReader`]).
+#[cfg(feature = "engine")]
+pub async fn fetch_blob(url: &str) -> Result<web_sys::Blob, String> {
+    JsFuture::from(fetch(url).await?.blob().map_err(js_err)?)
+        .await
+        .map_err(js_err)?
+        .dyn_into()
+        .map_err(js_err)
+}
+
+/// A `Blob` (a `File` the user gave, a fetched model) read a range at a time and synchronously,
+/// which only a worker can do (`FileReaderSync`); the engine worker loads models through it, so
+/// the file's bytes never sit whole in wasm memory.
+#[cfg(feature = "engine")]
+pub struct BlobReader {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+}
+
+#[cfg(feature = "engine")]
+impl BlobReader {
+    /// A reader of `blob`; fails outside a worker.
+    pub fn new(blob: web_sys::Blob) -> Result<Self, String> {
+        let reader = web_sys::FileReaderSync::new()
+            .map_err(|e| format!("files can only be read in pieces in a worker: {}", js_err(e)))?;
+        Ok(Self { blob, reader })
+    }
+}
+
+#[cfg(feature = "engine")]
+impl crate::io::file_bytes::ReadAt for BlobReader {
+    fn len(&self) -> u64 {
+        self.blob.size() as u64
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<(), String> {
+        let end = offset + out.len() as u64;
+        let piece = self
+            .blob
+            .slice_with_f64_and_f64(offset as f64, end as f64)
+            .map_err(js_err)?;
+        let buf = self
+            .reader
+            .read_as_array_buffer(&piece)
+            .map_err(|e| format!("{} (was the file moved or changed? pick it again)", js_err(e)))?;
+        let array = js_sys::Uint8Array::new(&buf);
+        if array.length() as usize != out.len() {
+            return Err(format!("got {} bytes of {}", array.length(), out.len()));
+        }
+        array.copy_to(out);
+        Ok(())
+    }
+}
+
+/// The bytes of this wasm instance's memory: what this worker's model, statistics and training
+/// hold at most (wasm memory grows and never shrinks).
+pub fn wasm_memory_bytes() -> Option<f64> {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().dyn_into().ok()?;
+    let buffer: js_sys::ArrayBuffer = memory.buffer().dyn_into().ok()?;
+    Some(buffer.byte_length() as f64)
 }
 
 /// Offers bytes as a file download (page only).

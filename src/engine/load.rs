@@ -71,9 +71,10 @@ impl BaseStorage {
     }
 }
 
-/// Whether the token embedding may stay packed: its lookup reads the ids back synchronously,
-/// which natively always works and in the browser never (not even on the CPU backend: wasm has
-/// no blocking wait), so there the table is decoded once and the layers stay packed.
+/// Whether the token embedding may stay packed on the host: its lookup reads the ids back
+/// synchronously, which natively always works and in the browser never (not even on the CPU
+/// backend: wasm has no blocking wait), so there the table takes the device layout (on the CPU
+/// backend too) and its lookup selects rows there.
 fn lookups_pack() -> bool {
     !cfg!(target_arch = "wasm32")
 }

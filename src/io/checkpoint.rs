@@ -1,12 +1,14 @@
 //! A model as the user hands it over: either one `.gguf` file or a Hugging Face folder's files
 //! (`config.json`, `tokenizer.json`, `*.safetensors`, optional index and tokenizer config).
-//! Everything works on bytes, so the browser and the CLI share it.
+//! Everything works on bytes, held or read a range at a time through a reader the caller gives
+//! ([`ReadAt`]), so the browser and the CLI share it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::LoadError;
-use super::gguf::GgufFile;
+use super::file_bytes::{FileBytes, ReadAt};
+use super::gguf::{GgufError, GgufFile};
 use super::gguf_model::{GgufSource, config_from_gguf};
 use super::safetensors::SafetensorsSource;
 use super::tokenizer::Tokenizer;
@@ -14,13 +16,27 @@ pub use crate::model::Format;
 use crate::model::ModelConfig;
 use crate::model::weights::Weights;
 
-/// Model files by base name (e.g. `"config.json"`, `"model-00001-of-00002.safetensors"`). The
-/// bytes are shared: a model whose weights stay packed reads them from here, without a copy.
+/// Model files by base name (e.g. `"config.json"`, `"model-00001-of-00002.safetensors"`), each
+/// held in memory or read on demand ([`FileBytes`]). Held bytes are shared: a model whose weights
+/// stay packed reads them from here, without a copy; a file read on demand is read a tensor at a
+/// time, and only its header is kept.
 #[derive(Debug, Default, Clone)]
 pub struct ModelFiles {
-    files: BTreeMap<String, Arc<Vec<u8>>>,
+    files: BTreeMap<String, Stored>,
     origin: Option<String>,
 }
+
+#[derive(Debug, Clone)]
+struct Stored {
+    bytes: FileBytes,
+    /// The header of a file read on demand, once read.
+    head: Arc<OnceLock<Vec<u8>>>,
+}
+
+/// The first bytes read of a file read on demand, before its header's length is known: a
+/// safetensors header usually fits; a GGUF's (metadata and tokenizer, 1–10 MB) is read again,
+/// four times longer each time, until it does.
+pub const FIRST_READ: u64 = 64 << 10;
 
 impl ModelFiles {
     /// An empty set.
@@ -28,10 +44,20 @@ impl ModelFiles {
         Self::default()
     }
 
-    /// Adds a file under its base name (any directory part is dropped).
+    /// Adds a file held in memory under its base name (any directory part is dropped).
     pub fn insert(&mut self, name: &str, bytes: Vec<u8>) {
+        self.insert_bytes(name, FileBytes::Memory(Arc::new(bytes)));
+    }
+
+    /// Adds a file read on demand under its base name: a model loads from it tensor by tensor.
+    pub fn insert_reader(&mut self, name: &str, reader: impl ReadAt + 'static) {
+        self.insert_bytes(name, FileBytes::reader(reader));
+    }
+
+    fn insert_bytes(&mut self, name: &str, bytes: FileBytes) {
         let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-        self.files.insert(base.to_string(), Arc::new(bytes));
+        let head = Arc::default();
+        self.files.insert(base.to_string(), Stored { bytes, head });
     }
 
     /// Records where the files came from (the GGUF file or folder name the user gave), which
@@ -59,19 +85,25 @@ impl ModelFiles {
         self.files.keys().map(String::as_str)
     }
 
-    /// Bytes of a file.
+    /// Bytes of a file held in memory (`None` for one read on demand).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.files.get(name).map(|b| b.as_slice())
+        self.files.get(name).and_then(|s| s.bytes.in_memory())
     }
 
-    /// The shared buffer of a file.
-    pub fn shared(&self, name: &str) -> Option<Arc<Vec<u8>>> {
-        self.files.get(name).cloned()
+    /// A file's bytes, held or read on demand.
+    pub fn bytes(&self, name: &str) -> Option<&FileBytes> {
+        self.files.get(name).map(|s| &s.bytes)
     }
 
-    /// Total bytes.
-    pub fn total_bytes(&self) -> usize {
-        self.files.values().map(|b| b.len()).sum()
+    /// Total bytes of the files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|s| s.bytes.len()).sum()
+    }
+
+    /// Bytes held in memory: the files held whole and the headers kept of the others.
+    pub fn held_bytes(&self) -> u64 {
+        let held = |s: &Stored| s.bytes.in_memory().map_or(0, |b| b.len()) + s.head.get().map_or(0, Vec::len);
+        self.files.values().map(|s| held(s) as u64).sum()
     }
 
     fn require(&self, name: &str, hint: &str) -> Result<&[u8], LoadError> {
@@ -80,10 +112,45 @@ impl ModelFiles {
             hint: hint.to_string(),
         })
     }
+
+    /// The file `name` and its first bytes: the whole file when held in memory, else its header
+    /// as `head_len` finds it in a prefix (`None`: the prefix ends inside the header), read once
+    /// and kept.
+    fn head<'a>(
+        &'a self,
+        name: &str,
+        head_len: impl Fn(&[u8]) -> Result<Option<usize>, LoadError>,
+    ) -> Result<(&'a FileBytes, &'a [u8]), LoadError> {
+        let stored = self.files.get(name).ok_or_else(|| LoadError::MissingFile {
+            name: name.to_string(),
+            hint: String::new(),
+        })?;
+        if let Some(all) = stored.bytes.in_memory() {
+            return Ok((&stored.bytes, all));
+        }
+        if let Some(head) = stored.head.get() {
+            return Ok((&stored.bytes, head));
+        }
+        let len = stored.bytes.len();
+        let mut n = FIRST_READ.min(len);
+        let head = loop {
+            let prefix = stored.bytes.read(name, 0..n)?;
+            match head_len(prefix.as_slice())? {
+                Some(used) => break prefix.as_slice()[..used.min(prefix.as_slice().len())].to_vec(),
+                None if n < len => n = n.saturating_mul(4).min(len),
+                None => {
+                    return Err(LoadError::Ambiguous(format!(
+                        "{name} is truncated or corrupt: its header runs past the end of the file; download it again"
+                    )));
+                }
+            }
+        };
+        Ok((&stored.bytes, stored.head.get_or_init(|| head)))
+    }
 }
 
 enum Parsed<'a> {
-    Gguf(GgufFile<'a>, Arc<Vec<u8>>),
+    Gguf(GgufFile<'a>),
     Safetensors(SafetensorsSource<'a>),
 }
 
@@ -105,13 +172,7 @@ impl<'a> Checkpoint<'a> {
     pub fn parse(files: &'a ModelFiles) -> Result<Self, LoadError> {
         let ggufs: Vec<&str> = files.names().filter(|n| n.ends_with(".gguf")).collect();
         match ggufs.as_slice() {
-            [one] => {
-                let shared = files.shared(one).ok_or_else(|| LoadError::MissingFile {
-                    name: one.to_string(),
-                    hint: String::new(),
-                })?;
-                return Self::parse_gguf(files.require(one, "")?, shared);
-            }
+            [one] => return Self::parse_gguf(files, one),
             [] => {}
             many => {
                 return Err(LoadError::Ambiguous(format!(
@@ -126,8 +187,18 @@ impl<'a> Checkpoint<'a> {
         Self::parse_hf(files)
     }
 
-    fn parse_gguf(bytes: &'a [u8], shared: Arc<Vec<u8>>) -> Result<Self, LoadError> {
-        let file = GgufFile::parse(bytes)?;
+    fn parse_gguf(files: &'a ModelFiles, name: &str) -> Result<Self, LoadError> {
+        let whole = files.bytes(name).cloned().ok_or_else(|| LoadError::MissingFile {
+            name: name.to_string(),
+            hint: String::new(),
+        })?;
+        let (_, head) = files.head(name, |prefix| match GgufFile::parse_head(prefix, whole.clone(), name) {
+            Ok(file) => Ok(Some(file.head_len())),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e.into()),
+        })?;
+        let file = GgufFile::parse_head(head, whole, name)
+            .map_err(|e| e.unwrap_or_else(|| GgufError::Truncated(format!("{name}: the header"))))?;
         let config = config_from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let mut storage = BTreeMap::new();
@@ -139,7 +210,7 @@ impl<'a> Checkpoint<'a> {
             tokenizer,
             format: Format::Gguf,
             storage,
-            parsed: Parsed::Gguf(file, shared),
+            parsed: Parsed::Gguf(file),
         })
     }
 
@@ -152,20 +223,19 @@ impl<'a> Checkpoint<'a> {
             files.require("tokenizer.json", "the Hugging Face folder must contain tokenizer.json")?,
             files.get("tokenizer_config.json"),
         )?;
-        let shards: Vec<(&str, &[u8])> = files
-            .files
-            .iter()
-            .filter(|(n, _)| n.ends_with(".safetensors"))
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        if shards.is_empty() {
+        let names: Vec<&str> = files.names().filter(|n| n.ends_with(".safetensors")).collect();
+        if names.is_empty() {
             return Err(LoadError::MissingFile {
                 name: "model.safetensors".into(),
                 hint: "add the model's *.safetensors file(s); .bin (pickle) checkpoints are not supported".into(),
             });
         }
-        let source = SafetensorsSource::new(&shards, files.get("model.safetensors.index.json"))?
-            .with_shared(|name| files.shared(name));
+        let mut shards = Vec::new();
+        for name in names {
+            let (bytes, head) = files.head(name, |prefix| Ok(super::safetensors::head_len(name, prefix)?))?;
+            shards.push((name, head, bytes.clone()));
+        }
+        let source = SafetensorsSource::open(&shards, files.get("model.safetensors.index.json"))?;
         let mut storage = BTreeMap::new();
         storage.insert("safetensors shards".to_string(), shards.len());
         Ok(Self {
@@ -187,11 +257,19 @@ impl<'a> Checkpoint<'a> {
         }
     }
 
+    /// The parsed GGUF file, when the model is one.
+    pub fn gguf(&self) -> Option<&GgufFile<'a>> {
+        match &self.parsed {
+            Parsed::Gguf(file) => Some(file),
+            Parsed::Safetensors(_) => None,
+        }
+    }
+
     /// The weights, ready to build the model from.
     pub fn weights(&self) -> Result<CheckpointWeights<'_>, LoadError> {
         Ok(match &self.parsed {
-            Parsed::Gguf(file, shared) => {
-                let source = GgufSource::new(file, &self.config).with_shared(shared.clone());
+            Parsed::Gguf(file) => {
+                let source = GgufSource::new(file, &self.config);
                 let factors = source.rope_freq_factors()?;
                 CheckpointWeights::Gguf(source, factors)
             }

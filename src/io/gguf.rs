@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use half::{bf16, f16};
 
+use super::file_bytes::{FileBytes, TensorBytes};
 use super::quants::{self, QuantType};
 use super::reader::{ByteReader, ReadError};
 
@@ -58,6 +59,9 @@ pub enum GgufError {
         /// What is wrong.
         detail: String,
     },
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] crate::io::file_bytes::ReadFailed),
     /// A tensor the caller asked for is absent.
     #[error("tensor {0} is missing from the GGUF file")]
     MissingTensor(String),
@@ -262,7 +266,8 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file borrowing the bytes it was read from.
+/// A parsed GGUF file: its header borrowed from the bytes it was read from, its tensors' data
+/// there too ([`Self::parse`]) or read from the file on demand ([`Self::parse_head`]).
 #[derive(Debug)]
 pub struct GgufFile<'a> {
     /// Format version (2 or 3).
@@ -274,8 +279,26 @@ pub struct GgufFile<'a> {
     pub raw_metadata: Vec<(String, u32, &'a [u8])>,
     /// Tensor index, in file order.
     pub tensors: Vec<TensorInfo>,
-    data: &'a [u8],
+    data: Data<'a>,
     data_start: usize,
+    file_len: usize,
+}
+
+/// Version, metadata, raw metadata entries and tensor index, as [`GgufFile`] holds them.
+type Header<'a> = (
+    u32,
+    BTreeMap<String, MetaValue>,
+    Vec<(String, u32, &'a [u8])>,
+    Vec<TensorInfo>,
+);
+
+/// Where a GGUF's tensor data is.
+#[derive(Debug)]
+enum Data<'a> {
+    /// In the bytes the header was parsed from.
+    Borrowed(&'a [u8]),
+    /// In the file, read a tensor at a time (`name` for errors).
+    File(FileBytes, String),
 }
 
 const MAGIC: [u8; 4] = *b"GGUF";
@@ -284,7 +307,70 @@ impl<'a> GgufFile<'a> {
     /// Parses the header, metadata and tensor index, and checks that every tensor's bytes lie
     /// inside the file and that its type can be decoded.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
+        Self::parse_in(bytes, bytes.len(), None)
+            .map_err(|e| e.unwrap_or_else(|| GgufError::Truncated("the header".into())))
+    }
+
+    /// Parses the header from `head`, the first bytes of `file` (called `name`), whose tensors
+    /// are read from the file when asked for; checks that every tensor lies inside the file and
+    /// that its type can be decoded. `Err(None)` when `head` ends inside the header: read more
+    /// and call again.
+    pub fn parse_head(head: &'a [u8], file: FileBytes, name: &str) -> Result<Self, Option<GgufError>> {
+        let len = usize::try_from(file.len())
+            .map_err(|_| Some(GgufError::Truncated(format!("{name} is too large for this platform"))))?;
+        Self::parse_in(head, len, Some((file, name.to_string())))
+    }
+
+    /// How many of the file's first bytes hold the header (where the tensor data starts).
+    pub fn head_len(&self) -> usize {
+        self.data_start.min(self.file_len)
+    }
+
+    fn parse_in(
+        bytes: &'a [u8],
+        file_len: usize,
+        file: Option<(FileBytes, String)>,
+    ) -> Result<Self, Option<GgufError>> {
         let mut r = ByteReader::new(bytes);
+        let (version, metadata, raw_metadata, tensors) = match Self::header(&mut r, bytes) {
+            Ok(h) => h,
+            // A read past the end of a head shorter than the file: more of the file is needed.
+            Err(GgufError::Truncated(_)) if bytes.len() < file_len => return Err(None),
+            Err(e) => return Err(Some(e)),
+        };
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_int() {
+                Some(a) if a > 0 && (a as u64).is_power_of_two() && a <= 1 << 20 => a as usize,
+                _ => {
+                    return Err(Some(GgufError::Truncated(format!(
+                        "general.alignment is {v:?}, not a power of two"
+                    ))));
+                }
+            },
+        };
+        let data_start = r.position().div_ceil(alignment) * alignment;
+        let data = match file {
+            Some((file, name)) => Data::File(file, name),
+            None => Data::Borrowed(bytes.get(data_start..).unwrap_or(&[])),
+        };
+        let file = GgufFile {
+            version,
+            metadata,
+            raw_metadata,
+            tensors,
+            data,
+            data_start,
+            file_len,
+        };
+        for info in &file.tensors {
+            file.tensor_range(info)?;
+        }
+        Ok(file)
+    }
+
+    /// Metadata and tensor index, read from the start of `bytes`.
+    fn header(r: &mut ByteReader<'a>, bytes: &'a [u8]) -> Result<Header<'a>, GgufError> {
         let magic: [u8; 4] = r.array()?;
         if magic != MAGIC {
             return Err(GgufError::BadMagic(magic));
@@ -298,42 +384,18 @@ impl<'a> GgufFile<'a> {
         let mut metadata = BTreeMap::new();
         let mut raw_metadata = Vec::new();
         for _ in 0..n_meta {
-            let key = read_string(&mut r, "metadata key")?;
+            let key = read_string(r, "metadata key")?;
             let type_id = r.u32()?;
             let start = r.position();
-            let value = read_value(&mut r, &key, type_id, 0)?;
+            let value = read_value(r, &key, type_id, 0)?;
             raw_metadata.push((key.clone(), type_id, &bytes[start..r.position()]));
             metadata.insert(key, value);
         }
         let mut tensors = Vec::new();
         for _ in 0..n_tensors {
-            tensors.push(read_tensor_info(&mut r)?);
+            tensors.push(read_tensor_info(r)?);
         }
-        let alignment = match metadata.get("general.alignment") {
-            None => 32,
-            Some(v) => match v.as_int() {
-                Some(a) if a > 0 && (a as u64).is_power_of_two() && a <= 1 << 20 => a as usize,
-                _ => {
-                    return Err(GgufError::Truncated(format!(
-                        "general.alignment is {v:?}, not a power of two"
-                    )));
-                }
-            },
-        };
-        let data_start = r.position().div_ceil(alignment) * alignment;
-        let data = bytes.get(data_start..).unwrap_or(&[]);
-        let file = GgufFile {
-            version,
-            metadata,
-            raw_metadata,
-            tensors,
-            data,
-            data_start,
-        };
-        for info in &file.tensors {
-            file.tensor_bytes(info)?;
-        }
-        Ok(file)
+        Ok((version, metadata, raw_metadata, tensors))
     }
 
     /// Looks a tensor up by name.
@@ -341,8 +403,24 @@ impl<'a> GgufFile<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The raw stored bytes of a tensor, after checking its type and bounds.
-    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&'a [u8], GgufError> {
+    /// The raw stored bytes of a tensor, after checking its type and bounds: borrowed from the
+    /// parsed bytes, or read from the file.
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<TensorBytes<'a>, GgufError> {
+        let range = self.tensor_range(info)?;
+        match &self.data {
+            Data::Borrowed(data) => {
+                let start = range.start - self.data_start;
+                Ok(TensorBytes::Borrowed(&data[start..start + range.len()]))
+            }
+            Data::File(file, name) => Ok(TensorBytes::Shared(
+                file.read(name, range.start as u64..range.end as u64)?,
+            )),
+        }
+    }
+
+    /// Where a tensor's bytes lie in the whole file, after checking its type and that they lie
+    /// inside the file.
+    pub fn tensor_range(&self, info: &TensorInfo) -> Result<std::ops::Range<usize>, GgufError> {
         let (block, block_bytes) = info
             .ggml_type
             .block_layout()
@@ -363,24 +441,14 @@ impl<'a> GgufFile<'a> {
         let n_bytes = (info.numel() / block)
             .checked_mul(block_bytes)
             .ok_or_else(|| GgufError::Truncated(format!("tensor {} is too large", info.name)))?;
-        let end = info.offset.checked_add(n_bytes);
-        match end {
-            Some(end) if end <= self.data.len() => Ok(&self.data[info.offset..end]),
+        let data_len = self.file_len.saturating_sub(self.data_start);
+        match info.offset.checked_add(n_bytes) {
+            Some(end) if end <= data_len => Ok(self.data_start + info.offset..self.data_start + end),
             _ => Err(GgufError::Truncated(format!(
                 "tensor {} ({} bytes at offset {}) lies past the end of the data section ({} bytes)",
-                info.name,
-                n_bytes,
-                info.offset,
-                self.data.len()
+                info.name, n_bytes, info.offset, data_len
             ))),
         }
-    }
-
-    /// Where a tensor's bytes lie in the whole file (bounds checked as [`Self::tensor_bytes`]).
-    pub fn tensor_range(&self, info: &TensorInfo) -> Result<std::ops::Range<usize>, GgufError> {
-        let len = self.tensor_bytes(info)?.len();
-        let start = self.data_start + info.offset;
-        Ok(start..start + len)
     }
 
     /// Dequantises a tensor to f32, returning (values, shape in row-major order).
@@ -389,7 +457,7 @@ impl<'a> GgufFile<'a> {
             .tensor_info(name)
             .ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
         let bytes = self.tensor_bytes(info)?;
-        Ok((dequantize(info.ggml_type, bytes), info.shape()))
+        Ok((dequantize(info.ggml_type, &bytes), info.shape()))
     }
 
     /// A metadata value by key.

@@ -3,6 +3,7 @@
 use super::*;
 use crate::io::quants::QuantType;
 use crate::model::dequant::DeviceMatrix;
+use crate::model::packed::SharedBytes;
 use burn::tensor::Device;
 
 /// A `[rows, cols]` matrix of type `t` over `bytes`, with its device form.

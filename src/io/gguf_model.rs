@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use super::file_bytes::TensorBytes;
 use super::gguf::{GgmlType, GgufError, GgufFile};
 use crate::model::config::{Activation, LayerType, gemma_layer_types};
-use crate::model::packed::{DeviceForm, PackedMatrix, RowDecoder, SharedBytes, bf16_rows, f16_rows};
+use crate::model::packed::{DeviceForm, PackedMatrix, RowDecoder, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
 use crate::model::{Architecture, ConfigError, ModelConfig, RopeScaling, Target};
 
@@ -206,8 +207,6 @@ pub struct GgufSource<'a> {
     arch: Architecture,
     /// Query and key/value head counts for undoing llama.cpp's q/k permutation (llama only).
     permute_heads: Option<(usize, usize)>,
-    /// The whole file, shared, for serving matrices packed ([`Weights::packed`]).
-    shared: Option<Arc<Vec<u8>>>,
 }
 
 impl<'a> GgufSource<'a> {
@@ -219,15 +218,7 @@ impl<'a> GgufSource<'a> {
             file,
             arch: cfg.model_type,
             permute_heads,
-            shared: None,
         }
-    }
-
-    /// Serves 2-D quantised and 16-bit tensors packed, from `bytes`: the buffer `file` was
-    /// parsed from.
-    pub fn with_shared(mut self, bytes: Arc<Vec<u8>>) -> Self {
-        self.shared = Some(bytes);
-        self
     }
 
     /// How many q/k heads llama.cpp's permutation of this tensor spans, if it permuted it.
@@ -311,7 +302,7 @@ impl Weights for GgufSource<'_> {
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>, WeightError> {
-        let (Some(shared), Some(gname)) = (&self.shared, gguf_name(name, self.arch)) else {
+        let Some(gname) = gguf_name(name, self.arch) else {
             return Ok(None);
         };
         let Some(info) = self.file.tensor_info(&gname) else {
@@ -324,9 +315,10 @@ impl Weights for GgufSource<'_> {
             return Ok(None);
         }
         let source = |e: String| WeightError::Source(format!("{gname}: {e}"));
-        let range = self.file.tensor_range(info).map_err(|e| source(e.to_string()))?;
-        let bytes = SharedBytes::new(shared.clone(), range)
-            .ok_or_else(|| source("the tensor lies outside the file it was parsed from".into()))?;
+        // Packed matrices share the file's bytes: a file parsed from borrowed bytes serves none.
+        let TensorBytes::Shared(bytes) = self.file.tensor_bytes(info).map_err(|e| source(e.to_string()))? else {
+            return Ok(None);
+        };
         let (rows, cols) = (info.dims[1], info.dims[0]);
         let mut m = PackedMatrix::new(bytes, rows, cols, &info.ggml_type.name(), decode).map_err(source)?;
         if let Some(form) = device_form(info.ggml_type) {

@@ -1,8 +1,10 @@
 //! Bytes in and out: GGUF and safetensors parsing, tokenizers, datasets, and PEFT export.
-//! Nothing here touches the filesystem; callers hand over bytes.
+//! Nothing here touches the filesystem; callers hand over bytes, or a reader of ranges of them
+//! ([`file_bytes`]).
 
 pub mod checkpoint;
 pub mod dataset;
+pub mod file_bytes;
 pub mod gguf;
 pub mod gguf_bpe;
 pub mod gguf_model;
@@ -39,6 +41,9 @@ pub enum LoadError {
     /// A tensor is missing or has the wrong shape.
     #[error(transparent)]
     Weights(#[from] WeightError),
+    /// A file could not be read.
+    #[error(transparent)]
+    Read(#[from] file_bytes::ReadFailed),
     /// A required file was not supplied.
     #[error("missing file `{name}`{}", if hint.is_empty() { String::new() } else { format!(": {hint}") })]
     MissingFile {

@@ -2,13 +2,14 @@
 //! and writing (atomic-ready byte buffers, F32/F16/BF16).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use half::{bf16, f16};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use safetensors::tensor::{Metadata, TensorInfo};
 
+use super::file_bytes::{FileBytes, TensorBytes};
 use super::host::HostTensor;
-use crate::model::packed::{DeviceForm, PackedMatrix, SharedBytes, bf16_rows, f16_rows};
+use crate::model::packed::{DeviceForm, PackedMatrix, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
 
 /// Errors reading safetensors files.
@@ -42,28 +43,116 @@ pub enum SafetensorsError {
 
 /// Tensors served from one or more parsed safetensors files.
 pub struct SafetensorsSource<'a> {
-    shards: Vec<(String, SafeTensors<'a>)>,
+    shards: Vec<Shard<'a>>,
     /// Tensor name → shard position.
     index: BTreeMap<String, usize>,
-    /// The shards' buffers, shared, for serving 16-bit matrices packed ([`Weights::packed`]).
-    buffers: Vec<Option<Arc<Vec<u8>>>>,
+}
+
+/// One file: its header, and where its data is.
+struct Shard<'a> {
+    name: String,
+    metadata: Metadata,
+    /// Where the data section starts in the file.
+    data_start: usize,
+    data: ShardData<'a>,
+}
+
+enum ShardData<'a> {
+    /// The whole file, borrowed.
+    Borrowed(&'a [u8]),
+    /// The file's bytes, held or read on demand; 16-bit matrices are served packed from them.
+    File(FileBytes),
+}
+
+/// The header length a safetensors file's first bytes announce (8 bytes of length, then the
+/// JSON header), once `prefix` holds all of it; `None` while it does not.
+pub fn head_len(file: &str, prefix: &[u8]) -> Result<Option<usize>, SafetensorsError> {
+    let Some(n) = prefix.get(..8) else {
+        return Ok(None);
+    };
+    let n = u64::from_le_bytes(n.try_into().unwrap_or_default());
+    if n > MAX_HEADER {
+        return Err(corrupt(file, format!("a header of {n} bytes (at most {MAX_HEADER})")));
+    }
+    let need = 8 + n as usize;
+    Ok((prefix.len() >= need).then_some(need))
+}
+
+/// The safetensors crate's limit on a header's length.
+const MAX_HEADER: u64 = 100_000_000;
+
+fn corrupt(file: &str, message: String) -> SafetensorsError {
+    SafetensorsError::Corrupt {
+        file: file.to_string(),
+        message,
+    }
+}
+
+/// Parses the header from `head` (the file's first bytes, at least the header) of a file of
+/// `file_len` bytes, checking what the safetensors crate checks: offsets in order without gaps,
+/// each tensor's bytes matching its shape and dtype, the data filling the rest of the file.
+fn parse_header(file: &str, head: &[u8], file_len: usize) -> Result<(Metadata, usize), SafetensorsError> {
+    let need = head_len(file, head)?.ok_or_else(|| corrupt(file, format!("only {} bytes: no header", head.len())))?;
+    let json = std::str::from_utf8(&head[8..need]).map_err(|e| corrupt(file, format!("header: {e}")))?;
+    let metadata: Metadata = serde_json::from_str(json).map_err(|e| corrupt(file, format!("header: {e}")))?;
+    if need + metadata.data_len() != file_len {
+        return Err(corrupt(
+            file,
+            format!(
+                "the header announces {} bytes of data, the file holds {}",
+                metadata.data_len(),
+                file_len.saturating_sub(need)
+            ),
+        ));
+    }
+    Ok((metadata, need))
 }
 
 impl<'a> SafetensorsSource<'a> {
     /// Parses every shard (`(file name, bytes)`); if `index_json` is given, checks that every
     /// shard it names is present.
     pub fn new(files: &[(&str, &'a [u8])], index_json: Option<&[u8]>) -> Result<Self, SafetensorsError> {
-        let mut shards = Vec::new();
+        let shards = files
+            .iter()
+            .map(|&(name, bytes)| {
+                let (metadata, data_start) = parse_header(name, bytes, bytes.len())?;
+                Ok(Shard {
+                    name: name.to_string(),
+                    metadata,
+                    data_start,
+                    data: ShardData::Borrowed(bytes),
+                })
+            })
+            .collect::<Result<_, SafetensorsError>>()?;
+        Self::index(shards, index_json)
+    }
+
+    /// Parses every shard from `(file name, its first bytes holding the header, the file)`;
+    /// tensors are then read from the files, and 16-bit matrices served packed.
+    pub fn open(files: &[(&str, &[u8], FileBytes)], index_json: Option<&[u8]>) -> Result<Self, SafetensorsError> {
+        let shards = files
+            .iter()
+            .map(|(name, head, file)| {
+                let len =
+                    usize::try_from(file.len()).map_err(|_| corrupt(name, "too large for this platform".into()))?;
+                let (metadata, data_start) = parse_header(name, head, len)?;
+                Ok(Shard {
+                    name: name.to_string(),
+                    metadata,
+                    data_start,
+                    data: ShardData::File(file.clone()),
+                })
+            })
+            .collect::<Result<_, SafetensorsError>>()?;
+        Self::index(shards, index_json)
+    }
+
+    fn index(shards: Vec<Shard<'a>>, index_json: Option<&[u8]>) -> Result<Self, SafetensorsError> {
         let mut index = BTreeMap::new();
-        for (name, bytes) in files {
-            let st = SafeTensors::deserialize(bytes).map_err(|e| SafetensorsError::Corrupt {
-                file: name.to_string(),
-                message: e.to_string(),
-            })?;
-            for tensor in st.names() {
-                index.insert(tensor.to_string(), shards.len());
+        for (pos, shard) in shards.iter().enumerate() {
+            for tensor in shard.metadata.offset_keys() {
+                index.insert(tensor, pos);
             }
-            shards.push((name.to_string(), st));
         }
         if let Some(json) = index_json {
             let v: serde_json::Value =
@@ -73,20 +162,12 @@ impl<'a> SafetensorsSource<'a> {
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| SafetensorsError::Index("no `weight_map` object".into()))?;
             for shard in map.values().filter_map(|s| s.as_str()) {
-                if !shards.iter().any(|(n, _)| n == shard) {
+                if !shards.iter().any(|s| s.name == shard) {
                     return Err(SafetensorsError::MissingShard(shard.to_string()));
                 }
             }
         }
-        let buffers = vec![None; shards.len()];
-        Ok(Self { shards, index, buffers })
-    }
-
-    /// Serves F16/BF16 matrices packed from the shards' shared buffers (`buffer(name)` is the
-    /// buffer the shard `name` was parsed from).
-    pub fn with_shared(mut self, buffer: impl Fn(&str) -> Option<Arc<Vec<u8>>>) -> Self {
-        self.buffers = self.shards.iter().map(|(name, _)| buffer(name)).collect();
-        self
+        Ok(Self { shards, index })
     }
 
     /// All tensor names.
@@ -94,18 +175,34 @@ impl<'a> SafetensorsSource<'a> {
         self.index.keys().map(String::as_str)
     }
 
-    /// Reads one tensor as f32.
-    pub fn read(&self, name: &str) -> Result<Option<HostTensor>, SafetensorsError> {
+    /// A tensor's shard, header entry and stored bytes.
+    fn stored(&self, name: &str) -> Result<Option<(&Shard<'a>, &TensorInfo, TensorBytes<'a>)>, SafetensorsError> {
         let Some(&pos) = self.index.get(name) else {
             return Ok(None);
         };
-        let (file, st) = &self.shards[pos];
-        let view = st.tensor(name).map_err(|e| SafetensorsError::Corrupt {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
+        let shard = &self.shards[pos];
+        let info = shard
+            .metadata
+            .info(name)
+            .ok_or_else(|| corrupt(&shard.name, format!("tensor `{name}` vanished from the header")))?;
+        let (s, e) = info.data_offsets;
+        let (start, end) = (shard.data_start + s, shard.data_start + e);
+        let bytes = match &shard.data {
+            ShardData::Borrowed(b) => TensorBytes::Borrowed(&b[start..end]),
+            ShardData::File(f) => TensorBytes::Shared(
+                f.read(&shard.name, start as u64..end as u64)
+                    .map_err(|e| corrupt(&shard.name, e.to_string()))?,
+            ),
+        };
+        Ok(Some((shard, info, bytes)))
+    }
+
+    /// Reads one tensor as f32.
+    pub fn read(&self, name: &str) -> Result<Option<HostTensor>, SafetensorsError> {
+        let Some((shard, info, bytes)) = self.stored(name)? else {
+            return Ok(None);
+        };
+        let data: Vec<f32> = match info.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -120,13 +217,13 @@ impl<'a> SafetensorsSource<'a> {
                 .collect(),
             other => {
                 return Err(SafetensorsError::Dtype {
-                    file: file.clone(),
+                    file: shard.name.clone(),
                     name: name.to_string(),
                     dtype: format!("{other:?}"),
                 });
             }
         };
-        Ok(Some(HostTensor::new(data, view.shape().to_vec())))
+        Ok(Some(HostTensor::new(data, info.shape.clone())))
     }
 }
 
@@ -140,22 +237,23 @@ impl Weights for SafetensorsSource<'_> {
         let Some(&pos) = self.index.get(key) else {
             return Ok(None);
         };
-        let (Some(buffer), (file, st)) = (&self.buffers[pos], &self.shards[pos]) else {
+        let shard = &self.shards[pos];
+        let source = |e: String| WeightError::Source(format!("{}: {key}: {e}", shard.name));
+        let Some(info) = shard.metadata.info(key) else {
             return Ok(None);
         };
-        let source = |e: String| WeightError::Source(format!("{file}: {key}: {e}"));
-        let view = st.tensor(key).map_err(|e| source(e.to_string()))?;
-        let (decode, exponent_bits) = match view.dtype() {
+        let (decode, exponent_bits) = match info.dtype {
             Dtype::F16 => (f16_rows(), 5),
             Dtype::BF16 => (bf16_rows(), 8),
             _ => return Ok(None),
         };
-        let &[rows, cols] = view.shape() else {
+        let &[rows, cols] = info.shape.as_slice() else {
             return Ok(None);
         };
-        let bytes = SharedBytes::within(buffer, view.data())
-            .ok_or_else(|| source("the tensor lies outside the shard it was parsed from".into()))?;
-        PackedMatrix::new(bytes, rows, cols, &format!("{:?}", view.dtype()), decode)
+        let Some((_, _, TensorBytes::Shared(bytes))) = self.stored(key).map_err(|e| source(e.to_string()))? else {
+            return Ok(None);
+        };
+        PackedMatrix::new(bytes, rows, cols, &format!("{:?}", info.dtype), decode)
             .map(|m| Some(m.with_device_form(DeviceForm::Half { exponent_bits })))
             .map_err(source)
     }

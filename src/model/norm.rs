@@ -60,12 +60,7 @@ impl Embedding {
     /// Loads `<prefix>.weight` of shape `[vocab, hidden]`, unscaled; packed when the builder
     /// packs and the source can.
     pub fn load(vb: &VarBuilder, vocab: usize, hidden: usize) -> Result<Self, WeightError> {
-        // A lookup on the device selects rows there; one on the host reads the ids back, which
-        // only some builders allow (see `VarBuilder::with_packed_lookups`).
-        if let Some(p) = vb
-            .packed_weight("weight", [vocab, hidden])?
-            .filter(|p| p.is_on_device() || vb.packs_lookups())
-        {
+        if let Some(p) = vb.packed_lookup("weight", [vocab, hidden])? {
             return Ok(Self {
                 weight: None,
                 packed: Some(p),

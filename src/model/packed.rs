@@ -92,11 +92,18 @@ pub fn plane_widths(bits: u32) -> Vec<(u32, u32)> {
     }
 }
 
-/// A range of bytes inside a buffer shared with others (a whole model file).
+/// A range of bytes inside a buffer shared with others (a whole model file, or the range read
+/// from it).
 #[derive(Clone)]
 pub struct SharedBytes {
     buffer: Arc<Vec<u8>>,
     range: Range<usize>,
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedBytes({:?} of {} bytes)", self.range, self.buffer.len())
+    }
 }
 
 impl SharedBytes {

@@ -98,9 +98,9 @@ impl<'a> VarBuilder<'a> {
         self
     }
 
-    /// Whether lookup tables (the token embedding) may stay packed too: a packed lookup reads
-    /// the token ids back synchronously, which WebGPU in the browser cannot (there the table is
-    /// decoded once, and the layers stay packed).
+    /// Whether lookup tables (the token embedding) may stay packed on the host: a host lookup
+    /// reads the token ids back synchronously, which the browser cannot (there the table goes to
+    /// the device layout instead, see [`VarBuilder::packed_lookup`]).
     pub fn with_packed_lookups(mut self, pack: bool) -> Self {
         self.pack_lookups = self.pack && pack;
         self
@@ -111,11 +111,6 @@ impl<'a> VarBuilder<'a> {
     pub fn with_packs_on_device(mut self, on_device: bool) -> Self {
         self.pack_on_device = on_device;
         self
-    }
-
-    /// Whether lookup tables stay packed ([`VarBuilder::with_packed_lookups`]).
-    pub fn packs_lookups(&self) -> bool {
-        self.pack_lookups
     }
 
     /// Descends into a sub-module.
@@ -183,6 +178,19 @@ impl<'a> VarBuilder<'a> {
         Ok(self
             .packed(name, expected)?
             .map(|m| PackedWeight::place(m, &self.device, self.pack_on_device)))
+    }
+
+    /// A lookup table (the token embedding) in its stored encoding, when this builder packs and
+    /// the source can: on the host where lookups may read the ids back
+    /// ([`VarBuilder::with_packed_lookups`]), else in the device layout, on the CPU backend too,
+    /// whose lookup selects rows without a read-back. `Ok(None)` when neither applies (the
+    /// format has no device layout): read it with [`VarBuilder::get`].
+    pub fn packed_lookup(&self, name: &str, expected: [usize; 2]) -> Result<Option<PackedWeight>, WeightError> {
+        let on_device = self.pack_on_device || !self.pack_lookups;
+        Ok(self
+            .packed(name, expected)?
+            .map(|m| PackedWeight::place(m, &self.device, on_device))
+            .filter(|p| p.is_on_device() || self.pack_lookups))
     }
 
     /// Reads a tensor of the expected shape onto the device.

@@ -5,6 +5,8 @@
 //
 //   node tests/e2e/big.mjs MODEL.gguf [cpu|gpu] [dist-dir]
 //   METHOD=lora node tests/e2e/big.mjs ...   skips the statistics (LoRA needs none)
+//   UNTIL=load node tests/e2e/big.mjs ...     stops once the model is loaded (the page's status
+//                                             line then gives the engine's memory)
 //   (scripts/make-big-models.sh makes the random-weight Qwen2.5-0.5B and Llama-3.2-1B shapes)
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -56,38 +58,41 @@ try {
   await page.setInputFiles('[data-testid=model-input]', resolve(model));
   await waitStatus(/model loaded/, 1800000);
   step(`loaded: ${(await page.textContent('[data-testid=model-summary]')).replace(/\s+/g, ' ')}`);
-  await page.setInputFiles('[data-testid=data-input]', join(root, 'tests/fixtures/e2e/train.jsonl'));
-  await waitStatus(/dataset loaded/, 60000);
+  step(`status: ${(await page.textContent('[data-testid=status]')).trim()}`);
+  if (process.env.UNTIL !== 'load') {
+    await page.setInputFiles('[data-testid=data-input]', join(root, 'tests/fixtures/e2e/train.jsonl'));
+    await waitStatus(/dataset loaded/, 60000);
 
-  const method = process.env.METHOD || 'null';
-  if (method !== 'lora') {
-    const fill = async (label, value) => page.fill(`label:has-text("${label}") input`, value);
-    await fill('rank r', '16');
-    await fill('windows', '2');
-    await fill('tokens per window', '32');
-    await page.click('[data-testid=calib-button]');
-    await waitStatus(/statistics collected|overlap|single window|block by block/, 3600000);
-    step(`statistics: ${(await page.textContent('[data-testid=status]')).trim()}`);
+    const method = process.env.METHOD || 'null';
+    if (method !== 'lora') {
+      const fill = async (label, value) => page.fill(`label:has-text("${label}") input`, value);
+      await fill('rank r', '16');
+      await fill('windows', '2');
+      await fill('tokens per window', '32');
+      await page.click('[data-testid=calib-button]');
+      await waitStatus(/statistics collected|overlap|single window|block by block/, 3600000);
+      step(`statistics: ${(await page.textContent('[data-testid=status]')).trim()}`);
+    }
+    await page.selectOption('[data-testid=method-select]', method);
+
+    const section = page.locator('section', { hasText: '4 · Fine-tune' });
+    await section.locator('label:has-text("rank") input').fill('16');
+    await section.locator('label:has-text("steps") input').fill('1');
+    await section.locator('label:has-text("max length") input').fill('256');
+    await section.locator('label:has-text("batch") input').fill('1').catch(() => {});
+    await page.click('[data-testid=train-button]');
+    await waitStatus(/training finished/, 3600000);
+    step(`trained one step: ${(await page.textContent('[data-testid=status]')).trim()}`);
+
+    const downloads = [];
+    page.on('download', d => downloads.push(d));
+    await page.click('[data-testid=export-button]');
+    await waitStatus(/adapter exported/, 1800000);
+    await page.waitForTimeout(1000);
+    const names = [];
+    for (const d of downloads) names.push(`${d.suggestedFilename()} (${readFileSync(await d.path()).length} bytes)`);
+    step(`exported: ${names.join(', ')}`);
   }
-  await page.selectOption('[data-testid=method-select]', method);
-
-  const section = page.locator('section', { hasText: '4 · Fine-tune' });
-  await section.locator('label:has-text("rank") input').fill('16');
-  await section.locator('label:has-text("steps") input').fill('1');
-  await section.locator('label:has-text("max length") input').fill('256');
-  await section.locator('label:has-text("batch") input').fill('1').catch(() => {});
-  await page.click('[data-testid=train-button]');
-  await waitStatus(/training finished/, 3600000);
-  step(`trained one step: ${(await page.textContent('[data-testid=status]')).trim()}`);
-
-  const downloads = [];
-  page.on('download', d => downloads.push(d));
-  await page.click('[data-testid=export-button]');
-  await waitStatus(/adapter exported/, 1800000);
-  await page.waitForTimeout(1000);
-  const names = [];
-  for (const d of downloads) names.push(`${d.suggestedFilename()} (${readFileSync(await d.path()).length} bytes)`);
-  step(`exported: ${names.join(', ')}`);
   sample();
   console.log(`big: passed; browser peak RSS ${(peakKb / 1048576).toFixed(2)} GiB (all chromium processes)`);
 } catch (e) {

@@ -18,6 +18,7 @@ mod peft_parity;
 mod robustness;
 mod smollm2;
 mod smollm2_null;
+mod streaming;
 mod tiny_models;
 mod train_parity;
 mod wgpu;

@@ -343,3 +343,37 @@ fn null_v2_on_a_packed_base_keeps_it_packed_and_the_logits_unchanged() {
     let d = max_abs_diff(&per_storage[0], &per_storage[1]);
     assert!(d == 0.0, "the factors depend on the storage: {d}");
 }
+
+/// The page's builder (wasm cannot read token ids back, so no lookup on the host): the packed
+/// table takes the device layout, on the CPU backend too, instead of being decoded to f32, and
+/// the logits are the f32 base's.
+#[test]
+fn without_host_lookups_the_table_stays_packed_in_the_device_layout() {
+    use lora_null::io::Checkpoint;
+    use lora_null::model::{ModelBuilder, VarBuilder};
+    let ids: Vec<u32> = (0..16).map(|i| (i * 41 + 7) % 250).collect();
+    for rel in ["tiny/llama-gguf/q4_0.gguf", "tiny/gemma3-gguf/gemma3-f16.gguf"] {
+        let files = gguf_files(&fixture(rel));
+        let ckpt = Checkpoint::parse(&files).unwrap();
+        let weights = ckpt.weights().unwrap();
+        let vb = VarBuilder::new(weights.source(), &Device::flex(), ckpt.config.model_type.model_type())
+            .with_packing(true)
+            .with_packed_lookups(false);
+        let model = ModelBuilder::new(vb, &ckpt.config, weights.rope_freq_factors())
+            .finish()
+            .unwrap();
+        let table = model.model.embed_tokens.packed.as_ref();
+        assert!(
+            table.is_some_and(|p| p.is_on_device()),
+            "{rel}: the table is not in the device layout"
+        );
+        let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
+            &Device::flex(),
+        );
+        let got: Vec<f32> = model.forward(input).into_data().try_to_vec::<f32>().unwrap();
+        let want = logits_rows(&load_as(rel, BaseStorage::F32), &ids).concat();
+        let d = max_abs_diff(&got, &want);
+        assert!(d <= LOGIT_ABS_TOL, "{rel}: logits differ by {d}");
+    }
+}

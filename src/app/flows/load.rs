@@ -1,7 +1,7 @@
 //! Starting the device, loading the model and the datasets.
 
 use super::{DEFAULT_CALIB, DEFAULT_MODEL, DEFAULT_TRAIN};
-use crate::app::browser::{fetch_bytes, read_file};
+use crate::app::browser::{BlobReader, fetch_blob, fetch_bytes, read_file, wasm_memory_bytes};
 use crate::app::engine_worker::{emit, progress, status};
 use crate::app::protocol::Event;
 use crate::app::session;
@@ -69,11 +69,18 @@ async fn load_model(files: ModelFiles) -> Result<(), String> {
         s.eighs = EighCache::default();
     });
     emit(&Event::Spectra(None));
-    status("model loaded");
+    match wasm_memory_bytes() {
+        Some(b) => status(format!(
+            "model loaded (the engine's memory: {:.2} GiB)",
+            b / (1u64 << 30) as f64
+        )),
+        None => status("model loaded"),
+    }
     Ok(())
 }
 
-/// Reads the files the user picked or dropped, then loads them as a model.
+/// Takes the files the user picked or dropped as a model: weight files (.gguf, .safetensors)
+/// are read a tensor at a time while loading, never whole; the small ones are read now.
 pub async fn load_model_files(list: Vec<web_sys::File>) -> Result<(), String> {
     if list.is_empty() {
         return Err("no model files were given: pick a .gguf, or config.json + tokenizer.json + *.safetensors".into());
@@ -81,6 +88,10 @@ pub async fn load_model_files(list: Vec<web_sys::File>) -> Result<(), String> {
     let mut files = ModelFiles::new();
     for f in list {
         let name = f.name();
+        if is_weights(&name) {
+            files.insert_reader(&name, BlobReader::new(f.into())?);
+            continue;
+        }
         let bytes = read_file(&f, &mut |done, total| {
             progress(&format!("reading {name}"), done / total.max(1.0))
         })
@@ -89,6 +100,11 @@ pub async fn load_model_files(list: Vec<web_sys::File>) -> Result<(), String> {
         yield_now().await;
     }
     load_model(files).await
+}
+
+/// Whether a file holds weights (read on demand) rather than settings (read whole).
+fn is_weights(name: &str) -> bool {
+    name.ends_with(".gguf") || name.ends_with(".safetensors")
 }
 
 /// Sets a dataset from bytes (`calib` chooses the calibration slot).
@@ -120,9 +136,9 @@ pub async fn load_default() -> Result<(), String> {
         init_device(false).await?;
     }
     status("downloading the default model…");
-    let bytes = fetch_bytes(DEFAULT_MODEL).await?;
+    let blob = fetch_blob(DEFAULT_MODEL).await?;
     let mut files = ModelFiles::new();
-    files.insert(DEFAULT_MODEL, bytes);
+    files.insert_reader(DEFAULT_MODEL, BlobReader::new(blob)?);
     for (url, calib) in [(DEFAULT_TRAIN, false), (DEFAULT_CALIB, true)] {
         let b = fetch_bytes(url).await?;
         set_dataset(url.rsplit('/').next().unwrap_or(url), &b, calib)?;

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use lora_null::io::ModelFiles;
+use lora_null::io::file_bytes::ReadAt;
 
 /// File names we read from a Hugging Face folder (plus every *.safetensors).
 const HF_FILES: [&str; 5] = [
@@ -26,7 +27,10 @@ pub fn read_model_files(path: &Path) -> anyhow::Result<ModelFiles> {
         for entry in std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if HF_FILES.contains(&name.as_str()) || name.ends_with(".safetensors") {
+            if name.ends_with(".safetensors") {
+                files.insert_reader(&name, open(&entry.path())?);
+                any = true;
+            } else if HF_FILES.contains(&name.as_str()) {
                 files.insert(&name, read(&entry.path())?);
                 any = true;
             }
@@ -37,7 +41,7 @@ pub fn read_model_files(path: &Path) -> anyhow::Result<ModelFiles> {
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".gguf"))
                 .collect();
             match ggufs.as_slice() {
-                [one] => files.insert(&one.file_name().to_string_lossy(), read(&one.path())?),
+                [one] => files.insert_reader(&one.file_name().to_string_lossy(), open(&one.path())?),
                 _ => bail!(
                     "{} holds neither a Hugging Face model (config.json, *.safetensors) nor exactly one .gguf file",
                     path.display()
@@ -55,9 +59,53 @@ pub fn read_model_files(path: &Path) -> anyhow::Result<ModelFiles> {
                 path.display()
             );
         }
-        files.insert(&name, read(path)?);
+        files.insert_reader(&name, open(path)?);
     }
     Ok(files)
+}
+
+/// A model file on disk, read a tensor at a time (the weights are never all in memory as file
+/// bytes; packed ones are read into buffers of their own).
+struct DiskFile {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl ReadAt for DiskFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<(), String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.read_exact_at(out, offset).map_err(|e| e.to_string())
+        }
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::FileExt;
+            let mut done = 0;
+            while done < out.len() {
+                match self.file.seek_read(&mut out[done..], offset + done as u64) {
+                    Ok(0) => return Err("the file ended early (was it changed while loading?)".into()),
+                    Ok(n) => done += n,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Opens a model file for reading a range at a time, naming it in the error.
+fn open(path: &Path) -> anyhow::Result<DiskFile> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    Ok(DiskFile { file, len })
 }
 
 /// Reads a whole file, naming it in the error.
