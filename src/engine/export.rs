@@ -4,9 +4,9 @@
 //! them as downloads only once all are built.
 
 use super::{EngineError, LoadedModel};
+use crate::io::ModelFiles;
 use crate::io::peft::write_adapter;
 use crate::io::safetensors::{SaveDtype, to_safetensors_bytes};
-use crate::io::{Checkpoint, ModelFiles};
 use crate::lora::export::{ExportError, init_adapter, model_tensors, peft_adapter};
 use crate::lora::gguf_adapter::gguf_adapter;
 use crate::lora::gguf_merged::{MergedQuant, gguf_merged};
@@ -48,11 +48,8 @@ impl LoadedModel {
                     .into(),
             )
         })?;
-        let ckpt = Checkpoint::parse(source)?;
-        let file = ckpt
-            .gguf()
-            .ok_or_else(|| ExportError::Gguf(format!("{name} is not the model's GGUF")))?;
-        Ok(gguf_merged(&self.model, &self.config, file, quant).await?)
+        let file = source.gguf(name)?;
+        Ok(gguf_merged(&self.model, &self.config, &file, quant).await?)
     }
 
     /// A PEFT adapter directory's two files (ours or anyone's) as llama.cpp's LoRA adapter GGUF

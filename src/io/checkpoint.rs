@@ -147,6 +147,21 @@ impl ModelFiles {
         };
         Ok((&stored.bytes, stored.head.get_or_init(|| head)))
     }
+
+    /// The GGUF file `name`, parsed from its header (kept), its tensors read when asked for.
+    pub fn gguf(&self, name: &str) -> Result<GgufFile<'_>, LoadError> {
+        let whole = self.bytes(name).cloned().ok_or_else(|| LoadError::MissingFile {
+            name: name.to_string(),
+            hint: String::new(),
+        })?;
+        let (_, head) = self.head(name, |prefix| match GgufFile::parse_head(prefix, whole.clone(), name) {
+            Ok(file) => Ok(Some(file.head_len())),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e.into()),
+        })?;
+        Ok(GgufFile::parse_head(head, whole, name)
+            .map_err(|e| e.unwrap_or_else(|| GgufError::Truncated(format!("{name}: the header"))))?)
+    }
 }
 
 enum Parsed<'a> {
@@ -188,17 +203,7 @@ impl<'a> Checkpoint<'a> {
     }
 
     fn parse_gguf(files: &'a ModelFiles, name: &str) -> Result<Self, LoadError> {
-        let whole = files.bytes(name).cloned().ok_or_else(|| LoadError::MissingFile {
-            name: name.to_string(),
-            hint: String::new(),
-        })?;
-        let (_, head) = files.head(name, |prefix| match GgufFile::parse_head(prefix, whole.clone(), name) {
-            Ok(file) => Ok(Some(file.head_len())),
-            Err(None) => Ok(None),
-            Err(Some(e)) => Err(e.into()),
-        })?;
-        let file = GgufFile::parse_head(head, whole, name)
-            .map_err(|e| e.unwrap_or_else(|| GgufError::Truncated(format!("{name}: the header"))))?;
+        let file = files.gguf(name)?;
         let config = config_from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let mut storage = BTreeMap::new();
@@ -254,14 +259,6 @@ impl<'a> Checkpoint<'a> {
             tokenizer: self.tokenizer,
             format: self.format,
             storage: self.storage,
-        }
-    }
-
-    /// The parsed GGUF file, when the model is one.
-    pub fn gguf(&self) -> Option<&GgufFile<'a>> {
-        match &self.parsed {
-            Parsed::Gguf(file) => Some(file),
-            Parsed::Safetensors(_) => None,
         }
     }
 

@@ -162,6 +162,36 @@ impl FileBytes {
     }
 }
 
+/// Where a parsed file's tensor data is: the whole file borrowed, or its bytes held or read on
+/// demand (`name` for errors). Both parsers (GGUF, safetensors) read their tensors through it.
+#[derive(Debug)]
+pub enum FileView<'a> {
+    /// The whole file, borrowed: ranges are borrowed slices (never served packed).
+    Borrowed(&'a [u8]),
+    /// The file's bytes: ranges are shared buffers (a packed matrix keeps them).
+    File(FileBytes, String),
+}
+
+impl<'a> FileView<'a> {
+    /// The bytes of `range` of the whole file; a range past the end is an error.
+    pub fn range(&self, range: Range<usize>) -> Result<TensorBytes<'a>, ReadFailed> {
+        match self {
+            FileView::Borrowed(b) => b
+                .get(range.clone())
+                .map(TensorBytes::Borrowed)
+                .ok_or_else(|| ReadFailed {
+                    name: "the file".into(),
+                    start: range.start as u64,
+                    end: range.end as u64,
+                    message: format!("the file has {} bytes", b.len()),
+                }),
+            FileView::File(file, name) => Ok(TensorBytes::Shared(
+                file.read(name, range.start as u64..range.end as u64)?,
+            )),
+        }
+    }
+}
+
 /// A tensor's stored bytes: borrowed from the bytes a file was parsed from, or a range of the
 /// file (shared, so a packed matrix keeps them without a copy).
 #[derive(Debug)]

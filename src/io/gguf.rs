@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use half::{bf16, f16};
 
-use super::file_bytes::{FileBytes, TensorBytes};
+use super::file_bytes::{FileBytes, FileView, TensorBytes};
 use super::quants::{self, QuantType};
 use super::reader::{ByteReader, ReadError};
 
@@ -279,7 +279,7 @@ pub struct GgufFile<'a> {
     pub raw_metadata: Vec<(String, u32, &'a [u8])>,
     /// Tensor index, in file order.
     pub tensors: Vec<TensorInfo>,
-    data: Data<'a>,
+    data: FileView<'a>,
     data_start: usize,
     file_len: usize,
 }
@@ -291,15 +291,6 @@ type Header<'a> = (
     Vec<(String, u32, &'a [u8])>,
     Vec<TensorInfo>,
 );
-
-/// Where a GGUF's tensor data is.
-#[derive(Debug)]
-enum Data<'a> {
-    /// In the bytes the header was parsed from.
-    Borrowed(&'a [u8]),
-    /// In the file, read a tensor at a time (`name` for errors).
-    File(FileBytes, String),
-}
 
 const MAGIC: [u8; 4] = *b"GGUF";
 
@@ -351,8 +342,8 @@ impl<'a> GgufFile<'a> {
         };
         let data_start = r.position().div_ceil(alignment) * alignment;
         let data = match file {
-            Some((file, name)) => Data::File(file, name),
-            None => Data::Borrowed(bytes.get(data_start..).unwrap_or(&[])),
+            Some((file, name)) => FileView::File(file, name),
+            None => FileView::Borrowed(bytes),
         };
         let file = GgufFile {
             version,
@@ -406,16 +397,7 @@ impl<'a> GgufFile<'a> {
     /// The raw stored bytes of a tensor, after checking its type and bounds: borrowed from the
     /// parsed bytes, or read from the file.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<TensorBytes<'a>, GgufError> {
-        let range = self.tensor_range(info)?;
-        match &self.data {
-            Data::Borrowed(data) => {
-                let start = range.start - self.data_start;
-                Ok(TensorBytes::Borrowed(&data[start..start + range.len()]))
-            }
-            Data::File(file, name) => Ok(TensorBytes::Shared(
-                file.read(name, range.start as u64..range.end as u64)?,
-            )),
-        }
+        Ok(self.data.range(self.tensor_range(info)?)?)
     }
 
     /// Where a tensor's bytes lie in the whole file, after checking its type and that they lie

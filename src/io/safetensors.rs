@@ -7,7 +7,7 @@ use half::{bf16, f16};
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
-use super::file_bytes::{FileBytes, TensorBytes};
+use super::file_bytes::{FileBytes, FileView, TensorBytes};
 use super::host::HostTensor;
 use crate::model::packed::{DeviceForm, PackedMatrix, bf16_rows, f16_rows};
 use crate::model::weights::{WeightError, Weights};
@@ -54,14 +54,7 @@ struct Shard<'a> {
     metadata: Metadata,
     /// Where the data section starts in the file.
     data_start: usize,
-    data: ShardData<'a>,
-}
-
-enum ShardData<'a> {
-    /// The whole file, borrowed.
-    Borrowed(&'a [u8]),
-    /// The file's bytes, held or read on demand; 16-bit matrices are served packed from them.
-    File(FileBytes),
+    data: FileView<'a>,
 }
 
 /// The header length a safetensors file's first bytes announce (8 bytes of length, then the
@@ -120,7 +113,7 @@ impl<'a> SafetensorsSource<'a> {
                     name: name.to_string(),
                     metadata,
                     data_start,
-                    data: ShardData::Borrowed(bytes),
+                    data: FileView::Borrowed(bytes),
                 })
             })
             .collect::<Result<_, SafetensorsError>>()?;
@@ -140,7 +133,7 @@ impl<'a> SafetensorsSource<'a> {
                     name: name.to_string(),
                     metadata,
                     data_start,
-                    data: ShardData::File(file.clone()),
+                    data: FileView::File(file.clone(), name.to_string()),
                 })
             })
             .collect::<Result<_, SafetensorsError>>()?;
@@ -186,14 +179,10 @@ impl<'a> SafetensorsSource<'a> {
             .info(name)
             .ok_or_else(|| corrupt(&shard.name, format!("tensor `{name}` vanished from the header")))?;
         let (s, e) = info.data_offsets;
-        let (start, end) = (shard.data_start + s, shard.data_start + e);
-        let bytes = match &shard.data {
-            ShardData::Borrowed(b) => TensorBytes::Borrowed(&b[start..end]),
-            ShardData::File(f) => TensorBytes::Shared(
-                f.read(&shard.name, start as u64..end as u64)
-                    .map_err(|e| corrupt(&shard.name, e.to_string()))?,
-            ),
-        };
+        let bytes = shard
+            .data
+            .range(shard.data_start + s..shard.data_start + e)
+            .map_err(|e| corrupt(&shard.name, e.to_string()))?;
         Ok(Some((shard, info, bytes)))
     }
 
