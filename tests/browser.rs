@@ -91,6 +91,7 @@ fn tiny_files() -> ModelFiles {
 
 #[wasm_bindgen_test]
 async fn the_engine_on_webgpu_loads_trains_and_exports() {
+    lora_null::wasm::use_simd_products();
     let choice = init_webgpu()
         .await
         .expect("WebGPU (Chromium needs --enable-unsafe-webgpu)");
@@ -148,6 +149,7 @@ async fn the_engine_on_webgpu_loads_trains_and_exports() {
 /// (`scripts/bench.sh browser`) as JSON lines.
 #[wasm_bindgen_test]
 async fn repeated_forward_passes_agree_and_a_few_steps_lower_the_loss_on_webgpu() {
+    lora_null::wasm::use_simd_products();
     let choice = init_webgpu().await.expect("WebGPU");
     let mut m = LoadedModel::load(&tiny_files(), &choice.device).unwrap();
     let ids: Vec<u32> = (0..64).map(|i| 3 + (i * 37) % 300).collect();
@@ -229,6 +231,7 @@ async fn repeated_forward_passes_agree_and_a_few_steps_lower_the_loss_on_webgpu(
 #[wasm_bindgen_test]
 async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
     use lora_null::engine::BaseStorage;
+    lora_null::wasm::use_simd_products();
     let choice = init_webgpu().await.expect("WebGPU");
     let mut files = ModelFiles::new();
     files.insert(
@@ -279,14 +282,17 @@ async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
     );
 }
 
-/// The host maths in wasm: the partial eigensolver behind LoRA-Null's null basis converges to
-/// true eigenpairs of a 768-wide covariance, and an f32 product of the model's shape through faer
-/// and through burn's CPU backend agree; the timings are printed (BENCHMARKS.md, "SIMD in wasm",
-/// compares this test's module built with and without SIMD128).
+/// The host maths in wasm, with the SIMD128 kernels the engine's workers switch on: the partial
+/// eigensolver behind LoRA-Null's null basis converges to true eigenpairs of a 768-wide
+/// covariance, and an f32 product of SmolLM2's MLP shape through faer and through burn's CPU
+/// backend agree; the timings are printed. (`gemm` keeps the kernel it picked at its first
+/// product, so the scalar baseline is main's build of this test, run beside it: BENCHMARKS.md,
+/// "SIMD128 in wasm".)
 #[wasm_bindgen_test]
 fn host_maths_in_wasm_are_right_and_timed() {
     use lora_null::linalg::partial::{PartialOptions, smallest_eigenpairs};
     use lora_null::linalg::{Matrix, Rng};
+    lora_null::wasm::use_simd_products();
     let now = || web_sys::window().unwrap().performance().unwrap().now() / 1000.0;
     // A covariance with a decaying spectrum (column j scaled by e^(−j/96)).
     let (n, d, r) = (1536, 768, 16);
@@ -312,6 +318,10 @@ fn host_maths_in_wasm_are_right_and_timed() {
             .sum();
         assert!(res.sqrt() / norm < 1e-10, "pair {j}: residual {}", res.sqrt() / norm);
     }
+    let t = now();
+    let full = lora_null::linalg::decompose::eigh(&c).unwrap();
+    let t_eigh = now() - t;
+    assert_eq!(full.values.len(), d);
 
     // An f32 product of the model's shape, through faer and through burn's CPU backend.
     let (m, k, p) = (512, 576, 1536);
@@ -341,9 +351,9 @@ fn host_maths_in_wasm_are_right_and_timed() {
     assert!((f64::from(y[7 * p + 11]) - want).abs() < 1e-3 * want.abs().max(1.0));
     let gflops = |s: f64| 2.0 * (m * k * p) as f64 / s / 1e9;
     console_log!(
-        "host maths in wasm (simd128 {}): XᵀX {n}x{d} f64 {t_gram:.3} s; partial eigenpairs d {d} r {r}, {} iterations, {t_eigen:.3} s; \
-         f32 product {m}x{k}x{p}: faer {:.2} GFLOP/s, burn CPU backend {:.2} GFLOP/s",
-        cfg!(target_feature = "simd128"),
+        "host maths in wasm (SIMD128 kernels {}): XᵀX {n}x{d} f64 {t_gram:.3} s; partial eigenpairs d {d} r {r}, {} iterations, {t_eigen:.3} s; \
+         full eigh d {d} {t_eigh:.3} s; f32 product {m}x{k}x{p}: faer {:.2} GFLOP/s, burn CPU backend {:.2} GFLOP/s",
+        gemm::get_wasm_simd128(),
         e.iterations,
         gflops(t_faer),
         gflops(t_burn),

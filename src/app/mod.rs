@@ -32,6 +32,7 @@ pub fn start_page() {
 #[cfg(feature = "engine")]
 pub fn start_worker() {
     crate::wasm::run_static_constructors();
+    crate::wasm::use_simd_products();
     console_error_panic_hook::set_once();
     match browser::role() {
         Some(browser::Role::Engine) => engine_worker::serve(),
