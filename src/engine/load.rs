@@ -251,7 +251,7 @@ impl LoadedModel {
     /// [`RunShape::keeps_decoded`]): all but host-packed layers on the native CPU backend.
     pub fn keeps_decoded(&self) -> bool {
         use crate::model::linear::PackedWeight;
-        let host_products = cfg!(not(target_arch = "wasm32")) && self.model.device() == Device::flex();
+        let host_products = self.model.device() == Device::flex();
         let on_device = (0..self.model.num_layers())
             .flat_map(|layer| Target::ALL.map(move |t| (layer, t)))
             .filter_map(|(layer, t)| self.model.linear(layer, t))

@@ -8,18 +8,16 @@
 //! training all run on it. faer reads the backend's buffers in place through their strides (a
 //! transposed weight is a view, not a copy); only the product is allocated. [`packed_linear`]
 //! does the same for a packed (quantised) layer, decoding it for each use and again in its
-//! backward, never keeping it decoded. Everything else (a GPU, another precision, the wasm
-//! build) takes burn's matmul.
+//! backward, never keeping it decoded. Everything else (a GPU, another precision) takes burn's
+//! matmul. The wasm build takes the same path on one thread (faer's products there are the
+//! `gemm` crate's SIMD128 kernels, `wasm::use_simd_products`).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Whether `x` is an input the host-side products here take untracked (calibration's `XᵀX`):
-/// the CPU backend natively, f32, and no gradient flowing from it.
+/// the CPU backend, f32, and no gradient flowing from it.
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-    cfg!(not(target_arch = "wasm32"))
-        && !x.is_tracked()
-        && x.dtype() == burn::tensor::DType::F32
-        && x.device() == Device::flex()
+    !x.is_tracked() && x.dtype() == burn::tensor::DType::F32 && x.device() == Device::flex()
 }
 
 /// Every thread natively, one in wasm.
@@ -43,7 +41,6 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// # Shapes
 /// - a: `[..., m, k]`, b: `[..., k, n]` → `[..., m, n]`
 pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
     if D >= 2 && on_cpu_f32(&a) && on_cpu_f32(&b) {
         let (da, db) = (a.dims(), b.dims());
         let batch = |d: &[usize; D]| d[..D - 2].iter().product::<usize>();
@@ -66,7 +63,6 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 }
 
 /// Whether `t` lives on the CPU backend in f32 (what the products here and `cpu_ops` take).
-#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn on_cpu_f32<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex()
 }
@@ -103,7 +99,6 @@ pub fn packed_linear<const D: usize>(
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
     let (out, k) = w.dims();
-    #[cfg(not(target_arch = "wasm32"))]
     {
         let dims = x.dims();
         let m = dims[..D - 1].iter().product::<usize>();
@@ -135,7 +130,6 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4
 }
 
 /// The product through faer on burn's CPU backend (`Flex`), plain or under autodiff.
-#[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod faer_product {
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -309,7 +303,6 @@ pub(crate) mod faer_product {
         let (a, b) = (readable(a), readable(b));
         let (sa, sb) = (a.layout().shape().clone(), b.layout().shape().clone());
         let (ba, m, k, bb, n) = (sa[0], sa[1], sa[2], sb[0], sb[2]);
-        let batch = ba.max(bb);
         if m * n == 0 {
             return;
         }
@@ -327,16 +320,18 @@ pub(crate) mod faer_product {
             let y = faer::MatMut::from_row_major_slice_mut(y, m, n);
             faer::linalg::matmul::matmul(y, accum, a, b, alpha, par);
         };
-        // Many small products (attention's heads): one per thread; else each on every thread.
-        if batch >= rayon::current_num_threads() {
+        // Many small products (attention's heads): one per thread; else each on every thread
+        // (wasm has one).
+        #[cfg(not(target_arch = "wasm32"))]
+        if ba.max(bb) >= rayon::current_num_threads() {
             use rayon::prelude::*;
             y.par_chunks_mut(m * n)
                 .enumerate()
                 .for_each(|(i, y)| one(i, y, faer::Par::Seq));
-        } else {
-            for (i, y) in y.chunks_mut(m * n).enumerate() {
-                one(i, y, faer::Par::rayon(0));
-            }
+            return;
+        }
+        for (i, y) in y.chunks_mut(m * n).enumerate() {
+            one(i, y, super::all_threads());
         }
     }
 

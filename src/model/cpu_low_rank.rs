@@ -9,7 +9,7 @@
 //! autodiff it is one recorded operation with `x`, `A` and `B` as parents. A packed base (the
 //! QLoRA layer) is decoded into a scratch buffer for each of its two products, as
 //! `cpu_linear::packed_linear` does, and kept packed in between. Anything but f32 tensors on
-//! the CPU backend (a GPU, the wasm build) takes the composition instead.
+//! the CPU backend (a GPU) takes the composition instead.
 
 use std::sync::Arc;
 
@@ -42,7 +42,6 @@ pub fn low_rank_linear<const D: usize>(
     b: Tensor<2>,
     scale: f64,
 ) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
     if let Some(y) = fused::apply(x.clone(), w.clone(), a.clone(), b.clone(), scale as f32) {
         return match bias {
             Some(bias) => y + bias.unsqueeze::<D>(),
@@ -69,7 +68,6 @@ pub fn composed<const D: usize>(
     base + cpu_linear::linear(down, b, None).mul_scalar(scale)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod fused {
     use burn::backend::Flex;
     use burn::backend::autodiff::NodeId;

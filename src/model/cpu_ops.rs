@@ -3,17 +3,16 @@
 //! three to seven, each writing a new tensor. Their loops are compiled for the CPU's widest SIMD
 //! at run time, with an exp of our own that vectorises (libm's does not). Under autodiff each is
 //! one recorded operation whose backward is again one pass per input's gradient (the same
-//! machinery as `cpu_linear`'s product). Off the CPU backend, in wasm, or for another dtype, the
-//! tensor formulation runs.
+//! machinery as `cpu_linear`'s product). In wasm they are compiled for SIMD128 the same way
+//! (pulp's run-time flag, which `wasm::use_simd_products` sets). Off the CPU backend, or for
+//! another dtype, the tensor formulation runs.
 
 use burn::tensor::Tensor;
 
-#[cfg(not(target_arch = "wasm32"))]
 use super::cpu_linear::on_cpu_f32;
 
 /// `silu(gate) · up`, elementwise (`silu(g) = g·σ(g)`).
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
     if gate.dims() == up.dims()
         && on_cpu_f32(&gate)
         && on_cpu_f32(&up)
@@ -29,7 +28,6 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
 /// # Shapes
 /// - x: `[..., dim]`, w: `[dim]` → `[..., dim]`
 pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f64) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
     if x.dims()[D - 1] == w.dims()[0]
         && on_cpu_f32(&x)
         && on_cpu_f32(&w)
@@ -51,7 +49,6 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f6
 /// # Shapes
 /// - s: `[B, H, T, S]`, mask: `[T, S]` → `[B, H, T, S]`
 pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f64) -> Tensor<4> {
-    #[cfg(not(target_arch = "wasm32"))]
     if s.dims()[2..] == mask.dims()
         && on_cpu_f32(&s)
         && on_cpu_f32(&mask)
@@ -70,7 +67,6 @@ pub fn masked_softmax(s: Tensor<4>, mask: Tensor<2>, scale: f64) -> Tensor<4> {
 /// # Shapes
 /// - z: `[N, c]`, m and s: `[N, 1]` → `[N, 1]`, `[N, 1]`, `[N, c]`, `[N, 1]`
 pub fn softmax_piece(z: Tensor<2>, m: Tensor<2>, s: Tensor<2>) -> [Tensor<2>; 4] {
-    #[cfg(not(target_arch = "wasm32"))]
     if z.dims()[0] == m.dims()[0]
         && m.dims() == s.dims()
         && m.dims()[1] == 1
@@ -89,7 +85,6 @@ pub fn softmax_piece(z: Tensor<2>, m: Tensor<2>, s: Tensor<2>) -> [Tensor<2>; 4]
 }
 
 /// The fused kernels on burn's CPU backend (`Flex`), plain or under autodiff.
-#[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod fused {
     use burn::backend::Flex;
     use burn::backend::autodiff::NodeId;

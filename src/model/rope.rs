@@ -138,7 +138,6 @@ impl RotaryEmbedding {
 /// dimensions become `x·cos + rotate_half(x)·sin`, where `rotate_half([x1, x2]) = [−x2, x1]`, and
 /// the rest pass unchanged (partial rotation).
 pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
-    #[cfg(not(target_arch = "wasm32"))]
     if cos.dims()[1] == x.dims()[3]
         && x.dims()[3].is_multiple_of(2)
         && x.dims()[2] == cos.dims()[0]
@@ -175,7 +174,6 @@ fn composed(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
 /// products, a sum). Under autodiff it is one recorded operation whose backward is one pass too,
 /// `∂x = g·cos + rotate_halfᵀ(g·sin)` with `rotate_halfᵀ([u1, u2]) = [u2, −u1]`; it keeps only
 /// the tables.
-#[cfg(not(target_arch = "wasm32"))]
 mod fused {
     use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
