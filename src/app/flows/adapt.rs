@@ -6,6 +6,7 @@ use crate::app::protocol::{CalibrateOptions, Event, TrainOptions};
 use crate::app::session::{self, executor, put_worker, take_worker};
 use crate::app::words::page_error;
 use crate::engine::{CalibOptions, Control, EighCache, STREAM_ABOVE_BYTES, TrainHooks};
+use crate::io::ModelFiles;
 use crate::lora::LoraConfig;
 use crate::model::memory::{TAB_BYTES, TrainSettings};
 use crate::train::{StepMetrics, TrainConfig};
@@ -160,7 +161,7 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
     let records = session::with(|s| s.data.clone())
         .map(|d| d.1)
         .ok_or("load a fine-tuning dataset first")?;
-    let calib = session::with(|s| s.calibration.clone());
+    let has_calib = session::with(|s| s.calibration.is_some());
     // Statistics collected block by block during initialisation (a big model), when the method
     // reads any.
     let streamed = session::with(|s| {
@@ -178,10 +179,22 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
         checkpoint_blocks: opts.blockwise,
         ..TrainConfig::default()
     };
-    lora.check(calib.is_some() || streamed.is_some())
+    lora.check(has_calib || streamed.is_some())
         .map_err(|e| page_error(&e.into()))?;
     check_memory(&opts)?;
-    let mut model = build_model(&files).await?;
+    // The run starts again from the base in the files: the session's copy of it is dropped
+    // first and rebuilt only if the run ends before training, since on the CPU backend both
+    // would sit in the tab's memory (with SmolLM2's statistics, they took the engine past 4 GiB).
+    // The statistics are lent to the run, not copied, for the same reason.
+    session::with(|s| s.model = None);
+    let mut model = match build_model(&files).await {
+        Ok(m) => m,
+        Err(e) => {
+            restore_base(&files).await;
+            return Err(e);
+        }
+    };
+    let calib = session::with(|s| s.calibration.take());
     let worker = take_worker();
     let mut eighs = session::with(|s| std::mem::take(&mut s.eighs));
     let exec = Cancellable(executor(&worker));
@@ -198,13 +211,22 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
         }
     };
     put_worker(worker);
-    session::with(|s| s.eighs = eighs);
+    session::with(|s| {
+        s.eighs = eighs;
+        s.calibration = calib;
+    });
     match result {
         Err(e) if !hooks.started && (e.is_cancelled() || cancelled()) => {
+            drop(model);
+            restore_base(&files).await;
             status("cancelled before training; the loaded model is unchanged");
             Ok(())
         }
-        Err(e) if !hooks.started => Err(page_error(&e)),
+        Err(e) if !hooks.started => {
+            drop(model);
+            restore_base(&files).await;
+            Err(page_error(&e))
+        }
         other => {
             // Trained (or stopped, or diverged: the model keeps its last good state).
             session::with(|s| s.model = Some(model));
@@ -216,5 +238,14 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
             });
             Ok(())
         }
+    }
+}
+
+/// Makes the base in `files` the session's model again (a run that ended before training had
+/// dropped it); a failure here is reported in the status line, the run's own error stays.
+async fn restore_base(files: &ModelFiles) {
+    match build_model(files).await {
+        Ok(m) => session::with(|s| s.model = Some(m)),
+        Err(e) => status(format!("the base model could not be rebuilt ({e}): load it again")),
     }
 }
