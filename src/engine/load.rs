@@ -248,7 +248,8 @@ impl LoadedModel {
     }
 
     /// Whether a tracked packed layer keeps its decoded matrix until the backward (see
-    /// [`RunShape::keeps_decoded`]): all but host-packed layers on the native CPU backend.
+    /// [`RunShape::keeps_decoded`]): all but host-packed layers on the CPU backend (natively and
+    /// in wasm).
     pub fn keeps_decoded(&self) -> bool {
         use crate::model::linear::PackedWeight;
         let host_products = self.model.device() == Device::flex();

@@ -99,22 +99,20 @@ pub fn packed_linear<const D: usize>(
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
     let (out, k) = w.dims();
+    let dims = x.dims();
+    let m = dims[..D - 1].iter().product::<usize>();
+    if on_cpu_f32(&x)
+        && m * k * out > 0
+        && dims[D - 1] == k
+        && let Some(y) = faer_product::packed(x.clone().reshape([1, m, k]), w.clone())
     {
-        let dims = x.dims();
-        let m = dims[..D - 1].iter().product::<usize>();
-        if on_cpu_f32(&x)
-            && m * k * out > 0
-            && dims[D - 1] == k
-            && let Some(y) = faer_product::packed(x.clone().reshape([1, m, k]), w.clone())
-        {
-            let mut shape = dims;
-            shape[D - 1] = out;
-            let y = y.reshape(shape);
-            return match bias {
-                Some(b) => y + b.unsqueeze::<D>(),
-                None => y,
-            };
-        }
+        let mut shape = dims;
+        shape[D - 1] = out;
+        let y = y.reshape(shape);
+        return match bias {
+            Some(b) => y + b.unsqueeze::<D>(),
+            None => y,
+        };
     }
     let decoded = Tensor::<2>::from_data(TensorData::new(w.decode_range(0..out), [out, k]), &x.device());
     linear(x, decoded.transpose(), bias)
