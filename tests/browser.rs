@@ -15,6 +15,10 @@ use lora_null::lora::{InitMethod, LoraConfig};
 use lora_null::train::{StepMetrics, TrainConfig};
 use wasm_bindgen_test::*;
 
+#[path = "shared/train_reference.rs"]
+mod train_reference;
+use train_reference::TrainReference;
+
 wasm_bindgen_test_configure!(run_in_browser);
 
 /// SwiftShader's f32 kernels sum in other orders (and fuse multiply-adds differently) than
@@ -363,131 +367,26 @@ fn host_maths_in_wasm_are_right_and_timed() {
 /// The page's CPU fallback trains as PyTorch does: the tiny llama on burn's CPU backend in wasm
 /// (the products, the fused element-wise kernels and their backward of `model::cpu_linear` and
 /// `model::cpu_ops`, with the SIMD128 kernels on), four AdamW steps from given factors against
-/// `tests/fixtures/tiny/train/reference.json`, with the native test's tolerances
-/// (`tests/integration/train_parity.rs`: 1e-5 relative on loss and gradient norm, 1e-5 on the
-/// factors), whole graph and block by block.
+/// PyTorch's run with the native test's tolerances (`tests/shared/train_reference.rs`), whole
+/// graph and block by block.
 #[wasm_bindgen_test]
 async fn training_on_the_cpu_backend_in_wasm_matches_pytorch() {
-    use burn::tensor::{Device, Tensor, TensorData};
-    use lora_null::lora::LoraAdapter;
-    use lora_null::model::Target;
-    use lora_null::train::data::Example;
+    use burn::tensor::{Device, Tensor};
     lora_null::wasm::use_simd_products();
-    let r: serde_json::Value = serde_json::from_str(include_str!("fixtures/tiny/train/reference.json")).unwrap();
-    let c = &r["config"];
-    let num = |v: &serde_json::Value| v.as_f64().unwrap();
-    let rows = |v: &serde_json::Value| -> Vec<Vec<f32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|row| row.as_array().unwrap().iter().map(|x| num(x) as f32).collect())
-            .collect()
-    };
-    let module = |key: &str| -> (usize, Target) {
-        let (layer, module) = key.split_once('.').unwrap();
-        (layer.parse().unwrap(), Target::parse(module).unwrap())
-    };
-    let examples: Vec<Example> = r["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| Example {
-            ids: e["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect(),
-            target: e["target"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| b.as_bool().unwrap())
-                .collect(),
-        })
-        .collect();
     let probe = Tensor::<2>::zeros([2, 2], &Device::flex());
     assert!(
         lora_null::model::cpu_linear::applies(&probe) && gemm::get_wasm_simd128(),
         "the CPU backend's own products run in wasm, on the SIMD128 kernels"
     );
+    let r = TrainReference(serde_json::from_str(include_str!("fixtures/tiny/train/reference.json")).unwrap());
     for blockwise in [false, true] {
-        let device = Device::flex();
-        let mut m = LoadedModel::load(&tiny_files(), &device).unwrap();
-        for (key, f) in r["init"].as_object().unwrap() {
-            let (layer, target) = module(key);
-            let matrix = |v: &serde_json::Value| {
-                let rows = rows(v);
-                let shape = [rows.len(), rows[0].len()];
-                Tensor::<2>::from_data(TensorData::new(rows.concat(), shape), &device)
-            };
-            m.model.linear_mut(layer, target).unwrap().adapter = Some(LoraAdapter::new(
-                matrix(&f["lora_A"]),
-                matrix(&f["lora_B"]),
-                num(&c["scale"]),
-                true,
-                true,
-            ));
-        }
-        let total = c["total_steps"].as_u64().unwrap() as usize;
-        let cfg = TrainConfig {
-            lr: num(&c["lr"]),
-            steps: Some(total),
-            batch: examples.len(),
-            grad_accum: 1,
-            warmup_ratio: num(&c["warmup_steps"]) / total as f64,
-            max_grad_norm: Some(num(&c["max_grad_norm"])),
-            adamw: lora_null::train::AdamWConfig {
-                beta1: num(&c["betas"][0]),
-                beta2: num(&c["betas"][1]),
-                eps: num(&c["eps"]),
-                weight_decay: num(&c["weight_decay"]),
-            },
-            checkpoint_blocks: Some(blockwise),
-            ..TrainConfig::default()
-        };
-        let data = lora_null::train::TrainData {
-            train: examples.clone(),
-            val: Vec::new(),
-            dropped: 0,
-            truncated: 0,
-        };
+        let mut m = LoadedModel::load(&tiny_files(), &Device::flex()).unwrap();
+        r.attach_initial_factors(&mut m);
         let mut steps = Steps::default();
-        m.train(data, &cfg, None, &mut steps).await.unwrap();
-        let want = r["steps"].as_array().unwrap();
-        assert_eq!(steps.0.len(), want.len());
-        for (got, want) in steps.0.iter().zip(want) {
-            let (loss, norm) = (num(&want["loss"]), num(&want["grad_norm"]));
-            assert!(
-                (got.loss - loss).abs() <= 1e-5 * loss,
-                "blockwise {blockwise}, step {}: loss {} vs {loss}",
-                got.step,
-                got.loss
-            );
-            assert!(
-                (got.grad_norm - norm).abs() <= 1e-5 * norm,
-                "blockwise {blockwise}, step {}: gradient norm {} vs {norm}",
-                got.step,
-                got.grad_norm
-            );
-        }
-        let mut worst = 0f32;
-        for (key, f) in r["final"].as_object().unwrap() {
-            let (layer, target) = module(key);
-            let adapter = m.model.linear(layer, target).unwrap().adapter.as_ref().unwrap();
-            for (param, name) in [(&adapter.lora_a, "lora_A"), (&adapter.lora_b, "lora_B")] {
-                let got: Vec<f32> = param.val().into_data().try_into_vec_as::<f32>().unwrap();
-                let want = rows(&f[name]).concat();
-                assert_eq!(got.len(), want.len(), "{key} {name}");
-                worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
-            }
-        }
-        assert!(
-            worst <= 1e-5,
-            "blockwise {blockwise}: factors differ from PyTorch's by {worst}"
-        );
+        m.train(r.data(), &r.config(blockwise), None, &mut steps).await.unwrap();
         console_log!(
-            "CPU backend in wasm, blockwise {blockwise}: four steps match PyTorch (factors within {worst:.1e})"
+            "CPU backend in wasm against PyTorch (blockwise {blockwise}): {}",
+            r.check(&steps.0, &m)
         );
     }
 }

@@ -21,4 +21,6 @@ mod smollm2_null;
 mod streaming;
 mod tiny_models;
 mod train_parity;
+#[path = "../shared/train_reference.rs"]
+mod train_reference;
 mod wgpu;
