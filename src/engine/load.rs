@@ -248,16 +248,21 @@ impl LoadedModel {
     }
 
     /// Whether a tracked packed layer keeps its decoded matrix until the backward (see
-    /// [`RunShape::keeps_decoded`]): all but host-packed layers on the CPU backend (natively and
-    /// in wasm).
+    /// [`RunShape::keeps_decoded`]): only a layer that burn's own product takes, a host-packed one
+    /// on a GPU (a format with no device layout) or a device-laid-out one on the CPU backend. A
+    /// host-packed layer on the CPU backend (natively and in wasm) and a device-laid-out one on a
+    /// GPU dequantise again in their own backward.
     pub fn keeps_decoded(&self) -> bool {
         use crate::model::linear::PackedWeight;
         let host_products = self.model.device() == Device::flex();
-        let on_device = (0..self.model.num_layers())
+        (0..self.model.num_layers())
             .flat_map(|layer| Target::ALL.map(move |t| (layer, t)))
             .filter_map(|(layer, t)| self.model.linear(layer, t))
-            .any(|l| matches!(l.base.packed, Some(PackedWeight::Device(_))));
-        !host_products || on_device
+            .any(|l| match &l.base.packed {
+                Some(PackedWeight::Host { .. }) => !host_products,
+                Some(PackedWeight::Device(_)) => host_products,
+                None => false,
+            })
     }
 
     /// The memory plan of a pass of `shape` on this model as loaded (see [`MemoryPlan`]).

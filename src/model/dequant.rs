@@ -140,6 +140,11 @@ impl DeviceMatrix {
         self.device.clone()
     }
 
+    /// Whether its tensors live under autodiff (a matrix uploaded to an autodiff device).
+    pub fn is_autodiff(&self) -> bool {
+        self.planes.iter().any(|p| p.words.is_autodiff())
+    }
+
     /// Bytes held on the device (words, scales and offsets).
     pub fn device_bytes(&self) -> usize {
         let plane_bits: usize = self.planes.iter().map(|p| p.width as usize).sum();
@@ -275,5 +280,99 @@ impl DeviceMatrix {
                 magnitude * sign
             }
         }
+    }
+}
+
+/// `x · Wᵀ + b` for a device matrix `W` (`[out, in]`), dequantised for the product and dropped
+/// after it. On a GPU a tracked `x` records its own backward, which dequantises `W` again for
+/// `∂x = g·W`: the graph keeps the stored matrix, not an f32 copy, so a training step holds one
+/// layer's decoded weight at a time instead of the whole base in f32 (the QLoRA linear; burn's
+/// product would keep its f32 operand until the backward). Elsewhere (untracked, or the CPU
+/// backend) it is the product with the dequantised matrix.
+///
+/// # Shapes
+/// - x: `[..., in]` → `[..., out]`
+pub fn linear<const D: usize>(x: Tensor<D>, w: &DeviceMatrix, bias: Option<Tensor<1>>) -> Tensor<D> {
+    let (out, k) = w.dims();
+    let dims = x.dims();
+    let m: usize = dims[..D - 1].iter().product();
+    let tracked = (x.is_autodiff() && m * k * out > 0 && dims[D - 1] == k)
+        .then(|| tracked::product(x.clone().reshape([1, m, k]), w))
+        .flatten();
+    let y = match tracked {
+        Some(y) => {
+            let mut shape = dims;
+            shape[D - 1] = out;
+            y.reshape(shape)
+        }
+        None => super::cpu_linear::linear(x, w.dequantize().transpose(), None),
+    };
+    match bias {
+        Some(b) => y + b.unsqueeze::<D>(),
+        None => y,
+    }
+}
+
+/// The dequantising product recorded for autodiff on the GPU backends (burn's `Cube`).
+mod tracked {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Cube};
+    use burn::tensor::Tensor;
+
+    use super::DeviceMatrix;
+
+    /// The GPU backend under autodiff (the default checkpointing strategy).
+    type Tracked = Autodiff<Cube>;
+
+    /// `x · Wᵀ` (`[1, m, in]` → `[1, m, out]`) for an `x` under autodiff on a GPU; `None`
+    /// elsewhere, or when `W` itself lives under autodiff.
+    pub(super) fn product(x: Tensor<3>, w: &DeviceMatrix) -> Option<Tensor<3>> {
+        if w.is_autodiff() {
+            return None;
+        }
+        let x = x.try_into_primitive::<Tracked>().ok()?;
+        Some(Tensor::from_primitive::<Tracked>(record(x, w.clone())))
+    }
+
+    fn record(x: FloatTensor<Tracked>, w: DeviceMatrix) -> FloatTensor<Tracked> {
+        /// Keeps the stored matrix; the input's gradient dequantises it again.
+        #[derive(Debug)]
+        struct DequantBackward;
+
+        impl Backward<Cube, 1> for DequantBackward {
+            type State = DeviceMatrix;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let w = ops.state;
+                unary::<Cube, _>(ops.parents, ops.node, grads, |g| plain(g, &w, true));
+            }
+        }
+
+        match DequantBackward
+            .prepare::<NoCheckpointing>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = plain(x.into_primitive(), &w, false);
+                prep.finish(w, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(plain(x.into_primitive(), &w, false)),
+        }
+    }
+
+    /// `x · Wᵀ` (or `x · W` when `transpose`) on the plain GPU backend, `W` dequantised for the
+    /// call.
+    fn plain(x: FloatTensor<Cube>, w: &DeviceMatrix, transpose: bool) -> FloatTensor<Cube> {
+        let w = w.dequantize();
+        let w = if transpose { w } else { w.transpose() };
+        Tensor::<3>::from_primitive::<Cube>(x)
+            .matmul(w.unsqueeze::<3>())
+            .try_into_primitive::<Cube>()
+            .expect("invariant: a plain GPU tensor times a plain matrix on its device is a plain GPU tensor")
     }
 }

@@ -348,6 +348,7 @@ impl Projection for Linear {
         let correction = self.correction.as_ref().map(|c| (c, x.clone()));
         let y = match &self.packed {
             Some(PackedWeight::Host { matrix, .. }) => super::cpu_linear::packed_linear(x, matrix, bias),
+            Some(PackedWeight::Device(w)) => super::dequant::linear(x, w, bias),
             _ => super::cpu_linear::linear(x, self.stored_in_out(), bias),
         };
         match correction {

@@ -35,9 +35,9 @@ pub struct RunShape {
     /// Vocabulary rows per piece of the output layer when taken in pieces.
     pub vocab_chunk: usize,
     /// Whether a tracked packed layer keeps its decoded matrix until the backward (burn's
-    /// product: on a GPU). On the CPU backend (natively and in wasm) a packed layer's own
-    /// backward decodes it again, so the whole graph holds one decoded block at a time, not one
-    /// per block.
+    /// product). A packed layer's own backward (on the CPU backend natively and in wasm, and a
+    /// device-laid-out one on a GPU) decodes it again, so the whole graph holds one decoded block
+    /// at a time, not one per block.
     #[serde(default = "yes")]
     pub keeps_decoded: bool,
 }
