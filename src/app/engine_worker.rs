@@ -96,4 +96,8 @@ impl Executor for Cancellable<'_> {
         }
         self.0.submit(job)
     }
+
+    fn parallelism(&self) -> usize {
+        self.0.parallelism()
+    }
 }

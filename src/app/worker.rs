@@ -1,7 +1,7 @@
-//! The Web Worker that runs the heavy maths (eigendecompositions, SVDs, initialisation
-//! formulas) for the engine worker, and the [`Executor`] that sends it jobs, so the engine stays
-//! free to answer pause and cancel while the maths runs. Both workers run the engine's wasm
-//! (`assets/worker.js`); the worker's name picks the role (`browser::role`).
+//! The Web Workers that run the heavy maths (eigendecompositions, SVDs, initialisation
+//! formulas) for the engine worker, side by side, and the [`Executor`] that sends them jobs, so
+//! the engine stays free to answer pause and cancel while the maths runs. All workers run the
+//! engine's wasm (`assets/worker.js`); a worker's name picks its role (`browser::role`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -38,23 +38,63 @@ pub fn serve() {
 
 type Pending = Rc<RefCell<HashMap<u32, (js_sys::Function, js_sys::Function)>>>;
 
-/// Page side: posts jobs to the worker and awaits the replies.
-pub struct WorkerExecutor {
+/// Maths workers at most: each holds its own copy of the engine's wasm and one job's matrices.
+const MAX_WORKERS: usize = 4;
+
+/// One maths worker and the jobs it has been sent and not yet answered.
+struct Member {
     worker: web_sys::Worker,
-    pending: Pending,
-    next: Cell<u32>,
+    busy: Rc<Cell<usize>>,
     _onmessage: Closure<dyn FnMut(web_sys::MessageEvent)>,
 }
 
+/// Page side: posts jobs to the maths workers (one per core, up to [`MAX_WORKERS`]), each job
+/// to the one with the fewest unanswered, and awaits the replies.
+pub struct WorkerExecutor {
+    members: Vec<Member>,
+    pending: Pending,
+    next: Cell<u32>,
+}
+
 impl WorkerExecutor {
-    /// Starts the maths worker from `url` (the module script `worker.js`).
+    /// Starts the maths workers from `url` (the module script `worker.js`): as many as the
+    /// browser reports cores (the engine worker mostly waits while they compute), at least one,
+    /// at most [`MAX_WORKERS`]. Fails only if none starts.
     pub fn start(url: &str) -> Result<Self, String> {
-        let worker = spawn(url, Role::Maths)?;
+        let cores = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+            .and_then(|n| js_sys::Reflect::get(&n, &"hardwareConcurrency".into()))
+            .ok()
+            .and_then(|c| c.as_f64())
+            .unwrap_or(1.0) as usize;
         let pending: Pending = Rc::default();
-        let p = pending.clone();
+        let mut members = Vec::new();
+        let mut first_error = None;
+        for _ in 0..cores.clamp(1, MAX_WORKERS) {
+            match Self::member(url, &pending) {
+                Ok(m) => members.push(m),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if members.is_empty() {
+            return Err(first_error.unwrap_or_else(|| "no maths worker started".into()));
+        }
+        Ok(Self {
+            members,
+            pending,
+            next: Cell::new(0),
+        })
+    }
+
+    fn member(url: &str, pending: &Pending) -> Result<Member, String> {
+        let worker = spawn(url, Role::Maths)?;
+        let busy = Rc::new(Cell::new(0usize));
+        let (p, b) = (pending.clone(), busy.clone());
         let onmessage = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
             let msg = js_sys::Array::from(&ev.data());
             let Some(id) = msg.get(0).as_f64() else { return };
+            b.set(b.get().saturating_sub(1));
             if let Some((resolve, reject)) = p.borrow_mut().remove(&(id as u32)) {
                 if msg.get(1).as_bool() == Some(true) {
                     let _ = resolve.call1(&JsValue::NULL, &msg.get(2));
@@ -64,10 +104,9 @@ impl WorkerExecutor {
             }
         });
         worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
-        Ok(Self {
+        Ok(Member {
             worker,
-            pending,
-            next: Cell::new(0),
+            busy,
             _onmessage: onmessage,
         })
     }
@@ -75,11 +114,17 @@ impl WorkerExecutor {
 
 impl Drop for WorkerExecutor {
     fn drop(&mut self) {
-        self.worker.terminate();
+        for m in &self.members {
+            m.worker.terminate();
+        }
     }
 }
 
 impl Executor for WorkerExecutor {
+    fn parallelism(&self) -> usize {
+        self.members.len()
+    }
+
     fn submit(&self, job: Job) -> JobFuture<'_> {
         let id = self.next.get();
         self.next.set(id.wrapping_add(1));
@@ -88,10 +133,20 @@ impl Executor for WorkerExecutor {
             pending.borrow_mut().insert(id, (resolve, reject));
         });
         let bytes = js_sys::Uint8Array::from(job.encode().as_slice());
-        let posted = self.worker.post_message_with_transfer(
+        let member = self
+            .members
+            .iter()
+            .min_by_key(|m| m.busy.get())
+            .expect("invariant: an executor has at least one worker (`start`)");
+        member.busy.set(member.busy.get() + 1);
+        let posted = member.worker.post_message_with_transfer(
             &js_sys::Array::of2(&id.into(), &bytes),
             &js_sys::Array::of1(&bytes.buffer()),
         );
+        if posted.is_err() {
+            member.busy.set(member.busy.get().saturating_sub(1));
+            self.pending.borrow_mut().remove(&id);
+        }
         Box::pin(async move {
             posted.map_err(|e| JobError::Worker(format!("cannot send a job: {}", js_err(e))))?;
             let reply = JsFuture::from(promise).await.map_err(|e| JobError::Worker(js_err(e)))?;

@@ -2,19 +2,21 @@
 //! attaching a PEFT adapter from files, and the metrics of what they do to the knowledge
 //! activations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::analyze::Calibration;
-use super::jobs::{EighCache, Executor, factors};
+use super::jobs::{EighCache, Executor, IN_FLIGHT_BYTES, JobFuture, in_flight, wrong_kind};
 use super::{EngineError, LoadedModel};
 use crate::calib::{CalibError, Covariances};
 use crate::io::peft::{PeftAdapter, read_adapter};
+use crate::linalg::jobs::{Job, JobOutput};
 use crate::lora::export::attach_adapter;
 use crate::lora::init::{attach_factors, check_rank, factors_job};
 use crate::lora::metrics::{UpdateMetrics, input_energy, mean_metrics, update_and_original, update_metrics};
 use crate::lora::{InitError, InitRecord, LoraConfig};
+use crate::model::arch::sites_of;
 use crate::model::weights::read_matrix;
-use crate::model::{Projection, Target};
+use crate::model::{Projection, Site, Target};
 
 /// Adapters attached by initialisation, with what the export conversion needs.
 #[derive(Debug, Clone)]
@@ -64,26 +66,67 @@ impl LoadedModel {
         };
         let mut rng = crate::linalg::Rng::new(config.seed);
         let layers = self.model.num_layers();
-        let total = layers * config.targets.len();
-        let mut record = InitRecord::default();
-        for layer in 0..layers {
-            for (k, &target) in config.targets.iter().enumerate() {
-                let covs = calib.map(|c| &c.covariances);
-                let f = self
-                    .init_module(layer, target, &config, covs, eighs, exec, rng.next_u64())
-                    .await?;
-                record.factors.insert((layer, target), f);
-                progress(layer * config.targets.len() + k + 1, total);
-            }
+        let covs = calib.map(|c| &c.covariances);
+        if let Some(c) = covs.filter(|_| config.method.needs_calibration()) {
+            let keys: Vec<(usize, Site)> = (0..layers)
+                .flat_map(|l| sites_of(&config.targets).into_iter().map(move |s| (l, s)))
+                .collect();
+            eighs.fill(c, &keys, exec, &mut |_, _| {}).await?;
         }
+        let modules: Vec<(usize, Target)> = (0..layers)
+            .flat_map(|l| config.targets.iter().map(move |&t| (l, t)))
+            .collect();
+        let record = self
+            .init_modules(&modules, &config, covs, eighs, exec, &mut rng, progress)
+            .await?;
         Ok(self.adapter.insert(AdapterState { config, init: record }))
     }
 
-    /// Initialises and attaches the adapter of one module (`seed` for the methods that draw),
-    /// from the covariances in `covs` where the method needs them; returns its initial factors.
+    /// Initialises and attaches the adapters of `modules` (each drawing its seed from `rng` in
+    /// the order given), their jobs several at a time through `exec` ([`in_flight`]: the page's
+    /// maths workers side by side); returns their initial factors. `progress(done, total)` after
+    /// each module.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn init_module(
+    pub(super) async fn init_modules(
         &mut self,
+        modules: &[(usize, Target)],
+        config: &LoraConfig,
+        covs: Option<&Covariances>,
+        eighs: &mut EighCache,
+        exec: &dyn Executor,
+        rng: &mut crate::linalg::Rng,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<InitRecord, EngineError> {
+        let (total, window) = (modules.len(), in_flight(exec));
+        let (mut queue, mut bytes, mut done) = (VecDeque::new(), 0, 0);
+        let mut record = InitRecord::default();
+        for (i, &(layer, target)) in modules.iter().enumerate() {
+            let job = self
+                .module_job(layer, target, config, covs, eighs, exec, rng.next_u64())
+                .await?;
+            let size = job.input_bytes();
+            bytes += size;
+            queue.push_back((layer, target, size, exec.submit(job)));
+            let last = i + 1 == total;
+            while queue.len() >= window || bytes > IN_FLIGHT_BYTES || (last && !queue.is_empty()) {
+                let Some((layer, target, size, job)) = queue.pop_front() else {
+                    break;
+                };
+                bytes -= size;
+                let f = self.attach_job(layer, target, config, job).await?;
+                record.factors.insert((layer, target), f);
+                done += 1;
+                progress(done, total);
+            }
+        }
+        Ok(record)
+    }
+
+    /// The job that computes one module's factors: its weight, and the covariance's statistic
+    /// where the method needs it.
+    #[allow(clippy::too_many_arguments)]
+    async fn module_job(
+        &self,
         layer: usize,
         target: Target,
         config: &LoraConfig,
@@ -91,7 +134,7 @@ impl LoadedModel {
         eighs: &mut EighCache,
         exec: &dyn Executor,
         seed: u64,
-    ) -> Result<(crate::io::HostTensor, crate::io::HostTensor), EngineError> {
+    ) -> Result<Job, EngineError> {
         let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
             .await
             .map_err(CalibError::Device)?;
@@ -103,17 +146,28 @@ impl LoadedModel {
             }
             _ => None,
         };
-        let scale = config.scale();
-        let job = factors_job(config.method, w, config.rank, scale, stats, seed);
-        let f = factors(exec, job)
-            .await
-            .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
+        Ok(factors_job(config.method, w, config.rank, config.scale(), stats, seed))
+    }
+
+    /// Awaits one module's factors and attaches them; returns them.
+    async fn attach_job(
+        &mut self,
+        layer: usize,
+        target: Target,
+        config: &LoraConfig,
+        job: JobFuture<'_>,
+    ) -> Result<(crate::io::HostTensor, crate::io::HostTensor), EngineError> {
+        let context = || format!("layer {layer} {}", target.module_name());
+        let f = match job.await.map_err(EngineError::job(context()))? {
+            JobOutput::Factors(f) => f,
+            _ => return Err(EngineError::job(context())(wrong_kind())),
+        };
         let device = self.model.device();
         let linear = self
             .model
             .linear_mut(layer, target)
             .ok_or_else(|| EngineError::Targets(format!("layer {layer} has no {}", target.module_name())))?;
-        Ok(attach_factors(linear, &f, scale, config.method, &device))
+        Ok(attach_factors(linear, &f, config.scale(), config.method, &device))
     }
 
     /// Attaches a PEFT adapter directory's files (ours or anyone's) to the base model.

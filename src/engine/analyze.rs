@@ -2,15 +2,18 @@
 //! the device), then the eigendecompositions and SVDs through the executor, assembled into the
 //! spectra report.
 
-use super::jobs::{EighCache, Executor, singular_values};
+use std::collections::VecDeque;
+
+use super::jobs::{EighCache, Executor, IN_FLIGHT_BYTES, in_flight, wrong_kind};
 use super::{EngineError, LoadedModel};
 use crate::calib::report::{LayerSpectra, SCHEMA, module_spectrum, site_spectrum};
 use crate::calib::windows::Windows;
 use crate::calib::{CalibError, CovarianceAccumulator, Covariances, Normalization, SpectraReport, draw_windows};
 use crate::io::dataset::Record;
+use crate::linalg::jobs::{Job, JobOutput};
 use crate::model::arch::sites_of;
 use crate::model::weights::read_matrix;
-use crate::model::{Projection, Target};
+use crate::model::{Projection, Site, Target};
 
 /// Calibration settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -104,7 +107,10 @@ impl LoadedModel {
         Ok(windows)
     }
 
-    /// Spectra of every layer (`spectra.json`); `progress(done, total)` after each layer.
+    /// Spectra of every layer (`spectra.json`). The decompositions go through `exec` several at
+    /// a time ([`in_flight`]): first every site's eigendecomposition, then every weight's singular
+    /// values, each weight read from the model just before its job is sent. `progress(done,
+    /// total)` after each decomposition.
     pub async fn analyze(
         &self,
         calib: &Calibration,
@@ -116,12 +122,58 @@ impl LoadedModel {
     ) -> Result<SpectraReport, EngineError> {
         let targets = &self.resolve_targets(targets)?;
         let n = self.model.num_layers();
-        let mut layers = Vec::with_capacity(n);
-        for layer in 0..n {
-            layers.push(self.analyze_layer(calib, eighs, layer, targets, rank, exec).await?);
-            progress(layer + 1, n);
-        }
         let covs = &calib.covariances;
+        let sites = sites_of(targets);
+        let keys: Vec<(usize, Site)> = (0..n).flat_map(|l| sites.iter().map(move |&s| (l, s))).collect();
+        for &(layer, site) in &keys {
+            if !covs.sites.contains_key(&(layer, site)) {
+                return Err(CalibError::MissingStats(layer, site).into());
+            }
+        }
+        let total = keys.len() + n * targets.len();
+        eighs.fill(covs, &keys, exec, &mut |d, _| progress(d, total)).await?;
+        let mut layers: Vec<LayerSpectra> = (0..n)
+            .map(|layer| LayerSpectra {
+                layer,
+                sites: Default::default(),
+                modules: Default::default(),
+            })
+            .collect();
+        for &(layer, site) in &keys {
+            let (stats, e) = eighs.site(covs, layer, site, exec).await?;
+            layers[layer].sites.insert(site, site_spectrum(e, stats.trace, rank));
+        }
+        let (window, mut done, mut bytes) = (in_flight(exec), keys.len(), 0);
+        let mut queue = VecDeque::new();
+        let modules: Vec<(usize, Target)> = (0..n).flat_map(|l| targets.iter().map(move |&t| (l, t))).collect();
+        for (i, &(layer, target)) in modules.iter().enumerate() {
+            let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
+                .await
+                .map_err(CalibError::Device)?;
+            let job = Job::SingularValues(w.clone());
+            let size = job.input_bytes();
+            bytes += size;
+            queue.push_back((layer, target, w, size, exec.submit(job)));
+            let last = i + 1 == modules.len();
+            while queue.len() >= window || bytes > IN_FLIGHT_BYTES || (last && !queue.is_empty()) {
+                let Some((layer, target, w, size, job)) = queue.pop_front() else {
+                    break;
+                };
+                bytes -= size;
+                let context = || format!("layer {layer} {}", target.module_name());
+                let sv = match job.await.map_err(EngineError::job(context()))? {
+                    JobOutput::Values(v) => v,
+                    _ => return Err(EngineError::job(context())(wrong_kind())),
+                };
+                let site = target.site();
+                let (stats, e) = eighs.site(covs, layer, site, exec).await?;
+                layers[layer]
+                    .modules
+                    .insert(target, module_spectrum(site, &w, sv, &stats.covariance, e, rank));
+                done += 1;
+                progress(done, total);
+            }
+        }
         Ok(SpectraReport {
             schema: SCHEMA,
             rank,
@@ -131,39 +183,5 @@ impl LoadedModel {
             targets: targets.to_vec(),
             layers,
         })
-    }
-
-    async fn analyze_layer(
-        &self,
-        calib: &Calibration,
-        eighs: &mut EighCache,
-        layer: usize,
-        targets: &[Target],
-        rank: usize,
-        exec: &dyn Executor,
-    ) -> Result<LayerSpectra, EngineError> {
-        let covs = &calib.covariances;
-        let mut out = LayerSpectra {
-            layer,
-            sites: Default::default(),
-            modules: Default::default(),
-        };
-        for site in sites_of(targets) {
-            let (stats, e) = eighs.site(covs, layer, site, exec).await?;
-            out.sites.insert(site, site_spectrum(e, stats.trace, rank));
-        }
-        for &target in targets {
-            let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
-                .await
-                .map_err(CalibError::Device)?;
-            let sv = singular_values(exec, w.clone())
-                .await
-                .map_err(EngineError::job(format!("layer {layer} {}", target.module_name())))?;
-            let site = target.site();
-            let (stats, e) = eighs.site(covs, layer, site, exec).await?;
-            out.modules
-                .insert(target, module_spectrum(site, &w, sv, &stats.covariance, e, rank));
-        }
-        Ok(out)
     }
 }

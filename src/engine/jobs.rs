@@ -34,9 +34,26 @@ pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<JobOutput, JobError>
 
 /// Where jobs run.
 pub trait Executor {
-    /// Submits a job and resolves with its output.
+    /// Submits a job and resolves with its output. An executor that runs jobs elsewhere sends
+    /// the job on at this call, not when the future is first polled, so a caller that submits
+    /// several before awaiting any has them computed side by side.
     fn submit(&self, job: Job) -> JobFuture<'_>;
+
+    /// How many jobs it computes side by side (its workers).
+    fn parallelism(&self) -> usize {
+        1
+    }
 }
+
+/// Jobs in flight for a caller that streams them through `exec`: each worker busy with one and
+/// holding the next, so none waits for a round trip.
+pub fn in_flight(exec: &dyn Executor) -> usize {
+    2 * exec.parallelism().max(1)
+}
+
+/// At most this many bytes of job inputs in flight beyond the first job (each is a copy: an
+/// 8192-wide covariance is 0.5 GB in f64).
+pub const IN_FLIGHT_BYTES: usize = 256 << 20;
 
 /// Runs every job immediately on the calling thread.
 pub struct Inline;
@@ -47,7 +64,7 @@ impl Executor for Inline {
     }
 }
 
-fn wrong_kind() -> JobError {
+pub(crate) fn wrong_kind() -> JobError {
     JobError::Worker("a reply of the wrong kind".into())
 }
 
@@ -83,31 +100,84 @@ pub struct EighCache {
 }
 
 impl EighCache {
-    /// Computes the `r` smallest eigenpairs of (layer, site) through `exec`, taking the
-    /// covariance out of `covs` (it is left empty) so that it is not copied, and keeps them; then
-    /// returns them. For a caller that needs nothing else of the covariance.
-    pub async fn take_smallest(
+    /// Computes the `r` smallest eigenpairs of `sites` of `layer` through `exec`, all sent before
+    /// any is awaited (side by side on the page's maths workers), taking each covariance out of
+    /// `covs` (it is left empty) so that it is not copied, and keeps them ([`EighCache::cached`]).
+    /// For a caller that needs nothing else of the covariances.
+    pub async fn take_smallest_all(
         &mut self,
         covs: &mut Covariances,
         layer: usize,
-        site: Site,
+        sites: &[Site],
         r: usize,
         exec: &dyn Executor,
-    ) -> Result<&Eigh, EngineError> {
-        let stats = covs
-            .sites
-            .get_mut(&(layer, site))
-            .ok_or(CalibError::MissingStats(layer, site))?;
-        let c = std::mem::replace(&mut stats.covariance, Matrix::zeros(0, 0));
-        let e = match exec
-            .submit(Job::SmallestEigh { c, r })
-            .await
-            .map_err(EngineError::job(format!("layer {layer} {}", site.name())))?
-        {
-            JobOutput::Eigh(e) => e,
-            _ => return Err(EngineError::job(format!("layer {layer} {}", site.name()))(wrong_kind())),
-        };
-        Ok(self.cache.entry((layer, site)).or_insert(e))
+    ) -> Result<(), EngineError> {
+        let mut jobs = Vec::with_capacity(sites.len());
+        for &site in sites {
+            let stats = covs
+                .sites
+                .get_mut(&(layer, site))
+                .ok_or(CalibError::MissingStats(layer, site))?;
+            let c = std::mem::replace(&mut stats.covariance, Matrix::zeros(0, 0));
+            jobs.push((site, exec.submit(Job::SmallestEigh { c, r })));
+        }
+        for (site, job) in jobs {
+            let context = || format!("layer {layer} {}", site.name());
+            let e = match job.await.map_err(EngineError::job(context()))? {
+                JobOutput::Eigh(e) => e,
+                _ => return Err(EngineError::job(context())(wrong_kind())),
+            };
+            self.cache.insert((layer, site), e);
+        }
+        Ok(())
+    }
+
+    /// The decomposition of (layer, site) if computed.
+    pub fn cached(&self, layer: usize, site: Site) -> Option<&Eigh> {
+        self.cache.get(&(layer, site))
+    }
+
+    /// Computes the decompositions of `keys` not yet kept, through `exec`, several in flight
+    /// ([`in_flight`]) and the widest first (so that the long ones start early and the short
+    /// ones fill in). A key without a statistic is skipped. `progress(done, total)` after each.
+    pub async fn fill(
+        &mut self,
+        covs: &Covariances,
+        keys: &[(usize, Site)],
+        exec: &dyn Executor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(), EngineError> {
+        let mut todo: Vec<(usize, Site, &SiteStats)> = keys
+            .iter()
+            .filter(|k| !self.cache.contains_key(k))
+            .filter_map(|&(layer, site)| covs.sites.get(&(layer, site)).map(|s| (layer, site, s)))
+            .collect();
+        todo.sort_by_key(|(layer, _, s)| (std::cmp::Reverse(s.covariance.rows), *layer));
+        let (total, window) = (todo.len(), in_flight(exec));
+        let mut queue = std::collections::VecDeque::new();
+        let (mut done, mut bytes) = (0, 0);
+        for (layer, site, stats) in todo {
+            let job = Job::Eigh(stats.covariance.clone());
+            let size = job.input_bytes();
+            queue.push_back((layer, site, size, exec.submit(job)));
+            bytes += size;
+            let last = queue.len() + done == total;
+            while queue.len() >= window || bytes > IN_FLIGHT_BYTES || (last && !queue.is_empty()) {
+                let Some((layer, site, size, job)) = queue.pop_front() else {
+                    break;
+                };
+                bytes -= size;
+                let context = || format!("layer {layer} {}", site.name());
+                let e = match job.await.map_err(EngineError::job(context()))? {
+                    JobOutput::Eigh(e) => e,
+                    _ => return Err(EngineError::job(context())(wrong_kind())),
+                };
+                self.cache.insert((layer, site), e);
+                done += 1;
+                progress(done, total);
+            }
+        }
+        Ok(())
     }
 
     /// The decomposition of (layer, site), computing it through `exec` on first use; `None` when

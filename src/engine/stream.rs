@@ -118,21 +118,33 @@ impl LoadedModel {
             let null = config.method.spec().formula.statistic() == Statistic::NullBasis;
             let mut null_energy = BTreeMap::new();
             if null {
-                for site in sites_of(&config.targets) {
-                    let trace = covs.sites.get(&(layer, site)).map_or(0.0, |s| s.trace);
-                    let e = eighs.take_smallest(&mut covs, layer, site, config.rank, exec).await?;
+                let sites = sites_of(&config.targets);
+                let traces: Vec<f64> = sites
+                    .iter()
+                    .map(|&site| covs.sites.get(&(layer, site)).map_or(0.0, |s| s.trace))
+                    .collect();
+                eighs
+                    .take_smallest_all(&mut covs, layer, &sites, config.rank, exec)
+                    .await?;
+                for (&site, trace) in sites.iter().zip(traces) {
+                    let e = eighs.cached(layer, site).ok_or(CalibError::MissingStats(layer, site))?;
                     // The rows of A span the null basis P, so the energy A reads is tr(PᵀCP)/tr(C)
                     // (eigenvalues at rounding level can come out a hair below zero: they are 0).
                     null_energy.insert(site, e.values.iter().map(|v| v.max(0.0)).sum::<f64>() / trace);
                 }
             }
-            let mut this_layer = InitRecord::default();
-            for &target in &config.targets {
-                let f = self
-                    .init_module(layer, target, &config, Some(&covs), &mut eighs, exec, rng.next_u64())
-                    .await?;
-                this_layer.factors.insert((layer, target), f);
-            }
+            let modules: Vec<(usize, Target)> = config.targets.iter().map(|&t| (layer, t)).collect();
+            let this_layer = self
+                .init_modules(
+                    &modules,
+                    &config,
+                    Some(&covs),
+                    &mut eighs,
+                    exec,
+                    &mut rng,
+                    &mut |_, _| {},
+                )
+                .await?;
             if null {
                 for &target in &config.targets {
                     energy.insert((layer, target), null_energy[&target.site()]);

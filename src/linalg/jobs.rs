@@ -87,6 +87,16 @@ pub enum Job {
     },
 }
 
+impl Job {
+    /// Bytes of its matrices (what sending it copies).
+    pub fn input_bytes(&self) -> usize {
+        8 * match self {
+            Job::Eigh(m) | Job::SingularValues(m) | Job::SmallestEigh { c: m, .. } => m.data.len(),
+            Job::Factors { w, aux, .. } => w.data.len() + aux.data.len(),
+        }
+    }
+}
+
 /// What a job returns.
 #[derive(Debug, Clone)]
 pub enum JobOutput {

@@ -457,3 +457,74 @@ fn the_init_export_is_a_residual_base_plus_an_adapter_that_rebuild_the_base() {
         "the residual alone must differ from the base"
     );
 }
+
+/// An executor that, like the page's pool of maths workers, takes jobs when they are submitted
+/// and answers them later, `width` at a time; it counts the most it held at once and the width
+/// of each decomposition in the order they came.
+struct Deferred {
+    width: usize,
+    held: std::rc::Rc<std::cell::Cell<usize>>,
+    most: std::cell::Cell<usize>,
+    order: std::cell::RefCell<Vec<usize>>,
+}
+
+impl lora_null::engine::jobs::Executor for Deferred {
+    fn submit(&self, job: lora_null::linalg::jobs::Job) -> lora_null::engine::jobs::JobFuture<'_> {
+        use lora_null::linalg::jobs::Job;
+        if let Job::Eigh(c) = &job {
+            self.order.borrow_mut().push(c.rows);
+        }
+        self.held.set(self.held.get() + 1);
+        self.most.set(self.most.get().max(self.held.get()));
+        let held = self.held.clone();
+        Box::pin(async move {
+            held.set(held.get() - 1);
+            lora_null::linalg::jobs::run(job).map_err(lora_null::engine::jobs::JobError::from)
+        })
+    }
+
+    fn parallelism(&self) -> usize {
+        self.width
+    }
+}
+
+/// The spectra computed with several decompositions in flight (the page's maths workers) are
+/// those computed one at a time, and no more than twice the workers' count are in flight.
+#[test]
+fn spectra_from_decompositions_in_flight_side_by_side_are_the_spectra_one_at_a_time() {
+    let m = tiny();
+    let calib = calibrate(&m);
+    let targets = Target::DEFAULT;
+    let analyze = |exec: &dyn lora_null::engine::jobs::Executor| {
+        let steps = std::cell::Cell::new(0);
+        let report =
+            pollster::block_on(
+                m.analyze(&calib, &mut EighCache::default(), &targets, 4, exec, &mut |d, t| {
+                    assert_eq!(d, steps.get() + 1, "progress counts each decomposition once");
+                    steps.set(d);
+                    assert!(d <= t, "{d} of {t}");
+                }),
+            )
+            .unwrap();
+        (serde_json::to_value(&report).unwrap(), steps.get())
+    };
+    let (one_at_a_time, steps) = analyze(&Inline);
+    let pool = Deferred {
+        width: 3,
+        held: Default::default(),
+        most: Default::default(),
+        order: Default::default(),
+    };
+    let (side_by_side, pooled_steps) = analyze(&pool);
+    assert_eq!(side_by_side, one_at_a_time, "the same report");
+    let layers = m.model.num_layers();
+    // Four sites' eigendecompositions and seven weights' singular values per layer.
+    assert_eq!((steps, pooled_steps), (11 * layers, 11 * layers));
+    assert_eq!(pool.most.get(), 6, "twice the workers in flight, no more");
+    let order = pool.order.borrow();
+    assert!(order.windows(2).all(|w| w[0] >= w[1]), "widest first: {order:?}");
+    assert!(
+        order.first() > order.last(),
+        "the tiny model's sites differ in width: {order:?}"
+    );
+}
