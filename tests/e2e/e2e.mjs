@@ -88,6 +88,7 @@ try {
     return text;
   };
   const before = await probe('before');
+  const ppl = (t) => Number(t.match(/prose perplexity ([0-9.]+)/)[1]);
   await longTasks('forgetting check');
 
   const fill = async (label, value) => page.fill(`label:has-text("${label}") input`, value);
@@ -104,6 +105,18 @@ try {
   const section = page.locator('section', { hasText: '4 · Fine-tune' });
   await section.locator('label:has-text("rank") input').fill('4');
   await section.locator('label:has-text("steps") input').fill('2');
+  // A run that fails before its first step (every prompt longer than the maximum length) gives
+  // the session its base back: the page says what to change, and the loaded model answers as
+  // before (the run had dropped the session's copy to build its own).
+  await section.locator('label:has-text("max length") input').fill('4');
+  await page.click('[data-testid=train-button]');
+  await page.waitForSelector('[data-testid=error]', { timeout: 300000 });
+  const tooLong = await errorText();
+  if (!/longer than the maximum length/.test(tooLong || '')) fail(`prompts over the maximum length: the page says ${JSON.stringify(tooLong)}`);
+  await page.waitForFunction(() => !document.querySelector('[data-testid=train-button]').disabled, null, { timeout: 120000 });
+  const again = await probe('before');
+  if (ppl(again) !== ppl(before)) fail(`the base after a failed run: ${again}, before it: ${before}`);
+  step(`a run that failed before its first step left the base as loaded: ${tooLong}`);
   await section.locator('label:has-text("max length") input').fill('256');
   // Pause and cancel reach the engine while it trains: pause after the first step, check that
   // no step runs while paused, then cancel (the adapter keeps the step done).
@@ -130,7 +143,6 @@ try {
   step(`trained two steps; main-thread tasks over 50 ms: ${JSON.stringify(await longTasks('training'))}`);
   const after = await probe('after');
   // Training moved the model, so the prose perplexity after differs from before.
-  const ppl = (t) => Number(t.match(/prose perplexity ([0-9.]+)/)[1]);
   if (ppl(before) === ppl(after)) fail(`prose perplexity unchanged by training: ${before} / ${after}`);
 
   const downloads = [];
