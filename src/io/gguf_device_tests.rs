@@ -20,7 +20,20 @@ fn matrix(t: GgmlType, bytes: Vec<u8>, rows: usize, cols: usize) -> PackedMatrix
 /// The device's dequantisation (on the CPU backend: the same tensor operations as on a GPU)
 /// against the host decoder, bit for bit, with rows selected, narrowed and reordered.
 fn assert_device_matches_host(m: &PackedMatrix) {
-    let device = Device::flex();
+    assert_matches_host_on(m, &Device::flex());
+}
+
+/// A wgpu device (lavapipe here), for the GPU's own kernel.
+#[cfg(not(target_arch = "wasm32"))]
+fn gpu() -> Device {
+    let choice = pollster::block_on(crate::device::select_device(crate::device::DevicePreference::Wgpu));
+    assert!(choice.adapter.is_some(), "no wgpu adapter: {:?}", choice.warning);
+    choice.device
+}
+
+/// [`assert_device_matches_host`] on `device`.
+fn assert_matches_host_on(m: &PackedMatrix, device: &Device) {
+    let device = device.clone();
     let (rows, cols) = m.dims();
     let d = DeviceMatrix::upload(m, &device).expect("uploads");
     let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
@@ -81,5 +94,38 @@ fn halves_dequantise_on_the_device_as_on_the_host() {
         let values = &values[..values.len() / cols * cols];
         let bytes: Vec<u8> = values.iter().flat_map(|h| h.to_le_bytes()).collect();
         assert_device_matches_host(&matrix(t, bytes, values.len() / cols, cols));
+    }
+}
+
+/// On a GPU the matrix is dequantised by one kernel (`model::dequant_kernel`), not the tensor
+/// operations: the same values as the host decoder, bit for bit, for every block type, whole,
+/// narrowed (a row offset into the words) and with rows selected.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn every_block_type_dequantises_on_a_gpu_by_one_kernel_as_on_the_host() {
+    let device = gpu();
+    assert!(
+        crate::model::dequant_kernel::applies(&device),
+        "the kernel runs on wgpu"
+    );
+    for q in QuantType::ALL {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/quants")
+            .join(format!("{}.bin", q.name()));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let elems = bytes.len() / q.block_bytes() * q.block_elems();
+        let cols = if elems.is_multiple_of(256) && elems / 256 >= 2 {
+            256
+        } else {
+            32
+        };
+        assert_matches_host_on(&matrix(GgmlType::Quant(q), bytes, elems / cols, cols), &device);
+    }
+    for (t, exponent_mask) in [(GgmlType::F16, 0x7c00u16), (GgmlType::Bf16, 0x7f80u16)] {
+        let values: Vec<u16> = (0..=u16::MAX).filter(|h| h & exponent_mask != exponent_mask).collect();
+        let cols = 64;
+        let values = &values[..values.len() / cols * cols];
+        let bytes: Vec<u8> = values.iter().flat_map(|h| h.to_le_bytes()).collect();
+        assert_matches_host_on(&matrix(t, bytes, values.len() / cols, cols), &device);
     }
 }

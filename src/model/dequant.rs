@@ -1,14 +1,16 @@
-//! Frozen matrices kept on the device in their stored precision and dequantised there, by
-//! tensor operations, when a layer runs: on a GPU the base never passes through the host again
-//! after loading, and only the layer being computed exists in f32.
+//! Frozen matrices kept on the device in their stored precision and dequantised there when a
+//! layer runs: on a GPU the base never passes through the host again after loading, and only the
+//! layer being computed exists in f32.
 //!
 //! The layout ([`super::packed::HostPlanes`]) is the same for every format: each element an
 //! unsigned integer code split into bit planes packed in 32-bit words, and per group of a row a
 //! scale (and an offset); a 16-bit float is a 16-bit code whose sign, exponent and mantissa
 //! become the value through exact power-of-two tables. Everything here is integer shifts and
 //! masks, one lookup and one or two f32 products per element, and gives the host decoder's
-//! numbers bit for bit (the tests compare them); plain tensor operations, so the same code runs
-//! on WebGPU, Vulkan, Metal and the CPU backend.
+//! numbers bit for bit (the tests compare them). On a GPU one kernel does it in a single pass
+//! (`model::dequant_kernel`, CubeCL: WGSL for WebGPU, SPIR-V/MSL natively); its reference twin
+//! here is plain tensor operations ([`DeviceMatrix::dequantize_by_tensors`]), which the CPU
+//! backend runs (`--base packed-device`).
 
 use std::ops::Range;
 
@@ -21,15 +23,18 @@ use super::packed::{DeviceForm, PackedMatrix};
 pub struct DeviceMatrix {
     rows: usize,
     cols: usize,
+    /// `[rows, row_words]`: each row's planes side by side.
+    words: Tensor<2, Int>,
     planes: Vec<Plane>,
     values: Values,
     device: Device,
 }
 
-/// A bit plane: `words` `[rows, cols·width/32]`, bits `shift .. shift + width` of each code.
-#[derive(Debug, Clone)]
+/// A bit plane: words `start .. start + cols·width/32` of each row, bits `shift .. shift + width`
+/// of each code.
+#[derive(Debug, Clone, Copy)]
 struct Plane {
-    words: Tensor<2, Int>,
+    start: usize,
     width: u32,
     shift: u32,
 }
@@ -69,18 +74,30 @@ impl DeviceMatrix {
         let form = m.device_form()?.clone();
         let host = m.device_planes()?;
         let (rows, cols) = host.dims;
+        // Every plane of a row side by side, so that one tensor (and one kernel input) holds them.
+        let row_words: usize = host.planes.iter().map(|(w, ..)| w.len() / rows.max(1)).sum();
+        let mut words = Vec::with_capacity(rows * row_words);
+        for r in 0..rows {
+            for (w, ..) in &host.planes {
+                let n = w.len() / rows;
+                words.extend_from_slice(&w[r * n..(r + 1) * n]);
+            }
+        }
+        let mut start = 0;
         let planes = host
             .planes
-            .into_iter()
-            .map(|(words, width, shift)| {
-                let shape = [rows, words.len() / rows];
-                Plane {
-                    words: Tensor::from_data(TensorData::new(words, shape), device),
-                    width,
-                    shift,
-                }
+            .iter()
+            .map(|(w, width, shift)| {
+                let plane = Plane {
+                    start,
+                    width: *width,
+                    shift: *shift,
+                };
+                start += w.len() / rows.max(1);
+                plane
             })
             .collect();
+        let words = Tensor::from_data(TensorData::new(words, [rows, row_words]), device);
         let floats = |v: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, shape), device);
         let table = |v: Vec<f32>| {
             let n = v.len();
@@ -124,6 +141,7 @@ impl DeviceMatrix {
         Some(Self {
             rows,
             cols,
+            words,
             planes,
             values,
             device: device.clone(),
@@ -142,7 +160,7 @@ impl DeviceMatrix {
 
     /// Whether its tensors live under autodiff (a matrix uploaded to an autodiff device).
     pub fn is_autodiff(&self) -> bool {
-        self.planes.iter().any(|p| p.words.is_autodiff())
+        self.words.is_autodiff()
     }
 
     /// Bytes held on the device (words, scales and offsets).
@@ -165,10 +183,7 @@ impl DeviceMatrix {
         f: impl Fn(Tensor<2>) -> Tensor<2>,
         g: impl Fn(Tensor<2, Int>) -> Tensor<2, Int>,
     ) -> Self {
-        let mut planes = self.planes.clone();
-        for p in &mut planes {
-            p.words = g(p.words.clone());
-        }
+        let words = g(self.words.clone());
         let mut values = self.values.clone();
         if let Values::Codes { scales, offsets, .. } = &mut values {
             *scales = f(scales.clone());
@@ -179,7 +194,8 @@ impl DeviceMatrix {
         Self {
             rows,
             cols: self.cols,
-            planes,
+            words,
+            planes: self.planes.clone(),
             values,
             device: self.device.clone(),
         }
@@ -208,9 +224,10 @@ impl DeviceMatrix {
             let shifts = Tensor::<1, Int>::from_data(TensorData::new(shifts, [per]), &self.device)
                 .reshape([1, 1, per])
                 .expand([n, words, per]);
-            let bits = p
+            let bits = self
                 .words
                 .clone()
+                .narrow(1, p.start, words)
                 .unsqueeze_dim::<3>(2)
                 .expand([n, words, per])
                 .bitwise_right_shift(shifts)
@@ -235,8 +252,75 @@ impl DeviceMatrix {
         table.clone().select(0, index.reshape([n * cols])).reshape([n, cols])
     }
 
-    /// The values as f32, `[rows, cols]` (the checkpoint's `[out, in]` layout).
+    /// The values as f32, `[rows, cols]` (the checkpoint's `[out, in]` layout): on a GPU by one
+    /// kernel ([`super::dequant_kernel`]), else by tensor operations
+    /// ([`DeviceMatrix::dequantize_by_tensors`]); the same values.
     pub fn dequantize(&self) -> Tensor<2> {
+        match self.kernel_layout() {
+            Some(layout) if super::dequant_kernel::applies(&self.device) => {
+                let flat = |t: &Tensor<2>| t.clone().reshape([t.dims()[0] * t.dims()[1]]);
+                let (a, b, c) = match &self.values {
+                    Values::Codes {
+                        codebook,
+                        scales,
+                        offsets,
+                        ..
+                    } => {
+                        let a = flat(scales);
+                        let b = offsets.as_ref().map(flat).unwrap_or_else(|| a.clone());
+                        let c = codebook.clone().unwrap_or_else(|| a.clone());
+                        (a, b, c)
+                    }
+                    Values::Half { pow2, implicit, .. } => (pow2.clone(), implicit.clone(), pow2.clone()),
+                };
+                super::dequant_kernel::dequantize(self.words.clone(), a, b, c, layout)
+            }
+            _ => self.dequantize_by_tensors(),
+        }
+    }
+
+    /// What the kernel needs to know of the layout; `None` beyond its three planes.
+    fn kernel_layout(&self) -> Option<super::dequant_kernel::Layout> {
+        use super::dequant_kernel::{Layout, ValueRule};
+        if self.planes.is_empty() || self.planes.len() > 3 {
+            return None;
+        }
+        let mut layout = Layout {
+            cols: u32::try_from(self.cols).ok()?,
+            row_words: u32::try_from(self.words.dims()[1]).ok()?,
+            planes: self.planes.len() as u32,
+            widths: [32; 3],
+            shifts: [0; 3],
+            starts: [0; 3],
+            values: match &self.values {
+                Values::Codes {
+                    group,
+                    zero,
+                    codebook,
+                    offsets,
+                    ..
+                } => ValueRule::Codes {
+                    group: u32::try_from(*group).ok()?,
+                    zero: *zero,
+                    book: codebook.is_some(),
+                    offsets: offsets.is_some(),
+                },
+                Values::Half { mantissa_bits, .. } => ValueRule::Half {
+                    mantissa_bits: *mantissa_bits,
+                },
+            },
+        };
+        for (k, p) in self.planes.iter().enumerate() {
+            layout.widths[k] = p.width;
+            layout.shifts[k] = p.shift;
+            layout.starts[k] = u32::try_from(p.start).ok()?;
+        }
+        Some(layout)
+    }
+
+    /// [`DeviceMatrix::dequantize`] by tensor operations: the kernel's reference twin, and the
+    /// path of the CPU backend.
+    pub fn dequantize_by_tensors(&self) -> Tensor<2> {
         let (n, cols) = (self.rows, self.cols);
         let codes = self.codes();
         match &self.values {

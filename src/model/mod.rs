@@ -24,6 +24,8 @@ pub mod cpu_ops;
 #[cfg(feature = "engine")]
 pub mod dequant;
 #[cfg(feature = "engine")]
+pub mod dequant_kernel;
+#[cfg(feature = "engine")]
 pub mod linear;
 #[cfg(feature = "engine")]
 pub mod llama;

@@ -40,6 +40,19 @@ pub enum BenchCommand {
     EigenModel(BenchEigenModelArgs),
     /// Forward pass and LoRA training step with the base packed against the base in f32.
     Packed(BenchPackedArgs),
+    /// A packed model's matrices dequantised on the device: the one kernel against the tensor
+    /// operations, alternately in one invocation.
+    DequantDevice(BenchDequantDeviceArgs),
+}
+
+/// `bench dequant-device` options.
+#[derive(Args)]
+pub struct BenchDequantDeviceArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Timed passes over every packed matrix, per way (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
 }
 
 /// `bench dequant` options.
@@ -136,6 +149,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Eigen(a) => eigen::eigen(a),
         BenchCommand::EigenModel(a) => eigen::eigen_model(a),
         BenchCommand::Packed(a) => packed::packed(a),
+        BenchCommand::DequantDevice(a) => dequant_device(a),
     }
 }
 
@@ -349,4 +363,55 @@ pub fn time_train(
         &mut times,
     ))?;
     Ok(times.0.split_first().map(|(w, t)| (*w, t.to_vec())).unwrap_or_default())
+}
+
+/// Every device-laid-out matrix of the model dequantised once per pass, by the kernel and by the
+/// tensor operations in turn (`--repeats` passes each, alternating, after one warm-up pass each
+/// that compiles the kernels); the device is synchronised after each pass.
+fn dequant_device(a: BenchDequantDeviceArgs) -> anyhow::Result<()> {
+    use lora_null::model::Target;
+    use lora_null::model::dequant::DeviceMatrix;
+    use lora_null::model::linear::PackedWeight;
+    let (m, choice) = super::run::load(&a.model)?;
+    let matrices: Vec<&DeviceMatrix> = (0..m.model.num_layers())
+        .flat_map(|l| Target::ALL.map(move |t| (l, t)))
+        .filter_map(|(l, t)| m.model.linear(l, t))
+        .filter_map(|l| match &l.base.packed {
+            Some(PackedWeight::Device(d)) => Some(d.as_ref()),
+            _ => None,
+        })
+        .collect();
+    anyhow::ensure!(
+        !matrices.is_empty(),
+        "no matrix of this model lives on the device in its stored precision: use a quantised or 16-bit model with --base packed (or packed-device)"
+    );
+    let values: usize = matrices.iter().map(|d| d.dims().0 * d.dims().1).sum();
+    let device = choice.device.clone();
+    let pass = |kernel: bool| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        for d in &matrices {
+            drop(if kernel {
+                d.dequantize()
+            } else {
+                d.dequantize_by_tensors()
+            });
+        }
+        <burn::backend::Dispatch as burn::backend::Backend>::sync(device.as_dispatch())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let (mut kernel, mut tensors) = (f64::INFINITY, f64::INFINITY);
+    pass(true)?;
+    pass(false)?;
+    for _ in 0..a.repeats.max(1) {
+        kernel = kernel.min(pass(true)?);
+        tensors = tensors.min(pass(false)?);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"bench": "dequant-device", "device": choice.description, "matrices": matrices.len(),
+            "values": values, "kernel_seconds": kernel, "tensor_ops_seconds": tensors,
+            "kernel_vs_tensor_ops": tensors / kernel})
+    );
+    Ok(())
 }
