@@ -76,22 +76,6 @@ pub async fn eigh(exec: &dyn Executor, c: Matrix) -> Result<Eigh, JobError> {
     }
 }
 
-/// Runs a singular-value computation.
-pub async fn singular_values(exec: &dyn Executor, w: Matrix) -> Result<Vec<f64>, JobError> {
-    match exec.submit(Job::SingularValues(w)).await? {
-        JobOutput::Values(v) => Ok(v),
-        _ => Err(wrong_kind()),
-    }
-}
-
-/// Runs one module's initialisation.
-pub async fn factors(exec: &dyn Executor, job: Job) -> Result<InitFactors, JobError> {
-    match exec.submit(job).await? {
-        JobOutput::Factors(f) => Ok(f),
-        _ => Err(wrong_kind()),
-    }
-}
-
 /// Eigendecompositions of the covariances, computed once per (layer, site) and shared by the
 /// analysis and the initialisations (q/k/v share one, gate/up share one).
 #[derive(Default)]
