@@ -2,10 +2,10 @@
 //! attaching a PEFT adapter from files, and the metrics of what they do to the knowledge
 //! activations.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use super::analyze::Calibration;
-use super::jobs::{EighCache, Executor, IN_FLIGHT_BYTES, JobFuture, in_flight, wrong_kind};
+use super::jobs::{EighCache, Executor, InFlight, JobFuture, wrong_kind};
 use super::{EngineError, LoadedModel};
 use crate::calib::{CalibError, Covariances};
 use crate::io::peft::{PeftAdapter, read_adapter};
@@ -83,7 +83,7 @@ impl LoadedModel {
     }
 
     /// Initialises and attaches the adapters of `modules` (each drawing its seed from `rng` in
-    /// the order given), their jobs several at a time through `exec` ([`in_flight`]: the page's
+    /// the order given), their jobs several at a time through `exec` ([`InFlight`]: the page's
     /// maths workers side by side); returns their initial factors. `progress(done, total)` after
     /// each module.
     #[allow(clippy::too_many_arguments)]
@@ -97,22 +97,16 @@ impl LoadedModel {
         rng: &mut crate::linalg::Rng,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<InitRecord, EngineError> {
-        let (total, window) = (modules.len(), in_flight(exec));
-        let (mut queue, mut bytes, mut done) = (VecDeque::new(), 0, 0);
+        let total = modules.len();
+        let mut jobs = InFlight::new(exec);
+        let mut done = 0;
         let mut record = InitRecord::default();
         for (i, &(layer, target)) in modules.iter().enumerate() {
             let job = self
                 .module_job(layer, target, config, covs, eighs, exec, rng.next_u64())
                 .await?;
-            let size = job.input_bytes();
-            bytes += size;
-            queue.push_back((layer, target, size, exec.submit(job)));
-            let last = i + 1 == total;
-            while queue.len() >= window || bytes > IN_FLIGHT_BYTES || (last && !queue.is_empty()) {
-                let Some((layer, target, size, job)) = queue.pop_front() else {
-                    break;
-                };
-                bytes -= size;
+            jobs.send(exec, (layer, target), job);
+            while let Some(((layer, target), job)) = jobs.due(i + 1 == total) {
                 let f = self.attach_job(layer, target, config, job).await?;
                 record.factors.insert((layer, target), f);
                 done += 1;

@@ -2,9 +2,7 @@
 //! the device), then the eigendecompositions and SVDs through the executor, assembled into the
 //! spectra report.
 
-use std::collections::VecDeque;
-
-use super::jobs::{EighCache, Executor, IN_FLIGHT_BYTES, in_flight, wrong_kind};
+use super::jobs::{EighCache, Executor, InFlight, wrong_kind};
 use super::{EngineError, LoadedModel};
 use crate::calib::report::{LayerSpectra, SCHEMA, module_spectrum, site_spectrum};
 use crate::calib::windows::Windows;
@@ -108,7 +106,7 @@ impl LoadedModel {
     }
 
     /// Spectra of every layer (`spectra.json`). The decompositions go through `exec` several at
-    /// a time ([`in_flight`]): first every site's eigendecomposition, then every weight's singular
+    /// a time ([`InFlight`]): first every site's eigendecomposition, then every weight's singular
     /// values, each weight read from the model just before its job is sent. `progress(done,
     /// total)` after each decomposition.
     pub async fn analyze(
@@ -143,23 +141,15 @@ impl LoadedModel {
             let (stats, e) = eighs.site(covs, layer, site, exec).await?;
             layers[layer].sites.insert(site, site_spectrum(e, stats.trace, rank));
         }
-        let (window, mut done, mut bytes) = (in_flight(exec), keys.len(), 0);
-        let mut queue = VecDeque::new();
+        let mut done = keys.len();
+        let mut jobs = InFlight::new(exec);
         let modules: Vec<(usize, Target)> = (0..n).flat_map(|l| targets.iter().map(move |&t| (l, t))).collect();
         for (i, &(layer, target)) in modules.iter().enumerate() {
             let w = read_matrix(self.linear(layer, target)?.base().weight_out_in())
                 .await
                 .map_err(CalibError::Device)?;
-            let job = Job::SingularValues(w.clone());
-            let size = job.input_bytes();
-            bytes += size;
-            queue.push_back((layer, target, w, size, exec.submit(job)));
-            let last = i + 1 == modules.len();
-            while queue.len() >= window || bytes > IN_FLIGHT_BYTES || (last && !queue.is_empty()) {
-                let Some((layer, target, w, size, job)) = queue.pop_front() else {
-                    break;
-                };
-                bytes -= size;
+            jobs.send(exec, (layer, target, w.clone()), Job::SingularValues(w));
+            while let Some(((layer, target, w), job)) = jobs.due(i + 1 == modules.len()) {
                 let context = || format!("layer {layer} {}", target.module_name());
                 let sv = match job.await.map_err(EngineError::job(context()))? {
                     JobOutput::Values(v) => v,

@@ -3,7 +3,7 @@
 //! (natively, with faer on every core), or the browser's maths worker (`app::worker`), which
 //! receives jobs in the byte encoding below so the engine stays free to answer pause and cancel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -45,15 +45,49 @@ pub trait Executor {
     }
 }
 
-/// Jobs in flight for a caller that streams them through `exec`: each worker busy with one and
-/// holding the next, so none waits for a round trip.
-pub fn in_flight(exec: &dyn Executor) -> usize {
-    2 * exec.parallelism().max(1)
+/// At most this many bytes of job inputs in flight (each is a copy: an 8192-wide covariance is
+/// 0.5 GB in f64); a bigger job goes alone.
+const IN_FLIGHT_BYTES: usize = 256 << 20;
+
+/// Jobs sent through an executor and not yet awaited, oldest first, for a caller that streams
+/// many: twice the executor's workers at once (each busy with one and holding the next, so none
+/// waits for a round trip), and at most [`IN_FLIGHT_BYTES`] of inputs. The caller sends a job,
+/// then awaits every job [`InFlight::due`] hands back.
+pub struct InFlight<'a, T> {
+    queue: VecDeque<(T, usize, JobFuture<'a>)>,
+    bytes: usize,
+    window: usize,
 }
 
-/// At most this many bytes of job inputs in flight beyond the first job (each is a copy: an
-/// 8192-wide covariance is 0.5 GB in f64).
-pub const IN_FLIGHT_BYTES: usize = 256 << 20;
+impl<'a, T> InFlight<'a, T> {
+    /// None in flight yet, for jobs sent through `exec`.
+    pub fn new(exec: &dyn Executor) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            bytes: 0,
+            window: 2 * exec.parallelism().max(1),
+        }
+    }
+
+    /// Sends `job` through `exec`, tagged `tag`.
+    pub fn send(&mut self, exec: &'a dyn Executor, tag: T, job: Job) {
+        let size = job.input_bytes();
+        self.bytes += size;
+        self.queue.push_back((tag, size, exec.submit(job)));
+    }
+
+    /// The oldest job, to be awaited now: while the window or the byte budget is full, and after
+    /// the `last` send until none is left; `None` otherwise.
+    pub fn due(&mut self, last: bool) -> Option<(T, JobFuture<'a>)> {
+        let full = self.queue.len() >= self.window || self.bytes > IN_FLIGHT_BYTES;
+        if !(full || last) {
+            return None;
+        }
+        let (tag, size, job) = self.queue.pop_front()?;
+        self.bytes -= size;
+        Some((tag, job))
+    }
+}
 
 /// Runs every job immediately on the calling thread.
 pub struct Inline;
@@ -122,7 +156,7 @@ impl EighCache {
     }
 
     /// Computes the decompositions of `keys` not yet kept, through `exec`, several in flight
-    /// ([`in_flight`]) and the widest first (so that the long ones start early and the short
+    /// ([`InFlight`]) and the widest first (so that the long ones start early and the short
     /// ones fill in). A key without a statistic is skipped. `progress(done, total)` after each.
     pub async fn fill(
         &mut self,
@@ -137,20 +171,12 @@ impl EighCache {
             .filter_map(|&(layer, site)| covs.sites.get(&(layer, site)).map(|s| (layer, site, s)))
             .collect();
         todo.sort_by_key(|(layer, _, s)| (std::cmp::Reverse(s.covariance.rows), *layer));
-        let (total, window) = (todo.len(), in_flight(exec));
-        let mut queue = std::collections::VecDeque::new();
-        let (mut done, mut bytes) = (0, 0);
-        for (layer, site, stats) in todo {
-            let job = Job::Eigh(stats.covariance.clone());
-            let size = job.input_bytes();
-            queue.push_back((layer, site, size, exec.submit(job)));
-            bytes += size;
-            let last = queue.len() + done == total;
-            while queue.len() >= window || bytes > IN_FLIGHT_BYTES || (last && !queue.is_empty()) {
-                let Some((layer, site, size, job)) = queue.pop_front() else {
-                    break;
-                };
-                bytes -= size;
+        let total = todo.len();
+        let mut jobs = InFlight::new(exec);
+        let mut done = 0;
+        for (i, (layer, site, stats)) in todo.into_iter().enumerate() {
+            jobs.send(exec, (layer, site), Job::Eigh(stats.covariance.clone()));
+            while let Some(((layer, site), job)) = jobs.due(i + 1 == total) {
                 let context = || format!("layer {layer} {}", site.name());
                 let e = match job.await.map_err(EngineError::job(context()))? {
                     JobOutput::Eigh(e) => e,

@@ -67,33 +67,53 @@ fn assert_matches_host_on(m: &PackedMatrix, device: &Device) {
     assert_eq!(bits(got), bits(want), "{}: selected rows", m.encoding());
 }
 
+/// A matrix of every block type over its reference blocks (rows of 256 values where the fixture
+/// allows, else of one 32-value block).
+fn block_matrices() -> Vec<PackedMatrix> {
+    QuantType::ALL
+        .into_iter()
+        .map(|q| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/quants")
+                .join(format!("{}.bin", q.name()));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let elems = bytes.len() / q.block_bytes() * q.block_elems();
+            let cols = if elems.is_multiple_of(256) && elems / 256 >= 2 {
+                256
+            } else {
+                32
+            };
+            matrix(GgmlType::Quant(q), bytes, elems / cols, cols)
+        })
+        .collect()
+}
+
+/// An f16 and a bf16 matrix of every 16-bit pattern but inf / NaN: both signs, zeros,
+/// subnormals, all exponents.
+fn half_matrices() -> Vec<PackedMatrix> {
+    [(GgmlType::F16, 0x7c00u16), (GgmlType::Bf16, 0x7f80u16)]
+        .into_iter()
+        .map(|(t, exponent_mask)| {
+            let values: Vec<u16> = (0..=u16::MAX).filter(|h| h & exponent_mask != exponent_mask).collect();
+            let cols = 64;
+            let values = &values[..values.len() / cols * cols];
+            let bytes: Vec<u8> = values.iter().flat_map(|h| h.to_le_bytes()).collect();
+            matrix(t, bytes, values.len() / cols, cols)
+        })
+        .collect()
+}
+
 #[test]
 fn every_block_type_dequantises_on_the_device_as_on_the_host() {
-    for q in QuantType::ALL {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/quants")
-            .join(format!("{}.bin", q.name()));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let elems = bytes.len() / q.block_bytes() * q.block_elems();
-        // Rows of 256 values where the fixture allows, else of one 32-value block.
-        let cols = if elems.is_multiple_of(256) && elems / 256 >= 2 {
-            256
-        } else {
-            32
-        };
-        assert_device_matches_host(&matrix(GgmlType::Quant(q), bytes, elems / cols, cols));
+    for m in block_matrices() {
+        assert_device_matches_host(&m);
     }
 }
 
 #[test]
 fn halves_dequantise_on_the_device_as_on_the_host() {
-    // Every 16-bit pattern but inf / NaN: both signs, zeros, subnormals, all exponents.
-    for (t, exponent_mask) in [(GgmlType::F16, 0x7c00u16), (GgmlType::Bf16, 0x7f80u16)] {
-        let values: Vec<u16> = (0..=u16::MAX).filter(|h| h & exponent_mask != exponent_mask).collect();
-        let cols = 64;
-        let values = &values[..values.len() / cols * cols];
-        let bytes: Vec<u8> = values.iter().flat_map(|h| h.to_le_bytes()).collect();
-        assert_device_matches_host(&matrix(t, bytes, values.len() / cols, cols));
+    for m in half_matrices() {
+        assert_device_matches_host(&m);
     }
 }
 
@@ -108,24 +128,7 @@ fn every_block_type_dequantises_on_a_gpu_by_one_kernel_as_on_the_host() {
         crate::model::dequant_kernel::applies(&device),
         "the kernel runs on wgpu"
     );
-    for q in QuantType::ALL {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/quants")
-            .join(format!("{}.bin", q.name()));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let elems = bytes.len() / q.block_bytes() * q.block_elems();
-        let cols = if elems.is_multiple_of(256) && elems / 256 >= 2 {
-            256
-        } else {
-            32
-        };
-        assert_matches_host_on(&matrix(GgmlType::Quant(q), bytes, elems / cols, cols), &device);
-    }
-    for (t, exponent_mask) in [(GgmlType::F16, 0x7c00u16), (GgmlType::Bf16, 0x7f80u16)] {
-        let values: Vec<u16> = (0..=u16::MAX).filter(|h| h & exponent_mask != exponent_mask).collect();
-        let cols = 64;
-        let values = &values[..values.len() / cols * cols];
-        let bytes: Vec<u8> = values.iter().flat_map(|h| h.to_le_bytes()).collect();
-        assert_matches_host_on(&matrix(t, bytes, values.len() / cols, cols), &device);
+    for m in block_matrices().iter().chain(&half_matrices()) {
+        assert_matches_host_on(m, &device);
     }
 }
