@@ -228,6 +228,63 @@ async fn repeated_forward_passes_agree_and_a_few_steps_lower_the_loss_on_webgpu(
     );
 }
 
+/// The GPU path's own training kernels (RMSNorm and SwiGLU, `model::gpu_ops`) against their
+/// tensor twins on the browser's WebGPU, which has no kernel fusion: the same losses and
+/// gradient norms over four training steps from the same start. Prints both step times as JSON
+/// lines (`"gpu_kernels": true | false`), alternating, for BENCHMARKS.md.
+#[wasm_bindgen_test]
+async fn the_gpu_training_kernels_on_webgpu_are_their_tensor_twins_and_are_timed() {
+    use lora_null::model::gpu_ops::use_kernels;
+    lora_null::wasm::use_simd_products();
+    let choice = init_webgpu().await.expect("WebGPU");
+    let records = parse_dataset("train.jsonl", include_bytes!("fixtures/e2e/train.jsonl")).unwrap();
+    let cfg = TrainConfig {
+        lr: 1e-2,
+        steps: Some(4),
+        batch: 16,
+        max_len: 256,
+        val_fraction: 0.0,
+        warmup_ratio: 0.0,
+        seed: 1,
+        ..TrainConfig::default()
+    };
+    let mut runs = Vec::new();
+    for kernels in [true, false, true, false] {
+        use_kernels(kernels);
+        let mut m = LoadedModel::load(&tiny_files(), &choice.device).unwrap();
+        let mut config = LoraConfig::new(InitMethod::Lora, 4);
+        config.seed = 1;
+        let steps = tune(&mut m, &records, config, &cfg, None).await;
+        let mut timed: Vec<f64> = steps[1..].iter().map(|s| s.step_seconds).collect();
+        timed.sort_by(f64::total_cmp);
+        console_log!(
+            "{}",
+            serde_json::json!({"bench": "gpu_kernels", "device": format!("browser {}", choice.description),
+                "gpu_kernels": kernels, "train_batch": 16, "train_median_seconds": timed[1]})
+        );
+        runs.push(steps);
+    }
+    use_kernels(true);
+    assert_eq!(runs[0].len(), 4);
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        let rel = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-12);
+        assert!(
+            rel(a.loss, b.loss) < 1e-4,
+            "step {}: loss {} against {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+        assert!(
+            rel(a.grad_norm, b.grad_norm) < 1e-3,
+            "step {}: gradient norm {} against {}",
+            a.step,
+            a.grad_norm,
+            b.grad_norm
+        );
+    }
+}
+
 /// A packed base on the browser's WebGPU (the tiny llama as Q4_0 GGUF): its matrices, the
 /// embedding included, live on the GPU in their stored precision and are dequantised there when
 /// they run, training goes block by block, and both give what the same file decoded to f32

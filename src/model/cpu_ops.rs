@@ -11,7 +11,8 @@ use burn::tensor::Tensor;
 
 use super::cpu_linear::on_cpu_f32;
 
-/// `silu(gate) · up`, elementwise (`silu(g) = g·σ(g)`).
+/// `silu(gate) · up`, elementwise (`silu(g) = g·σ(g)`): one pass on the CPU backend (`fused`),
+/// one kernel per direction on a GPU (`gpu_ops`), else by tensors.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     if gate.dims() == up.dims()
         && on_cpu_f32(&gate)
@@ -20,10 +21,20 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     {
         return y;
     }
+    if let Some(y) = super::gpu_ops::swiglu(gate.clone(), up.clone()) {
+        return y;
+    }
+    swiglu_by_tensors(gate, up)
+}
+
+/// [`swiglu`] by burn's tensor operations: the kernels' reference twin, and what any other
+/// backend runs.
+pub fn swiglu_by_tensors<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(gate) * up
 }
 
-/// RMSNorm over the last axis: `x / sqrt(mean(x²) + eps) · (offset + w)`.
+/// RMSNorm over the last axis: `x / sqrt(mean(x²) + eps) · (offset + w)`: one pass on the CPU
+/// backend (`fused`), one kernel per direction on a GPU (`gpu_ops`), else by tensors.
 ///
 /// # Shapes
 /// - x: `[..., dim]`, w: `[dim]` → `[..., dim]`
@@ -35,6 +46,15 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f6
     {
         return y;
     }
+    if let Some(y) = super::gpu_ops::rms_norm(x.clone(), w.clone(), eps as f32, offset as f32) {
+        return y;
+    }
+    rms_norm_by_tensors(x, w, eps, offset)
+}
+
+/// [`rms_norm`] by burn's tensor operations: the kernels' reference twin, and what any other
+/// backend runs.
+pub fn rms_norm_by_tensors<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64, offset: f64) -> Tensor<D> {
     let variance = x.clone().square().mean_dim(D - 1);
     let normed = x * variance.add_scalar(eps).sqrt().recip();
     let scale = if offset == 0.0 { w } else { w.add_scalar(offset) };

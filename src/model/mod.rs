@@ -26,6 +26,8 @@ pub mod dequant;
 #[cfg(feature = "engine")]
 pub mod dequant_kernel;
 #[cfg(feature = "engine")]
+pub mod gpu_ops;
+#[cfg(feature = "engine")]
 pub mod linear;
 #[cfg(feature = "engine")]
 pub mod llama;

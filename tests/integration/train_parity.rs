@@ -19,6 +19,22 @@ fn blockwise_training_matches_pytorch_as_closely() {
     four_steps_against_pytorch(true);
 }
 
+/// The same run on burn's wgpu backend (lavapipe here), whole graph: the GPU path's own kernels
+/// (RMSNorm and SwiGLU, forward and backward: `model::gpu_ops`) and burn's products and
+/// autodiff against PyTorch, with the CPU's tolerances.
+#[test]
+fn four_adamw_steps_on_the_gpu_match_pytorch() {
+    let choice = pollster::block_on(lora_null::device::select_device(
+        lora_null::device::DevicePreference::Wgpu,
+    ));
+    assert!(choice.adapter.is_some(), "no wgpu adapter: {:?}", choice.warning);
+    let r = TrainReference(json("tiny/train/reference.json"));
+    let mut m = load(&hf_files("tiny/llama"), &choice.device);
+    r.attach_initial_factors(&mut m);
+    let steps = train_steps(&mut m, r.data().train, &r.config(false));
+    eprintln!("against PyTorch on wgpu: {}", r.check(&steps, &m));
+}
+
 fn four_steps_against_pytorch(blockwise: bool) {
     let r = TrainReference(json("tiny/train/reference.json"));
     let mut m = tiny();

@@ -1,7 +1,10 @@
 //! The GPU path: the same models on burn's wgpu backend (mesa's lavapipe software Vulkan driver
 //! on CI, which the test command installs). Tiny models only: lavapipe is slow.
 
+use burn::tensor::{Tensor, TensorData};
 use lora_null::device::{DevicePreference, select_device};
+use lora_null::model::cpu_ops::{rms_norm_by_tensors, swiglu_by_tensors};
+use lora_null::model::gpu_ops;
 
 use crate::common::*;
 
@@ -212,4 +215,131 @@ fn a_packed_base_on_the_gpu_trains_as_the_f32_base() {
             "gradient norm {packed:?} vs {dense:?}"
         );
     }
+}
+
+/// `len` values in [−1, 1), a different sequence for each seed, as a tensor of `shape`.
+fn tensor<const D: usize>(shape: [usize; D], seed: usize, device: &burn::tensor::Device) -> Tensor<D> {
+    let n = shape.iter().product::<usize>();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+fn gpu() -> burn::tensor::Device {
+    let choice = pollster::block_on(select_device(DevicePreference::Wgpu));
+    assert!(choice.adapter.is_some(), "no wgpu adapter: {:?}", choice.warning);
+    choice.device
+}
+
+/// On lavapipe: the kernels give the tensor formulations' values, alone and under autodiff,
+/// and their gradients (RMSNorm's input and scale, SwiGLU's gate and up); rows narrower and
+/// wider than a cube, a Gemma offset.
+#[test]
+fn the_gpu_kernels_are_the_tensor_formulations_with_their_gradients() {
+    let plain = gpu();
+    let device = plain.clone().autodiff();
+    for (shape, offset) in [([2, 37, 96], 0.0), ([1, 5, 1000], 1.0), ([3, 1, 7], 0.0)] {
+        let dim = shape[2];
+        let x = tensor(shape, 1, &plain).mul_scalar(3.0);
+        let w = tensor([dim], 2, &plain);
+        assert!(
+            gpu_ops::rms_norm(x.clone(), w.clone(), 1e-5, 0.0).is_none(),
+            "plain tensors keep the formulation"
+        );
+        let ours = gpu_ops::rms_norm_rows(
+            x.clone().reshape([shape[0] * shape[1], dim]),
+            w.clone(),
+            1e-5,
+            offset as f32,
+        );
+        let want = rms_norm_by_tensors(x.clone(), w.clone(), 1e-5, offset);
+        assert!(max_diff(ours.reshape(shape), want) < 1e-5, "values, {shape:?}");
+
+        let x = tensor(shape, 1, &device).mul_scalar(3.0).require_grad();
+        let w = tensor([dim], 2, &device).require_grad();
+        let r = tensor(shape, 3, &device);
+        let ours = gpu_ops::rms_norm(x.clone(), w.clone(), 1e-5, offset as f32).expect("tracked");
+        assert!(ours.is_tracked(), "recorded for autodiff");
+        let want = rms_norm_by_tensors(x.clone(), w.clone(), 1e-5, offset);
+        assert!(max_diff(ours.clone(), want.clone()) < 1e-5, "tracked values, {shape:?}");
+        let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r).sum().backward());
+        let dx = max_diff(x.grad(&g1).expect("∂x"), x.grad(&g2).expect("∂x"));
+        assert!(dx < 1e-4, "∂x {dx}, {shape:?}");
+        let dw = max_diff(w.grad(&g1).expect("∂w"), w.grad(&g2).expect("∂w"));
+        assert!(dw < 1e-3, "∂w {dw}, {shape:?}");
+    }
+    // SwiGLU: plain, then both gradients under autodiff (an odd length: a partial cube).
+    let shape = [2, 7, 37];
+    let (gate, up) = (tensor(shape, 6, &plain).mul_scalar(4.0), tensor(shape, 7, &plain));
+    let ours = gpu_ops::swiglu_values(gate.clone().reshape([2 * 7 * 37]), up.clone().reshape([2 * 7 * 37]));
+    assert!(
+        max_diff(ours.reshape(shape), swiglu_by_tensors(gate, up)) < 1e-5,
+        "swiglu values"
+    );
+    let gate = tensor(shape, 6, &device).mul_scalar(4.0).require_grad();
+    let up = tensor(shape, 7, &device).require_grad();
+    let r = tensor(shape, 8, &device);
+    let ours = gpu_ops::swiglu(gate.clone(), up.clone()).expect("tracked");
+    assert!(ours.is_tracked(), "recorded for autodiff");
+    let want = swiglu_by_tensors(gate.clone(), up.clone());
+    assert!(max_diff(ours.clone(), want.clone()) < 1e-5, "tracked swiglu values");
+    let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r).sum().backward());
+    assert!(max_diff(gate.grad(&g1).expect("∂gate"), gate.grad(&g2).expect("∂gate")) < 1e-5);
+    assert!(max_diff(up.grad(&g1).expect("∂up"), up.grad(&g2).expect("∂up")) < 1e-5);
+
+    // What a training graph holds for its backward: eight norms and SwiGLUs in a row (SmolLM2's
+    // width), through the kernels and through the formulation, measured in burn's memory pool.
+    let in_use = || {
+        use burn::backend::{Backend, Dispatch};
+        let usage = Dispatch::memory_pool_usage(plain.as_dispatch()).expect("the GPU backend reports its pool");
+        usage.bytes_in_use as f64
+    };
+    let (rows, dim) = (256, 576);
+    let x0 = tensor([rows, dim], 9, &plain);
+    let w = tensor([dim], 10, &device);
+    let held = |kernels: bool| {
+        let before = in_use();
+        let x = x0.clone().autodiff().require_grad();
+        let mut h = x.clone();
+        for _ in 0..8 {
+            let n = if kernels {
+                gpu_ops::rms_norm(h.clone(), w.clone(), 1e-5, 0.0).expect("tracked")
+            } else {
+                rms_norm_by_tensors(h.clone(), w.clone(), 1e-5, 0.0)
+            };
+            h = if kernels {
+                gpu_ops::swiglu(n, h).expect("tracked")
+            } else {
+                swiglu_by_tensors(n, h)
+            };
+        }
+        let _ = h.clone().sum().into_scalar::<f32>();
+        let bytes = in_use() - before;
+        let grad = x.grad(&h.sum().backward()).expect("∂x");
+        (bytes, grad)
+    };
+    let (with_kernels, g1) = held(true);
+    let (with_tensors, g2) = held(false);
+    let scale = g2.clone().abs().max().into_scalar::<f32>().max(1.0);
+    assert!(max_diff(g1, g2) < 1e-4 * scale, "∂x through eight norms and SwiGLUs");
+    eprintln!(
+        "a training graph of 8 RMSNorm + SwiGLU on [{rows}, {dim}]: kernels hold {with_kernels:.0} bytes, tensors {with_tensors:.0}"
+    );
+    assert!(
+        with_kernels < 0.6 * with_tensors,
+        "the kernels' graph holds {with_kernels} bytes, the formulation's {with_tensors}"
+    );
+
+    // A frozen scale (the base's norms in LoRA training): only the input's gradient.
+    let x = tensor([4, 64], 4, &device).require_grad();
+    let w = tensor([64], 5, &device);
+    let ours = gpu_ops::rms_norm(x.clone(), w.clone(), 1e-6, 0.0).expect("tracked");
+    let want = rms_norm_by_tensors(x.clone(), w, 1e-6, 0.0);
+    let (g1, g2) = (ours.sum().backward(), want.sum().backward());
+    assert!(max_diff(x.grad(&g1).expect("∂x"), x.grad(&g2).expect("∂x")) < 1e-4);
 }

@@ -116,6 +116,10 @@ pub struct BenchTrainArgs {
     /// Timed steps after one warm-up step.
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// On a GPU, train RMSNorm and SwiGLU as burn's tensor operations instead of our kernels
+    /// (`model::gpu_ops`), to compare the two.
+    #[arg(long)]
+    tensor_ops: bool,
 }
 
 /// `bench analysis` options.
@@ -214,6 +218,7 @@ impl TrainHooks for StepTimes {
 }
 
 fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
+    lora_null::model::gpu_ops::use_kernels(!a.tensor_ops);
     let text = read_text(&a.text)?;
     let (mut m, choice) = load(&a.model)?;
     let need = a.batch * a.tokens;
@@ -229,7 +234,7 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "bench": "train", "device": choice.description, "rank": a.rank, "batch": a.batch, "tokens": a.tokens,
+            "bench": "train", "device": choice.description, "rank": a.rank, "batch": a.batch, "tokens": a.tokens, "gpu_kernels": !a.tensor_ops,
             "warmup_seconds": warmup, "seconds": times, "median_seconds": med,
             "tokens_per_second": need as f64 / med, "peak_rss_bytes": peak_rss(),
         })

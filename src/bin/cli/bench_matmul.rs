@@ -5,6 +5,8 @@
 //! - `burn-flex`: what the CPU backend runs today (the `gemm` crate inside, its own threading);
 //! - `gemm`: the `gemm` crate called directly, one thread and every thread;
 //! - `faer`: faer's matmul, one thread and every thread;
+//! - `faer-split`: the output cut into one slab per thread, each slab faer's product on one
+//!   thread (`cpu_linear::matmul_split_into`);
 //! - `matrixmultiply`: its `sgemm`, one thread.
 
 use std::time::Instant;
@@ -106,7 +108,8 @@ pub fn matmul_cpu(a: BenchMatmulCpuArgs) -> anyhow::Result<()> {
     use burn::tensor::{Device, Tensor, TensorData};
     let threads = rayon::current_num_threads();
     let device = Device::flex();
-    for (k, n) in [(576, 576), (576, 1536), (1536, 576), (576, 49152)] {
+    // SmolLM2's linear shapes, the output layer whole and in the loss's 8192-row pieces.
+    for (k, n) in [(576, 576), (576, 1536), (1536, 576), (576, 8192), (576, 49152)] {
         let m = a.rows;
         let (x, w) = (values(m * k, 1), values(k * n, 2));
         let mut out = vec![0f32; m * n];
@@ -149,6 +152,8 @@ pub fn matmul_cpu(a: BenchMatmulCpuArgs) -> anyhow::Result<()> {
             let s = time(|| lora_null::model::cpu_linear::matmul_into(&x, &w, &mut out, dims, par));
             record(name, s, &out);
         }
+        let s = time(|| lora_null::model::cpu_linear::matmul_split_into(&x, &w, &mut out, dims));
+        record("faer-split", s, &out);
         let s = time(|| with_matrixmultiply(&x, &w, &mut out, dims));
         record("matrixmultiply-1", s, &out);
         let mut line = serde_json::json!({"bench": "matmul-cpu", "m": m, "k": k, "n": n, "threads": threads});
