@@ -1,14 +1,16 @@
-//! Fused kernels on the GPU backends (issue 13): RMSNorm and SwiGLU, one kernel per direction
-//! (per input's gradient) each, recorded for autodiff as one operation that keeps its inputs
-//! only. burn's tensor formulations, the reference twins (`cpu_ops::rms_norm_by_tensors`,
-//! `cpu_ops::swiglu_by_tensors`), take seven and three kernels forward and a dozen and five
-//! backward where fusion does not join them (the browser build), each writing a
-//! `[tokens, width]` tensor, and under autodiff keep several of those for the backward.
+//! Fused kernels on the GPU backends (issue 13): RMSNorm, SwiGLU and the rotary embedding, one
+//! kernel per direction (per input's gradient) each, recorded for autodiff as one operation that
+//! keeps its inputs only (the rotation: its tables only). burn's tensor formulations, the
+//! reference twins (`cpu_ops::rms_norm_by_tensors`, `cpu_ops::swiglu_by_tensors`,
+//! `rope::apply_rotary_by_tensors`), take seven, three and five kernels forward and more backward
+//! where fusion does not join them (the browser build), each writing a `[tokens, width]` tensor,
+//! and under autodiff keep several of those for the backward.
 //!
 //! RMSNorm runs one cube (workgroup) per row, its units striding over the row and summing in
 //! shared memory: the forward kernel reads a row twice (its mean square, then the scaled values)
-//! and writes it once. SwiGLU is one unit per element. Reached through burn's backend extension,
-//! so they run with and without kernel fusion.
+//! and writes it once. SwiGLU and the rotation are one unit per element. Reached through burn's backend extension,
+//! so they run with and without kernel fusion. Only training graphs take them (see
+//! [`rms_norm`]); [`use_kernels`] switches them off to compare.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
@@ -51,6 +53,18 @@ pub trait GpuOps: Backend {
         dy: FloatTensor<Self>,
         of_up: bool,
     ) -> FloatTensor<Self>;
+
+    /// The rotary embedding of `x` (`[B, H, T, D]`, tables `cos` and `sin` `[T, D]`):
+    /// `x·cos + rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]`; when `transpose`,
+    /// its transpose (the backward's): `x·cos + rotate_halfᵀ(x·sin)`, `rotate_halfᵀ([u1, u2]) =
+    /// [u2, −u1]`.
+    #[fusion(dtype = x, shape = x.clone())]
+    fn rotate_heads(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        transpose: bool,
+    ) -> FloatTensor<Self>;
 }
 
 impl GpuOps for CubeBackend {
@@ -79,6 +93,38 @@ impl GpuOps for CubeBackend {
         of_up: bool,
     ) -> FloatTensor<Self> {
         launch_swiglu(gate, up, Some((dy, of_up)))
+    }
+
+    fn rotate_heads(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        transpose: bool,
+    ) -> FloatTensor<Self> {
+        let (x, cos, sin) = (into_contiguous(x), into_contiguous(cos), into_contiguous(sin));
+        let shape = x.meta.shape().clone();
+        let out = empty_device_dtype(x.client.clone(), x.device.clone(), shape.clone(), DType::F32);
+        let n = shape.num_elements();
+        if n == 0 {
+            return out;
+        }
+        let (tokens, width) = (shape[2] as u32, shape[3] as u32);
+        let client = x.client.clone();
+        let cube_dim = CubeDim::new(&client, n);
+        let count = cubecl::calculate_cube_count_elemwise(&client, n, cube_dim);
+        kernel::rotate_kernel::launch(
+            &client,
+            count,
+            cube_dim,
+            x.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            tokens,
+            width,
+            transpose,
+        );
+        out
     }
 }
 
@@ -253,6 +299,42 @@ mod kernel {
         }
     }
 
+    #[cube(launch)]
+    pub(super) fn rotate_kernel(
+        x: &Tensor<f32>,
+        cos: &Tensor<f32>,
+        sin: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        tokens: u32,
+        width: u32,
+        #[comptime] transpose: bool,
+    ) {
+        let pos = ABSOLUTE_POS;
+        if pos >= out.len() {
+            terminate!();
+        }
+        let i = (pos % width as usize) as u32;
+        let t = (pos / width as usize) % tokens as usize;
+        let table = t * width as usize + i as usize;
+        let half = width / 2;
+        // The partner element: i + half in the first half, i − half in the second.
+        let (partner, sign) = if i < half {
+            (pos + half as usize, -1f32)
+        } else {
+            (pos - half as usize, 1f32)
+        };
+        if transpose {
+            let partner_table = if i < half {
+                table + half as usize
+            } else {
+                table - half as usize
+            };
+            out[pos] = x[pos] * cos[table] - sign * x[partner] * sin[partner_table];
+        } else {
+            out[pos] = x[pos] * cos[table] + sign * x[partner] * sin[table];
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn rms_norm_grad_kernel(
@@ -344,6 +426,29 @@ pub fn swiglu_grad(gate: Tensor<1>, up: Tensor<1>, dy: Tensor<1>, of_up: bool) -
     ))
 }
 
+/// The rotation kernel on tensors (see [`GpuOps::rotate_heads`]).
+pub fn rotate_heads(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>, transpose: bool) -> Tensor<4> {
+    use burn::backend::Dispatch;
+    Tensor::from_dispatch(Dispatch::rotate_heads(
+        x.inner().into_dispatch(),
+        cos.inner().into_dispatch(),
+        sin.inner().into_dispatch(),
+        transpose,
+    ))
+}
+
+/// The rotary embedding of every head (`x` `[B, H, T, D]`, tables `[T, D]`, D even) through the
+/// kernel on a GPU backend under autodiff: one recorded operation keeping only the tables, its
+/// backward the transposed rotation. `None` elsewhere, and for plain tensors (see [`rms_norm`]).
+pub fn rotate(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Option<Tensor<4>> {
+    let [_, _, t, d] = x.dims();
+    let fits = cos.dims() == [t, d] && sin.dims() == [t, d] && d.is_multiple_of(2) && !x.dims().contains(&0);
+    if !x.is_autodiff() || !fits || !takes(&x) || !takes(cos) || !takes(sin) {
+        return None;
+    }
+    tracked::rotate(x, cos.clone().inner(), sin.clone().inner())
+}
+
 /// Whether the kernels run (on by default); see [`use_kernels`].
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -380,8 +485,9 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Option<Tensor<D
 ///
 /// Plain tensors (inference, calibration, evaluation) keep the tensor formulation: on the
 /// software GPUs here the kernels made the tiny model's forward pass 10–25% slower (lavapipe and
-/// SwiftShader; BENCHMARKS.md), while in training they keep the step's time and hold less
-/// memory. A real GPU has not measured them yet; `bench forward|train --tensor-ops` compares.
+/// SwiftShader; BENCHMARKS.md), while in training they hold half the memory for the backward
+/// (the step's time: the same on lavapipe, 0.85x on SwiftShader). No real GPU has measured them
+/// yet; `bench train --tensor-ops` compares.
 ///
 /// # Shapes
 /// - x: `[..., dim]`, w: `[dim]` → `[..., dim]`
@@ -403,7 +509,7 @@ mod tracked {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Cube};
     use burn::tensor::Tensor;
@@ -424,6 +530,40 @@ mod tracked {
         let x = x.autodiff().try_into_primitive::<Tracked>().ok()?;
         let w = w.autodiff().try_into_primitive::<Tracked>().ok()?;
         Some(Tensor::from_primitive::<Tracked>(record(x, w, eps, offset)))
+    }
+
+    pub(super) fn rotate(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Option<Tensor<4>> {
+        /// Keeps the tables (constants); the input's gradient is the transposed rotation.
+        #[derive(Debug)]
+        struct RotateBackward;
+
+        impl Backward<Cube, 1> for RotateBackward {
+            type State = (Tensor<2>, Tensor<2>);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let (cos, sin) = ops.state;
+                unary::<Cube, _>(ops.parents, ops.node, grads, |g| {
+                    primitive(super::rotate_heads(plain(g), cos, sin, true))
+                });
+            }
+        }
+
+        let x = x.try_into_primitive::<Tracked>().ok()?;
+        let rotated = |x: &FloatTensor<Tracked>, cos: Tensor<2>, sin: Tensor<2>| {
+            primitive(super::rotate_heads(plain(x.primitive().clone()), cos, sin, false))
+        };
+        let y = match RotateBackward
+            .prepare::<NoCheckpointing>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = rotated(&x, cos.clone(), sin.clone());
+                prep.finish((cos, sin), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(rotated(&x, cos, sin)),
+        };
+        Some(Tensor::from_primitive::<Tracked>(y))
     }
 
     pub(super) fn swiglu(gate: Tensor<1>, up: Tensor<1>) -> Option<Tensor<1>> {

@@ -146,17 +146,20 @@ pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4>
     {
         return y;
     }
-    composed(x, cos, sin)
+    if let Some(y) = super::gpu_ops::rotate(x.clone(), cos, sin) {
+        return y;
+    }
+    apply_rotary_by_tensors(x, cos, sin)
 }
 
-/// [`apply_rotary`] as tensor operations (what runs off the CPU backend; the fused rotation's
-/// reference).
-fn composed(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+/// [`apply_rotary`] as tensor operations (what runs elsewhere; the reference of the CPU's fused
+/// rotation and of the GPU's kernel).
+pub fn apply_rotary_by_tensors(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
     let d = x.dims()[3];
     let r = cos.dims()[1];
     if r < d {
         let pass = x.clone().narrow(3, r, d - r);
-        let rotated = composed(x.narrow(3, 0, r), cos, sin);
+        let rotated = apply_rotary_by_tensors(x.narrow(3, 0, r), cos, sin);
         return Tensor::cat(vec![rotated, pass], 3);
     }
     let half = d / 2;
@@ -308,7 +311,7 @@ mod tests {
                 fused::rotate(tensor([b, h, t, d], 3, &device), cos.clone(), sin.clone()).is_some(),
                 "the CPU backend fuses"
             );
-            let ((y1, g1), (y2, g2)) = (run(apply_rotary), run(composed));
+            let ((y1, g1), (y2, g2)) = (run(apply_rotary), run(apply_rotary_by_tensors));
             let diff: f32 = (y1 - y2).abs().max().into_scalar();
             assert!(diff < 1e-6, "values on {device:?}: {diff}");
             if let (Some(g1), Some(g2)) = (g1, g2) {

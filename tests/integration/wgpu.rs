@@ -5,6 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use lora_null::device::{DevicePreference, select_device};
 use lora_null::model::cpu_ops::{rms_norm_by_tensors, swiglu_by_tensors};
 use lora_null::model::gpu_ops;
+use lora_null::model::rope::apply_rotary_by_tensors;
 
 use crate::common::*;
 
@@ -237,8 +238,9 @@ fn gpu() -> burn::tensor::Device {
 }
 
 /// On lavapipe: the kernels give the tensor formulations' values, alone and under autodiff,
-/// and their gradients (RMSNorm's input and scale, SwiGLU's gate and up); rows narrower and
-/// wider than a cube, a Gemma offset.
+/// and their gradients (RMSNorm's input and scale, SwiGLU's gate and up, the rotation's input);
+/// rows narrower and wider than a cube, a Gemma offset; and a training graph through them holds
+/// less memory.
 #[test]
 fn the_gpu_kernels_are_the_tensor_formulations_with_their_gradients() {
     let plain = gpu();
@@ -291,6 +293,27 @@ fn the_gpu_kernels_are_the_tensor_formulations_with_their_gradients() {
     let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r).sum().backward());
     assert!(max_diff(gate.grad(&g1).expect("∂gate"), gate.grad(&g2).expect("∂gate")) < 1e-5);
     assert!(max_diff(up.grad(&g1).expect("∂up"), up.grad(&g2).expect("∂up")) < 1e-5);
+
+    // The rotary embedding: the heads' transposed view of a projection (as attention hands it
+    // over), tables for 9 positions, values and the input's gradient.
+    let (b, t, h, d) = (2, 9, 3, 16);
+    let rope = lora_null::model::rope::RotaryEmbedding::plain(10_000.0, d);
+    let (cos, sin) = rope.tables(0, t, &device);
+    let y = tensor([b, t, h, d], 11, &device).require_grad();
+    let r = tensor([b, h, t, d], 12, &device);
+    let ours = gpu_ops::rotate(y.clone().swap_dims(1, 2), &cos, &sin).expect("tracked");
+    assert!(ours.is_tracked(), "recorded for autodiff");
+    let want = apply_rotary_by_tensors(y.clone().swap_dims(1, 2), &cos, &sin);
+    assert!(max_diff(ours.clone(), want.clone()) < 1e-5, "rotation values");
+    let (g1, g2) = ((ours * r.clone()).sum().backward(), (want * r).sum().backward());
+    assert!(
+        max_diff(y.grad(&g1).expect("∂y"), y.grad(&g2).expect("∂y")) < 1e-5,
+        "rotation ∂y"
+    );
+    let (cos, sin) = (cos.inner(), sin.inner());
+    let x = tensor([b, h, t, d], 13, &plain);
+    let plain_rotation = gpu_ops::rotate_heads(x.clone(), cos.clone(), sin.clone(), false);
+    assert!(max_diff(plain_rotation, apply_rotary_by_tensors(x, &cos, &sin)) < 1e-5);
 
     // What a training graph holds for its backward: eight norms and SwiGLUs in a row (SmolLM2's
     // width), through the kernels and through the formulation, measured in burn's memory pool.
