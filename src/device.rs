@@ -120,6 +120,25 @@ pub async fn list_adapters() -> Vec<AdapterSummary> {
     out
 }
 
+/// Keeps what burn's GPU backends learn about this machine (autotune results, in a
+/// `gpu-autotune` build) in the user's cache directory (`~/.cache/cubecl` on Linux), so the
+/// tuning is paid once per machine and not once per run. cubecl's own default is a `target/`
+/// folder beside the outermost Cargo.toml above the working directory, which would tune again
+/// for every checkout and working directory. A `cubecl.toml` or `burn.toml` that names another
+/// place, and the `CUBECL_*` variables, still decide. Call it before the first GPU device is
+/// made; returns the directory, or `None` when cubecl's configuration was already fixed.
+#[cfg(all(feature = "gpu-autotune", not(target_arch = "wasm32")))]
+pub fn keep_gpu_tuning_per_machine() -> Option<std::path::PathBuf> {
+    use cubecl::config::cache::CacheConfig;
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    if matches!(config.environment.path, CacheConfig::Target) {
+        config.environment.path = CacheConfig::Global;
+    }
+    let root = config.environment.path.root();
+    CubeClRuntimeConfig::try_set(config).then_some(root)
+}
+
 /// Picks the device for a preference (natively; the browser uses [`init_webgpu`]).
 #[cfg(not(target_arch = "wasm32"))]
 pub async fn select_device(pref: DevicePreference) -> DeviceChoice {

@@ -80,6 +80,8 @@ enum Command {
 pub fn main() -> ExitCode {
     quiet_headless_vulkan();
     keep_freed_memory();
+    #[cfg(feature = "gpu-autotune")]
+    lora_null::device::keep_gpu_tuning_per_machine();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => run::generate(a),
