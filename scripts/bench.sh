@@ -3,7 +3,8 @@
 #   scripts/bench.sh forward   forward pass, 512 tokens of SmolLM2-135M: cpu, wgpu, torch 1 and 2 threads
 #   scripts/bench.sh train     one LoRA step, r=16, 7 targets, batch 4x128: cpu, wgpu, torch+PEFT 1 and 2 threads
 #   scripts/bench.sh analysis  covariances over 16 windows x 512 tokens + every eigendecomposition: cpu, torch 1 and 2 threads
-#   scripts/bench.sh matmul    raw matmul GFLOP/s at the model shapes: burn flex and the other CPU candidates vs torch 1 and 2 threads
+#   scripts/bench.sh matmul    raw matmul GFLOP/s at the model shapes: burn flex and the other CPU candidates (each as a share of the
+#                              machine's measured peak, scripts/bench/peak_flops.c) vs torch 1 and 2 threads
 #   scripts/bench.sh browser   tiny model forward + train step: browser WebGPU (SwiftShader) vs native cpu and wgpu
 #   scripts/bench.sh dequant   GGUF block dequantisation MB/s per type: ours vs gguf-py (numpy)
 # Needs the reference venv (scripts/requirements-reference.txt) at $VENV (default
@@ -48,8 +49,13 @@ case "$what" in
     ;;
   matmul)
     "$bin" bench matmul --device cpu | tee -a "$out"
-    # The CPU candidates (burn flex, gemm, faer, matrixmultiply) on the same shapes.
-    "$bin" bench matmul-cpu | tee -a "$out"
+    # The machine's peak (independent FMAs on every thread), then the CPU candidates (burn flex,
+    # gemm, faer, matrixmultiply) on the same shapes, each as a share of it.
+    cc -O3 -march=native -fopenmp scripts/bench/peak_flops.c -o "$CARGO_TARGET_DIR/peak_flops"
+    peak_line=$("$CARGO_TARGET_DIR/peak_flops" | tee -a "$out")
+    peak=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["gflops_all_threads"])' "$peak_line")
+    echo "$peak_line"
+    "$bin" bench matmul-cpu --peak-gflops "$peak" | tee -a "$out"
     for t in 1 2; do
       "$py" scripts/bench/torch_matmul.py --threads "$t" | tee -a "$out"
     done
@@ -74,7 +80,9 @@ case "$what" in
 esac
 python3 - "$out" "$what" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+# The tables compare runs of one kind; lines without a device (the peak, `bench matmul-cpu`'s
+# candidates) were printed as they came.
+rows = [r for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if "device" in r]
 ref = next((r for r in rows if r["device"].startswith("pytorch") and "1 thread" in r["device"]),
            next((r for r in rows if r["device"].startswith("cpu")), rows[0]))
 mib = lambda r: f"{r['peak_rss_bytes'] / 2**20:.0f}" if r.get("peak_rss_bytes") else "–"
