@@ -184,35 +184,26 @@ fn launch(x: CubeTensor, w: CubeTensor, dy: Option<CubeTensor>, eps: f32, offset
     let cube_dim = CubeDim::new_1d(units);
     // One cube per row, spread over the grid's dimensions (WebGPU allows 65535 per dimension).
     let count = CubeCountSelection::new(&client, rows as u32).cube_count();
-    match dy {
-        None => kernel::rms_norm_kernel::launch(
-            &client,
-            count,
-            cube_dim,
-            x.into_tensor_arg(),
-            w.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            rows as u32,
-            dim as u32,
-            eps,
-            offset,
-            units as usize,
-        ),
-        Some(dy) => kernel::rms_norm_grad_kernel::launch(
-            &client,
-            count,
-            cube_dim,
-            x.into_tensor_arg(),
-            w.into_tensor_arg(),
-            into_contiguous(dy).into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            rows as u32,
-            dim as u32,
-            eps,
-            offset,
-            units as usize,
-        ),
-    }
+    // The forward kernel does not read `dy`: any f32 tensor of the right size.
+    let (dy, backward) = match dy {
+        Some(dy) => (into_contiguous(dy), true),
+        None => (x.clone(), false),
+    };
+    kernel::rms_norm_kernel::launch(
+        &client,
+        count,
+        cube_dim,
+        x.into_tensor_arg(),
+        w.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows as u32,
+        dim as u32,
+        eps,
+        offset,
+        units as usize,
+        backward,
+    );
     out
 }
 
@@ -239,17 +230,21 @@ mod kernel {
         partial[0]
     }
 
+    /// RMSNorm of a row (`backward` false: `out` the values), or the input's gradient for the
+    /// output's gradient `dy` (`backward` true: `out` is `∂x`; see [`super::GpuOps`]).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn rms_norm_kernel(
         x: &Tensor<f32>,
         w: &Tensor<f32>,
+        dy: &Tensor<f32>,
         out: &mut Tensor<f32>,
         rows: u32,
         dim: u32,
         eps: f32,
         offset: f32,
         #[comptime] units: usize,
+        #[comptime] backward: bool,
     ) {
         let row = CUBE_POS;
         // A whole cube past the last row leaves together (the barriers stay uniform).
@@ -257,21 +252,38 @@ mod kernel {
             terminate!();
         }
         let base = row * dim as usize;
-        let mut partial = Shared::<[f32]>::new_slice(units);
-        let mut squares = 0f32;
+        let mut squares = Shared::<[f32]>::new_slice(units);
+        let mut sq = 0f32;
+        let mut dot = 0f32;
         let mut j = UNIT_POS;
         while j < dim {
             let v = x[base + j as usize];
-            squares += v * v;
+            sq += v * v;
+            if backward {
+                dot += dy[base + j as usize] * (w[j as usize] + offset) * v;
+            }
             j += CUBE_DIM;
         }
-        partial[UNIT_POS as usize] = squares;
-        let total = cube_sum(&mut partial);
-        let r = 1f32 / f32::sqrt(total / f32::cast_from(dim) + eps);
-        let mut j = UNIT_POS;
-        while j < dim {
-            out[base + j as usize] = x[base + j as usize] * r * (w[j as usize] + offset);
-            j += CUBE_DIM;
+        squares[UNIT_POS as usize] = sq;
+        let n = f32::cast_from(dim);
+        let r = 1f32 / f32::sqrt(cube_sum(&mut squares) / n + eps);
+        if backward {
+            let mut dots = Shared::<[f32]>::new_slice(units);
+            dots[UNIT_POS as usize] = dot;
+            // mean(γ·x̂) = r·mean(γ·x); ∂x = r·(γ − x·r·mean(γ·x̂)).
+            let mean = cube_sum(&mut dots) * r / n;
+            let mut j = UNIT_POS;
+            while j < dim {
+                let g = dy[base + j as usize] * (w[j as usize] + offset);
+                out[base + j as usize] = r * (g - x[base + j as usize] * r * mean);
+                j += CUBE_DIM;
+            }
+        } else {
+            let mut j = UNIT_POS;
+            while j < dim {
+                out[base + j as usize] = x[base + j as usize] * r * (w[j as usize] + offset);
+                j += CUBE_DIM;
+            }
         }
     }
 
@@ -332,51 +344,6 @@ mod kernel {
             out[pos] = x[pos] * cos[table] - sign * x[partner] * sin[partner_table];
         } else {
             out[pos] = x[pos] * cos[table] + sign * x[partner] * sin[table];
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[cube(launch)]
-    pub(super) fn rms_norm_grad_kernel(
-        x: &Tensor<f32>,
-        w: &Tensor<f32>,
-        dy: &Tensor<f32>,
-        dx: &mut Tensor<f32>,
-        rows: u32,
-        dim: u32,
-        eps: f32,
-        offset: f32,
-        #[comptime] units: usize,
-    ) {
-        let row = CUBE_POS;
-        if row >= rows as usize {
-            terminate!();
-        }
-        let base = row * dim as usize;
-        let mut squares = Shared::<[f32]>::new_slice(units);
-        let mut dots = Shared::<[f32]>::new_slice(units);
-        let mut sq = 0f32;
-        let mut dot = 0f32;
-        let mut j = UNIT_POS;
-        while j < dim {
-            let v = x[base + j as usize];
-            sq += v * v;
-            dot += dy[base + j as usize] * (w[j as usize] + offset) * v;
-            j += CUBE_DIM;
-        }
-        squares[UNIT_POS as usize] = sq;
-        dots[UNIT_POS as usize] = dot;
-        let total = cube_sum(&mut squares);
-        let dot_total = cube_sum(&mut dots);
-        let n = f32::cast_from(dim);
-        let r = 1f32 / f32::sqrt(total / n + eps);
-        // mean(γ·x̂) = r·mean(γ·x); ∂x = r·(γ − x·r·mean(γ·x̂)).
-        let mean = dot_total * r / n;
-        let mut j = UNIT_POS;
-        while j < dim {
-            let g = dy[base + j as usize] * (w[j as usize] + offset);
-            dx[base + j as usize] = r * (g - x[base + j as usize] * r * mean);
-            j += CUBE_DIM;
         }
     }
 }
