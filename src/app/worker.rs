@@ -41,15 +41,16 @@ type Pending = Rc<RefCell<HashMap<u32, (js_sys::Function, js_sys::Function)>>>;
 /// Maths workers at most: each holds its own copy of the engine's wasm and one job's matrices.
 const MAX_WORKERS: usize = 4;
 
-/// One maths worker and the jobs it has been sent and not yet answered.
+/// One maths worker and the jobs it has been sent and not yet answered (id → input bytes).
 struct Member {
     worker: web_sys::Worker,
-    busy: Rc<Cell<usize>>,
+    unanswered: Rc<RefCell<HashMap<u32, usize>>>,
     _onmessage: Closure<dyn FnMut(web_sys::MessageEvent)>,
 }
 
 /// Page side: posts jobs to the maths workers (one per core, up to [`MAX_WORKERS`]), each job
-/// to the one with the fewest unanswered, and awaits the replies.
+/// to the one with the fewest bytes of unanswered jobs (so that two wide covariances go to two
+/// workers, whatever small jobs are queued), and awaits the replies.
 pub struct WorkerExecutor {
     members: Vec<Member>,
     pending: Pending,
@@ -89,12 +90,12 @@ impl WorkerExecutor {
 
     fn member(url: &str, pending: &Pending) -> Result<Member, String> {
         let worker = spawn(url, Role::Maths)?;
-        let busy = Rc::new(Cell::new(0usize));
-        let (p, b) = (pending.clone(), busy.clone());
+        let unanswered: Rc<RefCell<HashMap<u32, usize>>> = Rc::default();
+        let (p, u) = (pending.clone(), unanswered.clone());
         let onmessage = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
             let msg = js_sys::Array::from(&ev.data());
             let Some(id) = msg.get(0).as_f64() else { return };
-            b.set(b.get().saturating_sub(1));
+            u.borrow_mut().remove(&(id as u32));
             if let Some((resolve, reject)) = p.borrow_mut().remove(&(id as u32)) {
                 if msg.get(1).as_bool() == Some(true) {
                     let _ = resolve.call1(&JsValue::NULL, &msg.get(2));
@@ -106,7 +107,7 @@ impl WorkerExecutor {
         worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         Ok(Member {
             worker,
-            busy,
+            unanswered,
             _onmessage: onmessage,
         })
     }
@@ -136,15 +137,18 @@ impl Executor for WorkerExecutor {
         let member = self
             .members
             .iter()
-            .min_by_key(|m| m.busy.get())
+            .min_by_key(|m| {
+                let u = m.unanswered.borrow();
+                (u.values().sum::<usize>(), u.len())
+            })
             .expect("invariant: an executor has at least one worker (`start`)");
-        member.busy.set(member.busy.get() + 1);
+        member.unanswered.borrow_mut().insert(id, job.input_bytes());
         let posted = member.worker.post_message_with_transfer(
             &js_sys::Array::of2(&id.into(), &bytes),
             &js_sys::Array::of1(&bytes.buffer()),
         );
         if posted.is_err() {
-            member.busy.set(member.busy.get().saturating_sub(1));
+            member.unanswered.borrow_mut().remove(&id);
             self.pending.borrow_mut().remove(&id);
         }
         Box::pin(async move {

@@ -110,6 +110,19 @@ pub async fn eigh(exec: &dyn Executor, c: Matrix) -> Result<Eigh, JobError> {
     }
 }
 
+/// One layer's smallest-eigenpair jobs in flight ([`EighCache::send_smallest`]).
+pub struct SmallestJobs<'a> {
+    layer: usize,
+    jobs: Vec<(Site, usize, JobFuture<'a>)>,
+}
+
+impl SmallestJobs<'_> {
+    /// The bytes of their inputs (the covariances handed over).
+    pub fn input_bytes(&self) -> usize {
+        self.jobs.iter().map(|(_, b, _)| b).sum()
+    }
+}
+
 /// Eigendecompositions of the covariances, computed once per (layer, site) and shared by the
 /// analysis and the initialisations (q/k/v share one, gate/up share one).
 #[derive(Default)]
@@ -118,18 +131,17 @@ pub struct EighCache {
 }
 
 impl EighCache {
-    /// Computes the `r` smallest eigenpairs of `sites` of `layer` through `exec`, all sent before
-    /// any is awaited (side by side on the page's maths workers), taking each covariance out of
-    /// `covs` (it is left empty) so that it is not copied, and keeps them ([`EighCache::cached`]).
-    /// For a caller that needs nothing else of the covariances.
-    pub async fn take_smallest_all(
-        &mut self,
+    /// Sends the jobs for the `r` smallest eigenpairs of `sites` of `layer` through `exec`, all
+    /// before any is awaited (side by side on the page's maths workers), taking each covariance
+    /// out of `covs` (it is left empty) so that it is not copied. For a caller that needs nothing
+    /// else of the covariances; [`EighCache::receive`] awaits them.
+    pub fn send_smallest<'a>(
         covs: &mut Covariances,
         layer: usize,
         sites: &[Site],
         r: usize,
-        exec: &dyn Executor,
-    ) -> Result<(), EngineError> {
+        exec: &'a dyn Executor,
+    ) -> Result<SmallestJobs<'a>, EngineError> {
         let mut jobs = Vec::with_capacity(sites.len());
         for &site in sites {
             let stats = covs
@@ -137,9 +149,17 @@ impl EighCache {
                 .get_mut(&(layer, site))
                 .ok_or(CalibError::MissingStats(layer, site))?;
             let c = std::mem::replace(&mut stats.covariance, Matrix::zeros(0, 0));
-            jobs.push((site, exec.submit(Job::SmallestEigh { c, r })));
+            let job = Job::SmallestEigh { c, r };
+            jobs.push((site, job.input_bytes(), exec.submit(job)));
         }
-        for (site, job) in jobs {
+        Ok(SmallestJobs { layer, jobs })
+    }
+
+    /// Awaits jobs sent by [`EighCache::send_smallest`] and keeps their pairs
+    /// ([`EighCache::cached`]).
+    pub async fn receive(&mut self, sent: SmallestJobs<'_>) -> Result<(), EngineError> {
+        let layer = sent.layer;
+        for (site, _, job) in sent.jobs {
             let context = || format!("layer {layer} {}", site.name());
             let e = match job.await.map_err(EngineError::job(context()))? {
                 JobOutput::Eigh(e) => e,

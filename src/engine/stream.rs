@@ -1,16 +1,18 @@
 //! Calibration and initialisation block by block, for models whose covariances do not fit in
 //! memory at once: a 1.24 B Llama's are 10 GB in f64 (each layer's 8192-wide MLP input alone is
 //! 0.5 GB). The calibration windows go through the model one block at a time, every window's
-//! hidden state kept between blocks; each block's covariances exist only while its adapters are
-//! initialised. The factors are those of [`LoadedModel::calibrate`] then
+//! hidden state kept between blocks; each block's covariances exist only until its adapters are
+//! initialised (for the null methods, a layer's decompositions run in the maths workers while
+//! the next blocks are calibrated: one layer per worker, within a byte budget). The factors are
+//! those of [`LoadedModel::calibrate`] then
 //! [`LoadedModel::init_adapters`]: the same windows meet the same unadapted blocks, and the
 //! modules draw their seeds in the same order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::jobs::{EighCache, Executor};
+use super::jobs::{EighCache, Executor, SmallestJobs};
 use super::{AdapterState, CalibOptions, EngineError, LoadedModel};
 use crate::calib::{CalibError, CovarianceAccumulator, Normalization};
 use crate::io::dataset::Record;
@@ -38,6 +40,22 @@ pub struct StreamedCalibration {
 
 /// Above this many bytes of f64 covariances, a caller should calibrate block by block.
 pub const STREAM_ABOVE_BYTES: u64 = 1 << 30;
+
+/// At most this many bytes of covariances in flight to the null-basis jobs of the layers after
+/// the oldest one (a worker holds about two copies of each while it runs: the matrix and its
+/// Cholesky factor). Qwen2.5-0.5B's layers hand over 208 MB each, so two run side by side;
+/// Llama-3.2-1B's hand over 638 MB (one 8192-wide), so they go one at a time.
+const LAYERS_IN_FLIGHT_BYTES: usize = 256 << 20;
+
+/// A calibrated layer whose adapters are not initialised yet.
+struct PendingLayer<'a> {
+    layer: usize,
+    covs: crate::calib::Covariances,
+    /// The null methods' smallest-eigenpair jobs, in flight.
+    jobs: Option<SmallestJobs<'a>>,
+    /// tr(C) per site of the jobs, in their order.
+    traces: Vec<f64>,
+}
 
 impl LoadedModel {
     /// Bytes the covariances of `targets` take on the host in f64, all layers at once.
@@ -102,6 +120,15 @@ impl LoadedModel {
         let mut energy = BTreeMap::new();
         let (mut windows, mut tokens) = (0, 0);
         let layers = base.num_layers();
+        // The null methods read only the r smallest eigenpairs: the partial eigensolver, handed
+        // each covariance rather than a copy (at 8192 wide, 0.5 GB each). Its jobs for a layer
+        // run while the next blocks are calibrated: up to one layer per worker in flight
+        // (within LAYERS_IN_FLIGHT_BYTES), so that the page's maths workers all compute when a
+        // layer has one wide covariance. The layers are initialised in order all the same.
+        let null = config.method.spec().formula.statistic() == Statistic::NullBasis;
+        let null_sites = sites_of(&config.targets);
+        let depth = if null { exec.parallelism().max(1) } else { 1 };
+        let mut pending: VecDeque<PendingLayer> = VecDeque::new();
         for (layer, block) in base.model.layers.iter().enumerate() {
             let mut acc = CovarianceAccumulator::new(sites.clone(), opts.normalization);
             for (x, w) in hidden.iter_mut().zip(&drawn.windows) {
@@ -112,50 +139,72 @@ impl LoadedModel {
             }
             let mut covs = acc.finish().await.map_err(CalibError::Device)?;
             (windows, tokens) = (covs.windows, covs.tokens);
-            let mut eighs = EighCache::default();
-            // The null methods read only the r smallest eigenpairs: the partial eigensolver,
-            // handed each covariance rather than a copy (at 8192 wide, 0.5 GB each).
-            let null = config.method.spec().formula.statistic() == Statistic::NullBasis;
-            let mut null_energy = BTreeMap::new();
-            if null {
-                let sites = sites_of(&config.targets);
-                let traces: Vec<f64> = sites
+            let (jobs, traces) = if null {
+                let traces: Vec<f64> = null_sites
                     .iter()
                     .map(|&site| covs.sites.get(&(layer, site)).map_or(0.0, |s| s.trace))
                     .collect();
-                eighs
-                    .take_smallest_all(&mut covs, layer, &sites, config.rank, exec)
-                    .await?;
-                for (&site, trace) in sites.iter().zip(traces) {
-                    let e = eighs.cached(layer, site).ok_or(CalibError::MissingStats(layer, site))?;
-                    // The rows of A span the null basis P, so the energy A reads is tr(PᵀCP)/tr(C)
-                    // (eigenvalues at rounding level can come out a hair below zero: they are 0).
-                    null_energy.insert(site, e.values.iter().map(|v| v.max(0.0)).sum::<f64>() / trace);
-                }
-            }
-            let modules: Vec<(usize, Target)> = config.targets.iter().map(|&t| (layer, t)).collect();
-            let this_layer = self
-                .init_modules(
-                    &modules,
-                    &config,
-                    Some(&covs),
-                    &mut eighs,
-                    exec,
-                    &mut rng,
-                    &mut |_, _| {},
-                )
-                .await?;
-            if null {
-                for &target in &config.targets {
-                    energy.insert((layer, target), null_energy[&target.site()]);
-                }
+                let jobs = EighCache::send_smallest(&mut covs, layer, &null_sites, config.rank, exec)?;
+                (Some(jobs), traces)
             } else {
-                energy.extend(input_energy(&this_layer, &|l, t: Target| {
-                    covs.sites.get(&(l, t.site())).map(|s| s.covariance.clone())
-                }));
+                (None, Vec::new())
+            };
+            pending.push_back(PendingLayer {
+                layer,
+                covs,
+                jobs,
+                traces,
+            });
+            let last = layer + 1 == layers;
+            loop {
+                let later: usize = pending
+                    .iter()
+                    .skip(1)
+                    .filter_map(|p| p.jobs.as_ref())
+                    .map(|j| j.input_bytes())
+                    .sum();
+                let due = last || pending.len() >= depth || later > LAYERS_IN_FLIGHT_BYTES;
+                let Some(p) = pending.pop_front_if(|_| due) else {
+                    break;
+                };
+                let mut eighs = EighCache::default();
+                let mut null_energy = BTreeMap::new();
+                if let Some(jobs) = p.jobs {
+                    eighs.receive(jobs).await?;
+                    for (&site, trace) in null_sites.iter().zip(&p.traces) {
+                        let e = eighs
+                            .cached(p.layer, site)
+                            .ok_or(CalibError::MissingStats(p.layer, site))?;
+                        // The rows of A span the null basis P, so the energy A reads is
+                        // tr(PᵀCP)/tr(C) (eigenvalues at rounding level can come out a hair
+                        // below zero: they are 0).
+                        null_energy.insert(site, e.values.iter().map(|v| v.max(0.0)).sum::<f64>() / trace);
+                    }
+                }
+                let modules: Vec<(usize, Target)> = config.targets.iter().map(|&t| (p.layer, t)).collect();
+                let this_layer = self
+                    .init_modules(
+                        &modules,
+                        &config,
+                        Some(&p.covs),
+                        &mut eighs,
+                        exec,
+                        &mut rng,
+                        &mut |_, _| {},
+                    )
+                    .await?;
+                if null {
+                    for &target in &config.targets {
+                        energy.insert((p.layer, target), null_energy[&target.site()]);
+                    }
+                } else {
+                    energy.extend(input_energy(&this_layer, &|l, t: Target| {
+                        p.covs.sites.get(&(l, t.site())).map(|s| s.covariance.clone())
+                    }));
+                }
+                record.factors.extend(this_layer.factors);
+                progress(p.layer + 1, layers);
             }
-            record.factors.extend(this_layer.factors);
-            progress(layer + 1, layers);
         }
         self.adapter = Some(AdapterState { config, init: record });
         Ok(StreamedCalibration {

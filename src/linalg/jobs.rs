@@ -109,11 +109,17 @@ pub enum JobOutput {
 }
 
 /// The `r` smallest eigenpairs of `c` as a descending [`Eigh`] (what [`init::null_basis`] reads),
-/// from the partial eigensolver, which takes `c` over to hold less. Should the iteration reach
-/// its cap (300 steps; real covariances converge in under 50) the pairs it has are used: their
-/// residual is then above 1e-12·‖C‖_F but the subspace is still the lowest-energy one found.
+/// from the partial eigensolver, which takes `c` over to hold less. The covariances are sums in
+/// f32 (`calib::covariance`), so the iteration also ends once its residual stalls below f32's
+/// precision (with fewer calibration tokens than dimensions it stalls near 1e-9·‖C‖_F after a
+/// few steps, and would otherwise run to the cap). Should the iteration reach its cap (300
+/// steps) the pairs it has are used: the subspace is still the lowest-energy one found.
 fn smallest(c: Matrix, r: usize) -> Result<Eigh, DecomposeError> {
-    let p = partial::smallest_eigenpairs_owned(c, r, &partial::PartialOptions::default())?;
+    let opts = partial::PartialOptions {
+        precision: partial::F32_PRECISION,
+        ..partial::PartialOptions::default()
+    };
+    let p = partial::smallest_eigenpairs_owned(c, r, &opts)?;
     Ok(Eigh {
         values: p.values.iter().rev().copied().collect(),
         vectors: p.null_basis(),

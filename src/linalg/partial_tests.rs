@@ -122,6 +122,57 @@ fn partial_eigh_handles_an_exactly_singular_covariance() {
     assert!(x.matmul(&p.vectors).max_abs() <= 1e-6 * x.max_abs());
 }
 
+/// `XᵀX / T` summed in f32 over the tokens, as the calibration accumulates it.
+fn f32_covariance(x: &Matrix) -> Matrix {
+    let (t, n) = (x.rows, x.cols);
+    let mut sum = vec![0f32; n * n];
+    for k in 0..t {
+        for i in 0..n {
+            let xi = x[(k, i)] as f32;
+            for j in 0..=i {
+                sum[i * n + j] += xi * x[(k, j)] as f32;
+            }
+        }
+    }
+    Matrix::from_fn(n, n, |i, j| sum[i.max(j) * n + i.min(j)] as f64 / t as f64)
+}
+
+#[test]
+fn partial_eigh_stops_at_the_precision_of_an_f32_covariance_with_fewer_tokens_than_dimensions() {
+    // 64 tokens of a 400-wide input, summed in f32: 336 eigenvalues at rounding level whose
+    // relative gaps are ~1e-15, so no iteration ranks them, and any basis of them is right.
+    let (n, t, r) = (400, 64, 16);
+    let mut rng = Rng::new(21);
+    let x = Matrix::from_fn(t, n, |_, j| rng.normal() / ((j + 1) as f64).sqrt());
+    let c = f32_covariance(&x);
+    let exact = PartialOptions {
+        max_iter: 60,
+        ..iterate()
+    };
+    let stuck = smallest_eigenpairs(&c, r, &exact).unwrap();
+    let opts = PartialOptions {
+        precision: F32_PRECISION,
+        ..iterate()
+    };
+    let p = smallest_eigenpairs(&c, r, &opts).unwrap();
+    let trace = c.trace();
+    let energy = |v: &Matrix| v.t().matmul(&c.matmul(v)).trace() / trace;
+    let (_, full) = full_smallest(&c, r);
+    // Without the precision rule the residual stalls near 1e-9 and the iteration runs on.
+    assert!(!stuck.converged && stuck.iterations == 60, "{stuck:?}");
+    assert!(
+        p.converged && p.iterations <= 12 && p.max_residual <= F32_PRECISION,
+        "{} iterations, residual {:.2e}",
+        p.iterations,
+        p.max_residual
+    );
+    // The energy the basis reads is the full eigh's optimum to within f32's rounding of the
+    // trace (both are rounding noise here), and the vectors lie in X's null space.
+    let excess = energy(&p.vectors) - energy(&full);
+    assert!(excess.abs() <= F32_PRECISION, "energy excess {excess:.2e}");
+    assert!(x.matmul(&p.vectors).max_abs() <= 1e-6 * x.max_abs());
+}
+
 #[test]
 fn partial_eigh_matches_full_eigh_on_the_tiny_reference_covariances() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/init/reference.json");

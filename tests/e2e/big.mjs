@@ -38,14 +38,30 @@ try {
   page.on('pageerror', e => { pageError = e.message; });
   page.on('console', m => { if (m.type() === 'error') console.error(`big: page console: ${m.text().slice(0, 2000)}`); });
   // Polls the status line, failing on the page's error box or an uncaught error (a panic in a
-  // worker surfaces as one).
+  // worker surfaces as one); prints each new phase (the status line, or a progress bar's label)
+  // with the time it began, and progress bars at each further quarter.
+  let phase = '';
+  let quarter = -1;
+  const logPhase = async () => {
+    const text = ((await page.textContent('[data-testid=status]')) || '').trim();
+    const bar = await page.$('.progress');
+    const label = bar ? ((await bar.textContent()) || '').trim() : '';
+    const value = bar ? Number(await bar.$eval('progress', p => p.value)) : 0;
+    const now = label ? `${label} (progress)` : text.replace(/^step \d+.*/, 'training steps');
+    if (now !== phase) { phase = now; quarter = -1; step(`phase: ${now}`); }
+    if (label && Math.floor(value * 4) > quarter) {
+      quarter = Math.floor(value * 4);
+      if (quarter > 0) step(`  ${label}: ${Math.round(value * 100)}%`);
+    }
+    return text;
+  };
   const waitStatus = async (re, timeout) => {
     const end = Date.now() + timeout;
     for (;;) {
       if (pageError) throw new Error(`uncaught error in the page: ${pageError}`);
       const err = await page.$('[data-testid=error]');
       if (err) throw new Error(`the page reports: ${await err.textContent()}`);
-      if (re.test((await page.textContent('[data-testid=status]')) || '')) return;
+      if (re.test(await logPhase())) return;
       if (Date.now() > end) throw new Error(`timed out waiting for ${re}`);
       await page.waitForTimeout(1000);
     }

@@ -137,10 +137,14 @@ try {
   await section.locator('label:has-text("steps") input').fill('2');
   await page.click('[data-testid=train-button]');
   await waitStatus(/training finished/, 600000);
+  // The run's peak memory is reported with the end of training (the engine's wasm memory).
+  const ended = await page.textContent('[data-testid=status]');
+  const gib = Number((/engine's memory: ([0-9.]+) GiB/.exec(ended) || [])[1]);
+  if (!(gib > 0.05 && gib < 4)) fail(`training's end does not report the engine's memory: ${ended}`);
   const points = await page.$$('[data-testid=loss-plot] svg circle');
   if (points.length < 2) fail(`loss plot has ${points.length} points, expected 2`);
   await page.screenshot({ path: join(shots, '3-trained.png'), fullPage: true });
-  step(`trained two steps; main-thread tasks over 50 ms: ${JSON.stringify(await longTasks('training'))}`);
+  step(`trained two steps (engine ${gib} GiB); main-thread tasks over 50 ms: ${JSON.stringify(await longTasks('training'))}`);
   const after = await probe('after');
   // Training moved the model, so the prose perplexity after differs from before.
   if (ppl(before) === ppl(after)) fail(`prose perplexity unchanged by training: ${before} / ${after}`);

@@ -310,6 +310,58 @@ fn block_by_block_calibration_gives_the_one_pass_factors() {
     }
 }
 
+/// Runs each job when first awaited (not when sent), and counts itself as two workers: what the
+/// page's worker pool looks like to the engine. Records the kinds sent, in order.
+struct Deferred(std::cell::RefCell<Vec<char>>);
+
+impl lora_null::engine::Executor for Deferred {
+    fn submit(&self, job: lora_null::linalg::jobs::Job) -> lora_null::engine::jobs::JobFuture<'_> {
+        use lora_null::linalg::jobs::Job;
+        self.0.borrow_mut().push(match &job {
+            Job::SmallestEigh { .. } => 'S',
+            Job::Factors { .. } => 'F',
+            _ => 'E',
+        });
+        Box::pin(async move { lora_null::linalg::jobs::run(job).map_err(lora_null::engine::JobError::from) })
+    }
+
+    fn parallelism(&self) -> usize {
+        2
+    }
+}
+
+/// With two workers, a layer's null-basis jobs are in flight while the next block is calibrated
+/// (both layers' jobs are sent before the first layer's factors), and the factors are still
+/// the one-pass run's.
+#[test]
+fn block_by_block_null_bases_overlap_the_next_layer_and_give_the_one_pass_factors() {
+    use lora_null::lora::InitMethod;
+    let one_pass = crate::adapters::init(InitMethod::NullV2, 8.0);
+    let mut m = crate::adapters::tiny();
+    let layers = m.model.num_layers();
+    let exec = Deferred(Default::default());
+    pollster::block_on(m.init_adapters_streaming(
+        crate::adapters::config(InitMethod::NullV2, 4, 8.0),
+        &prose(),
+        &calib_options(),
+        &exec,
+        &mut |_, _| {},
+    ))
+    .unwrap();
+    let d = max_abs_diff(&factors(&m), &factors(&one_pass));
+    assert!(d == 0.0, "factors differ by {d}");
+    let sent = exec.0.into_inner();
+    let per_layer = sent.iter().filter(|&&k| k == 'S').count() / layers;
+    let before_factors = sent.iter().take_while(|&&k| k == 'S').count();
+    assert!(layers >= 2 && per_layer > 0);
+    assert_eq!(
+        before_factors,
+        2 * per_layer,
+        "jobs sent: {}",
+        sent.iter().collect::<String>()
+    );
+}
+
 /// LoRA-Null changes the base (`W − s·B₀A₀`): a packed base keeps its bytes and subtracts the
 /// product when it runs, so it stays packed; the initialised model still computes the base's
 /// logits, as the f32 one does.

@@ -1,6 +1,7 @@
 //! Statistics and spectra; initialisation and training (both through the engine).
 
 use super::load::build_model;
+use crate::app::browser::wasm_memory_bytes;
 use crate::app::engine_worker::{Cancellable, cancelled, emit, paused, progress, status};
 use crate::app::protocol::{CalibrateOptions, Event, TrainOptions};
 use crate::app::session::{self, executor, put_worker, take_worker};
@@ -231,10 +232,15 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
             // Trained (or stopped, or diverged: the model keeps its last good state).
             session::with(|s| s.model = Some(model));
             let report = other.map_err(|e| page_error(&e))?;
-            status(if report.stopped {
+            let ended = if report.stopped {
                 "training cancelled; the adapter keeps the steps done"
             } else {
                 "training finished"
+            };
+            // The instance's memory only grows: its size now is the run's peak.
+            status(match wasm_memory_bytes() {
+                Some(b) => format!("{ended} (the engine's memory: {:.2} GiB)", b / (1u64 << 30) as f64),
+                None => ended.to_string(),
             });
             Ok(())
         }

@@ -32,6 +32,10 @@ pub struct BenchEigenModelArgs {
     /// Eigenvectors wanted (the smallest).
     #[arg(long, default_value_t = 16)]
     rank: usize,
+    /// The partial solver's precision rule (default: f32's, as the engine's null bases use;
+    /// 0 turns it off).
+    #[arg(long)]
+    precision: Option<f64>,
 }
 
 /// `bench eigen` options.
@@ -78,6 +82,9 @@ struct EigenComparison {
     gap: f64,
     /// tr(PᵀCP) / tr(FᵀCF) − 1: the energy LoRA-Null ranks by, against the optimum.
     energy_excess: f64,
+    /// (tr(PᵀCP) − tr(FᵀCF)) / tr(C): the same excess as a share of all the energy (meaningful
+    /// when both are rounding noise, with fewer tokens than dimensions).
+    energy_excess_of_trace: f64,
     condition: f64,
 }
 
@@ -108,6 +115,7 @@ fn compare_eigen(
             / full.values[0],
         gap: (full.values[d - 1 - r] - full.values[d - r]) / full.values[0],
         energy_excess: energy(&partial.vectors) / energy(&want) - 1.0,
+        energy_excess_of_trace: (energy(&partial.vectors) - energy(&want)) / c.trace(),
         condition: full.values[0] / full.values[d - 1],
         partial,
     })
@@ -150,6 +158,7 @@ pub fn eigen_model(a: BenchEigenModelArgs) -> anyhow::Result<()> {
     // Force the iteration even below the full-eigh cut-over, so it is what gets tested.
     let opts = lora_null::linalg::partial::PartialOptions {
         full_below: 0,
+        precision: a.precision.unwrap_or(lora_null::linalg::partial::F32_PRECISION),
         ..Default::default()
     };
     for site in sites {
@@ -175,6 +184,8 @@ pub fn eigen_model(a: BenchEigenModelArgs) -> anyhow::Result<()> {
                 "max_residual": max(&|e| e.partial.max_residual), "sin_theta_max": max(&|e| e.sin_theta),
                 "gap_rel_min": min(&|e| e.gap), "eigenvalue_error_rel_max": max(&|e| e.value_err),
                 "energy_excess_rel_max": max(&|e| e.energy_excess),
+                "energy_excess_of_trace_max": max(&|e| e.energy_excess_of_trace),
+                "precision": opts.precision,
                 "per_layer": rows.iter().map(|(l, e)| serde_json::json!({"layer": l, "sin_theta": e.sin_theta, "gap_rel": e.gap, "iterations": e.partial.iterations})).collect::<Vec<_>>()})
         );
     }
