@@ -15,15 +15,25 @@ use super::browser::{Role, js_err, spawn};
 use crate::engine::jobs::{Executor, JobError, JobFuture};
 use crate::linalg::jobs::{Job, JobOutput, run};
 
-/// Worker side: answer `[id, bytes]` messages with `[id, ok, bytes | message]`.
+/// Worker side: answer `[id, header, [matrices]]` messages ([`Job::parts`]: a byte header and
+/// one `Float64Array` per matrix, each copied once into this worker's memory) with
+/// `[id, ok, bytes | message]`.
 pub fn serve() {
     let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let reply_scope = scope.clone();
     let handler = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
         let msg = js_sys::Array::from(&ev.data());
         let id = msg.get(0);
-        let bytes = js_sys::Uint8Array::new(&msg.get(1)).to_vec();
-        let reply = match Job::decode(&bytes) {
+        let header = msg.get(1).dyn_into::<js_sys::Uint8Array>().map(|h| h.to_vec());
+        let data: Option<Vec<Vec<f64>>> = js_sys::Array::from(&msg.get(2))
+            .iter()
+            .map(|m| m.dyn_into::<js_sys::Float64Array>().ok().map(|m| m.to_vec()))
+            .collect();
+        let job = match (header, data) {
+            (Ok(header), Some(data)) => Job::from_parts(&header, data),
+            _ => None,
+        };
+        let reply = match job {
             None => js_sys::Array::of3(&id, &false.into(), &"malformed job".into()),
             Some(job) => match run(job) {
                 Ok(out) => js_sys::Array::of3(&id, &true.into(), &js_sys::Uint8Array::from(out.encode().as_slice())),
@@ -133,7 +143,16 @@ impl Executor for WorkerExecutor {
         let promise = js_sys::Promise::new(&mut |resolve, reject| {
             pending.borrow_mut().insert(id, (resolve, reject));
         });
-        let bytes = js_sys::Uint8Array::from(job.encode().as_slice());
+        // The matrices go as typed arrays, copied straight from this memory and transferred.
+        let (header, data) = job.parts();
+        let header = js_sys::Uint8Array::from(header.as_slice());
+        let transfer = js_sys::Array::of1(&header.buffer());
+        let matrices = js_sys::Array::new();
+        for values in data {
+            let m = js_sys::Float64Array::from(values);
+            transfer.push(&m.buffer());
+            matrices.push(&m);
+        }
         let member = self
             .members
             .iter()
@@ -143,10 +162,9 @@ impl Executor for WorkerExecutor {
             })
             .expect("invariant: an executor has at least one worker (`start`)");
         member.unanswered.borrow_mut().insert(id, job.input_bytes());
-        let posted = member.worker.post_message_with_transfer(
-            &js_sys::Array::of2(&id.into(), &bytes),
-            &js_sys::Array::of1(&bytes.buffer()),
-        );
+        let posted = member
+            .worker
+            .post_message_with_transfer(&js_sys::Array::of3(&id.into(), &header, &matrices), &transfer);
         if posted.is_err() {
             member.unanswered.borrow_mut().remove(&id);
             self.pending.borrow_mut().remove(&id);

@@ -330,23 +330,42 @@ fn formula_from(code: u64) -> Option<Formula> {
     })
 }
 
+fn put_dims(out: &mut Vec<u8>, m: &Matrix) {
+    put_u64(out, m.rows as u64);
+    put_u64(out, m.cols as u64);
+}
+
+/// Takes the next matrix of `data`, whose dimensions the header gives next.
+fn take_matrix(c: &mut Cursor<'_>, data: &mut std::vec::IntoIter<Vec<f64>>) -> Option<Matrix> {
+    let rows = usize::try_from(c.u64()?).ok()?;
+    let cols = usize::try_from(c.u64()?).ok()?;
+    let values = data.next()?;
+    (rows.checked_mul(cols)? == values.len()).then_some(())?;
+    Matrix::from_vec(rows, cols, values)
+}
+
 impl Job {
-    /// Encodes the job for transfer.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The job for a transfer: a small header (its kind, the matrices' dimensions, the
+    /// scalars) and its matrices' values, which the page sends as typed arrays so that a
+    /// covariance is copied once on each side and never serialised ([`Job::from_parts`]).
+    pub fn parts(&self) -> (Vec<u8>, Vec<&[f64]>) {
         let mut out = Vec::new();
-        match self {
+        let data = match self {
             Job::Eigh(c) => {
                 put_u64(&mut out, 0);
-                put_matrix(&mut out, c);
+                put_dims(&mut out, c);
+                vec![&c.data[..]]
             }
             Job::SingularValues(w) => {
                 put_u64(&mut out, 1);
-                put_matrix(&mut out, w);
+                put_dims(&mut out, w);
+                vec![&w.data[..]]
             }
             Job::SmallestEigh { c, r } => {
                 put_u64(&mut out, 3);
-                put_matrix(&mut out, c);
+                put_dims(&mut out, c);
                 put_u64(&mut out, *r as u64);
+                vec![&c.data[..]]
             }
             Job::Factors {
                 formula,
@@ -358,36 +377,40 @@ impl Job {
             } => {
                 put_u64(&mut out, 2);
                 put_u64(&mut out, formula_code(*formula));
-                put_matrix(&mut out, w);
-                put_matrix(&mut out, aux);
+                put_dims(&mut out, w);
+                put_dims(&mut out, aux);
                 put_u64(&mut out, *rank as u64);
                 out.extend(scale.to_le_bytes());
                 put_u64(&mut out, *seed);
+                vec![&w.data[..], &aux.data[..]]
             }
-        }
-        out
+        };
+        (out, data)
     }
 
-    /// Decodes bytes from [`Job::encode`]; `None` if malformed.
-    pub fn decode(bytes: &[u8]) -> Option<Job> {
-        let mut c = Cursor(bytes);
-        Some(match c.u64()? {
-            0 => Job::Eigh(c.matrix()?),
-            1 => Job::SingularValues(c.matrix()?),
+    /// The job from [`Job::parts`]' header and matrices (taken over, not copied); `None` if the
+    /// header is malformed or a matrix does not have the size it gives.
+    pub fn from_parts(header: &[u8], data: Vec<Vec<f64>>) -> Option<Job> {
+        let mut c = Cursor(header);
+        let mut data = data.into_iter();
+        let job = match c.u64()? {
+            0 => Job::Eigh(take_matrix(&mut c, &mut data)?),
+            1 => Job::SingularValues(take_matrix(&mut c, &mut data)?),
             3 => Job::SmallestEigh {
-                c: c.matrix()?,
+                c: take_matrix(&mut c, &mut data)?,
                 r: usize::try_from(c.u64()?).ok()?,
             },
             2 => Job::Factors {
                 formula: formula_from(c.u64()?)?,
-                w: c.matrix()?,
-                aux: c.matrix()?,
+                w: take_matrix(&mut c, &mut data)?,
+                aux: take_matrix(&mut c, &mut data)?,
                 rank: usize::try_from(c.u64()?).ok()?,
                 scale: c.f64()?,
                 seed: c.u64()?,
             },
             _ => return None,
-        })
+        };
+        (c.0.is_empty() && data.next().is_none()).then_some(job)
     }
 }
 
@@ -500,16 +523,29 @@ mod tests {
             },
         ];
         for job in jobs {
-            let bytes = job.encode();
-            let decoded = Job::decode(&bytes).expect("decodes");
-            assert_eq!(decoded.encode(), bytes);
+            let (header, data) = job.parts();
+            let owned = || data.iter().map(|d| d.to_vec()).collect::<Vec<_>>();
+            let decoded = Job::from_parts(&header, owned()).expect("decodes");
+            let (header2, data2) = decoded.parts();
+            assert_eq!((&header2, &data2), (&header, &data));
+            // Truncated headers, a missing, extra or shortened matrix are rejected, never panic.
+            for cut in [0, 1, 7, header.len() / 2, header.len() - 1] {
+                assert!(Job::from_parts(&header[..cut], owned()).is_none());
+            }
+            let mut missing = owned();
+            missing.pop();
+            assert!(Job::from_parts(&header, missing).is_none());
+            let mut extra = owned();
+            extra.push(vec![1.0]);
+            assert!(Job::from_parts(&header, extra).is_none());
+            let mut short = owned();
+            if let Some(m) = short.iter_mut().find(|m| !m.is_empty()) {
+                m.pop();
+                assert!(Job::from_parts(&header, short).is_none());
+            }
             let out = run(decoded).unwrap();
             let round = JobOutput::decode(&out.encode()).expect("output decodes");
             assert_eq!(round.encode(), out.encode());
-            // Truncated messages are rejected, never panic.
-            for cut in [0, 1, 7, bytes.len() / 2, bytes.len() - 1] {
-                assert!(Job::decode(&bytes[..cut]).is_none());
-            }
         }
     }
 }

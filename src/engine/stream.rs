@@ -42,10 +42,11 @@ pub struct StreamedCalibration {
 pub const STREAM_ABOVE_BYTES: u64 = 1 << 30;
 
 /// At most this many bytes of covariances in flight to the null-basis jobs of the layers after
-/// the oldest one (a worker holds about two copies of each while it runs: the matrix and its
-/// Cholesky factor). Qwen2.5-0.5B's layers hand over 208 MB each, so two run side by side;
-/// Llama-3.2-1B's hand over 638 MB (one 8192-wide), so they go one at a time.
-const LAYERS_IN_FLIGHT_BYTES: usize = 256 << 20;
+/// the oldest one. A maths worker holds one copy of each covariance it works on (the partial
+/// eigensolver factors it in its own memory), and the engine none once sent. Qwen2.5-0.5B's
+/// layers hand over 208 MB each, Llama-3.2-1B's 638 MB (one 8192-wide): two at a time for both
+/// on two workers.
+const LAYERS_IN_FLIGHT_BYTES: usize = 640 << 20;
 
 /// A calibrated layer whose adapters are not initialised yet.
 struct PendingLayer<'a> {

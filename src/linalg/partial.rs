@@ -18,8 +18,10 @@
 //! of 1e-15, inside which no iteration separates the r smallest (nor needs to: any basis of the
 //! cluster is exact for a matrix within C's own rounding), and the residual stalls at ~1e-9.
 
-use faer::linalg::solvers::Solve;
-use faer::{Mat, MatRef, Side};
+use faer::linalg::matmul::triangular::{BlockStructure, matmul as triangular_matmul};
+use faer::linalg::triangular_solve::{solve_lower_triangular_in_place, solve_upper_triangular_in_place};
+use faer::reborrow::{Reborrow, ReborrowMut};
+use faer::{Accum, Mat, MatMut, MatRef, Side};
 
 use super::decompose::{self, DecomposeError, check_finite, from_faer, to_faer};
 use super::{Matrix, Rng};
@@ -116,19 +118,22 @@ pub fn smallest_eigenpairs(c: &Matrix, r: usize, opts: &PartialOptions) -> Resul
     if c.rows <= opts.full_below || 2 * k > c.rows {
         return full_fallback(c, r, norm);
     }
-    iterate(to_faer(c), norm, r, k, opts)
+    iterate(&mut c.data.clone(), c.rows, norm, r, k, opts)
 }
 
-/// [`smallest_eigenpairs`] taking the matrix, so that its memory is released once copied into
-/// the solver's layout: at an 8192-wide covariance that is 0.5 GB less at the peak.
-pub fn smallest_eigenpairs_owned(c: Matrix, r: usize, opts: &PartialOptions) -> Result<PartialEigh, DecomposeError> {
+/// [`smallest_eigenpairs`] taking the matrix, so that the solver works in its memory: the
+/// Cholesky factor overwrites its lower triangle while C stays in the upper one, so one `d × d`
+/// matrix is all it holds (at an 8192-wide covariance, 0.5 GB; a maths worker once held three).
+pub fn smallest_eigenpairs_owned(
+    mut c: Matrix,
+    r: usize,
+    opts: &PartialOptions,
+) -> Result<PartialEigh, DecomposeError> {
     let (norm, r, k) = check(&c, r, opts)?;
     if c.rows <= opts.full_below || 2 * k > c.rows {
         return full_fallback(&c, r, norm);
     }
-    let cf = to_faer(&c);
-    drop(c);
-    iterate(cf, norm, r, k, opts)
+    iterate(&mut c.data, c.rows, norm, r, k, opts)
 }
 
 /// Checks the input; returns ‖C‖_F, r capped at d, and the block width k.
@@ -143,17 +148,18 @@ fn check(c: &Matrix, r: usize, opts: &PartialOptions) -> Result<(f64, usize, usi
     Ok((norm, r, (r + opts.oversample).min(d)))
 }
 
-/// The iteration on `cf` (consumed: it is shifted in place, so the solver holds two `d × d`
-/// matrices, C + δI and its Cholesky factor).
+/// The iteration on the symmetric `d × d` matrix stored (row-major, lower triangle read) in
+/// `buf`, which it overwrites ([`Factored`]).
 fn iterate(
-    mut cf: Mat<f64>,
+    buf: &mut [f64],
+    d: usize,
     norm: f64,
     r: usize,
     k: usize,
     opts: &PartialOptions,
 ) -> Result<PartialEigh, DecomposeError> {
-    let d = cf.nrows();
-    let (llt, shift) = shifted_cholesky(&mut cf, norm)?;
+    // Column-major, the row-major lower triangle is the upper one.
+    let f = Factored::new(MatMut::from_column_major_slice_mut(buf, d, d), norm)?;
     let mut rng = Rng::new(opts.seed);
     let mut q = orthonormal(Mat::from_fn(d, k, |_, _| rng.normal()).as_ref());
     let max_iter = opts.max_iter.max(1);
@@ -161,15 +167,13 @@ fn iterate(
     let mut previous = f64::INFINITY;
     for iter in 1..=max_iter {
         // W = (C + δI)⁻¹ Q, then Q = orth(W): one step of inverse subspace iteration.
-        llt.solve_in_place(q.as_mut());
+        f.solve_in_place(q.as_mut());
         q = orthonormal(q.as_ref());
         // Rayleigh–Ritz and the residual test cost a product with C: only every few steps.
         if iter % CHECK_EVERY != 0 && iter != max_iter {
             continue;
         }
-        // On C + δI: the same vectors and residuals, the eigenvalues raised by δ.
-        let (values, v, residuals) = rayleigh_ritz(&cf, q.as_ref(), r, norm);
-        let values = values.into_iter().map(|l| l - shift).collect();
+        let (values, v, residuals) = rayleigh_ritz(&f, q.as_ref(), r, norm);
         let max_residual = residuals.iter().fold(0.0f64, |m, &x| m.max(x));
         let stalled = max_residual <= opts.precision && max_residual > STALL * previous;
         let converged = max_residual <= opts.tol || stalled;
@@ -190,6 +194,72 @@ fn iterate(
     })
 }
 
+/// `C + δI = L Lᵀ` factored in C's own memory: L in the lower triangle (with the diagonal), C
+/// kept in the strict upper triangle and `diag` for the products with C.
+struct Factored<'a> {
+    a: MatMut<'a, f64>,
+    diag: Vec<f64>,
+}
+
+impl<'a> Factored<'a> {
+    /// Factors the symmetric matrix whose upper triangle `a` holds (the lower one is
+    /// overwritten), with δ = `SHIFT_REL`·‖C‖_F, grown until the factorisation succeeds.
+    fn new(mut a: MatMut<'a, f64>, norm: f64) -> Result<Self, DecomposeError> {
+        let d = a.nrows();
+        let diag: Vec<f64> = (0..d).map(|i| a[(i, i)]).collect();
+        let par = faer::get_global_parallelism();
+        let mut shift = SHIFT_REL * norm;
+        for _ in 0..SHIFT_TRIES {
+            // The lower triangle from C (again, after a failed try): the upper one, shifted.
+            for j in 0..d {
+                a[(j, j)] = diag[j] + shift;
+                for i in j + 1..d {
+                    a[(i, j)] = a[(j, i)];
+                }
+            }
+            if factor_lower(a.rb_mut(), par) {
+                return Ok(Self { a, diag });
+            }
+            shift *= SHIFT_GROWTH;
+        }
+        Err(DecomposeError::NotPositiveDefinite(
+            "the covariance plus a small shift (is it really PSD?)",
+        ))
+    }
+
+    /// `Q ← (C + δI)⁻¹ Q`: two triangular solves with L.
+    fn solve_in_place(&self, mut q: MatMut<'_, f64>) {
+        let par = faer::get_global_parallelism();
+        let l = self.a.rb();
+        solve_lower_triangular_in_place(l, q.rb_mut(), par);
+        solve_upper_triangular_in_place(l.transpose(), q, par);
+    }
+
+    /// `C Q`, from C's strict upper triangle (and its transpose) and the diagonal.
+    fn times(&self, q: MatRef<'_, f64>) -> Mat<f64> {
+        let par = faer::get_global_parallelism();
+        let c = self.a.rb();
+        let mut out = Mat::from_fn(q.nrows(), q.ncols(), |i, j| self.diag[i] * q[(i, j)]);
+        for (lhs, structure) in [
+            (c, BlockStructure::StrictTriangularUpper),
+            (c.transpose(), BlockStructure::StrictTriangularLower),
+        ] {
+            triangular_matmul(
+                out.as_mut(),
+                BlockStructure::Rectangular,
+                Accum::Add,
+                lhs,
+                structure,
+                q,
+                BlockStructure::Rectangular,
+                1.0,
+                par,
+            );
+        }
+        out
+    }
+}
+
 /// The full `eigh`, cut to the r smallest pairs (ascending), with their residuals.
 fn full_fallback(c: &Matrix, r: usize, norm: f64) -> Result<PartialEigh, DecomposeError> {
     let e = decompose::eigh(c)?;
@@ -207,24 +277,48 @@ fn full_fallback(c: &Matrix, r: usize, norm: f64) -> Result<PartialEigh, Decompo
     })
 }
 
-/// Shifts `c` in place to `C + δI` and factors it, growing δ until the factorisation succeeds;
-/// returns the factor and δ.
-fn shifted_cholesky(c: &mut Mat<f64>, norm: f64) -> Result<(faer::linalg::solvers::Llt<f64>, f64), DecomposeError> {
-    let mut shift = 0.0;
-    let mut next = SHIFT_REL * norm;
-    for _ in 0..SHIFT_TRIES {
-        for i in 0..c.nrows() {
-            c[(i, i)] += next - shift;
+/// Columns per step of [`factor_lower`].
+const BLOCK: usize = 128;
+
+/// Overwrites the lower triangle (with the diagonal) of the symmetric `a` with its Cholesky
+/// factor, reading and writing nothing above the diagonal (faer's own in-place factorisation
+/// uses part of the upper triangle as room); false if `a` is not positive definite. Blocked,
+/// right-looking: each diagonal block factored (in a copy), the panel below it solved against
+/// it, and the trailing lower triangle updated by one product.
+fn factor_lower(mut a: MatMut<'_, f64>, par: faer::Par) -> bool {
+    let d = a.nrows();
+    let mut k = 0;
+    while k < d {
+        let nb = BLOCK.min(d - k);
+        let block = Mat::from_fn(nb, nb, |i, j| a[(k + i.max(j), k + i.min(j))]);
+        let Ok(llt) = block.llt(Side::Lower) else {
+            return false;
+        };
+        let l11 = llt.L();
+        for j in 0..nb {
+            for i in j..nb {
+                a[(k + i, k + j)] = l11[(i, j)];
+            }
         }
-        shift = next;
-        if let Ok(llt) = c.llt(Side::Lower) {
-            return Ok((llt, shift));
-        }
-        next *= SHIFT_GROWTH;
+        let (_, _, below, trailing) = a.rb_mut().split_at_mut(k + nb, k + nb);
+        let mut panel = below.subcols_mut(k, nb);
+        // A₂₁ ← A₂₁ L₁₁⁻ᵀ, then A₂₂ ← A₂₂ − A₂₁ A₂₁ᵀ on its lower triangle.
+        solve_lower_triangular_in_place(l11, panel.rb_mut().transpose_mut(), par);
+        let panel = panel.rb();
+        triangular_matmul(
+            trailing,
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            panel,
+            BlockStructure::Rectangular,
+            panel.transpose(),
+            BlockStructure::Rectangular,
+            -1.0,
+            par,
+        );
+        k += nb;
     }
-    Err(DecomposeError::NotPositiveDefinite(
-        "the covariance plus a small shift (is it really PSD?)",
-    ))
+    true
 }
 
 /// Thin Householder QR's Q: orthonormal columns spanning those of `w`.
@@ -234,8 +328,8 @@ fn orthonormal(w: MatRef<'_, f64>) -> Mat<f64> {
 
 /// Ritz pairs of C on span(Q) (Q: `d × k`, orthonormal), ascending: values of the first r,
 /// all k Ritz vectors (the next block), and the first r residuals relative to `norm`.
-fn rayleigh_ritz(c: &Mat<f64>, q: MatRef<'_, f64>, r: usize, norm: f64) -> (Vec<f64>, Mat<f64>, Vec<f64>) {
-    let cq = c * q;
+fn rayleigh_ritz(c: &Factored<'_>, q: MatRef<'_, f64>, r: usize, norm: f64) -> (Vec<f64>, Mat<f64>, Vec<f64>) {
+    let cq = c.times(q);
     let h = q.transpose() * &cq;
     let k = h.nrows();
     // Symmetrise away the rounding of Qᵀ (C Q) before the small dense eigh.

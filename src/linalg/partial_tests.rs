@@ -173,6 +173,54 @@ fn partial_eigh_stops_at_the_precision_of_an_f32_covariance_with_fewer_tokens_th
     assert!(x.matmul(&p.vectors).max_abs() <= 1e-6 * x.max_abs());
 }
 
+/// The factor overwrites C's lower triangle, C stays in the upper one: products with C and
+/// solves with C + δI are exact, also after failed tries (a slightly indefinite C makes the
+/// first shifts fail, and each retry rebuilds the lower triangle from the upper).
+#[test]
+fn the_factor_shares_the_covariances_memory_and_keeps_c_for_its_products() {
+    let n = 120;
+    let mut spectrum = clustered_spectrum(n, 8);
+    let scale = spectrum.iter().map(|l| l * l).sum::<f64>().sqrt();
+    for (d_rel, grows) in [(0.0, false), (-1e-9, true)] {
+        spectrum[0] = d_rel * scale;
+        let c = with_spectrum(&spectrum, 3);
+        let norm = c.frobenius_sq().sqrt();
+        let mut buf = c.data.clone();
+        let f = Factored::new(MatMut::from_column_major_slice_mut(&mut buf, n, n), norm).unwrap();
+        // C's row-major lower triangle is the view's upper one, and is left as it was.
+        for i in 0..n {
+            for j in i + 1..n {
+                assert_eq!(f.a[(i, j)], c[(j, i)], "({i}, {j})");
+            }
+        }
+        let mut rng = Rng::new(4);
+        let q = Mat::from_fn(n, 5, |_, _| rng.normal());
+        let want = to_faer(&c) * &q;
+        let got = f.times(q.as_ref());
+        let err = (0..n)
+            .flat_map(|i| (0..5).map(move |j| (i, j)))
+            .fold(0f64, |m, (i, j)| m.max((got[(i, j)] - want[(i, j)]).abs()));
+        assert!(err <= 1e-13 * norm, "C·Q off by {err:.2e}");
+        // (C + δI) · solve(Q) = Q, with δ read off the factor's diagonal.
+        let l = from_faer(f.a.rb());
+        let shift = (0..n)
+            .map(|i| (0..=i).map(|k| l[(i, k)] * l[(i, k)]).sum::<f64>() - c[(i, i)])
+            .sum::<f64>()
+            / n as f64;
+        assert_eq!(shift > 1e-11 * norm, grows, "shift {:.2e}·‖C‖", shift / norm);
+        let mut x = q.clone();
+        f.solve_in_place(x.as_mut());
+        let back = &(to_faer(&c) * &x) + &(&x * faer::Scale(shift));
+        let err = (0..n)
+            .flat_map(|i| (0..5).map(move |j| (i, j)))
+            .fold(0f64, |m, (i, j)| m.max((back[(i, j)] - q[(i, j)]).abs()));
+        let x_max = (0..n)
+            .flat_map(|i| (0..5).map(move |j| (i, j)))
+            .fold(0f64, |m, (i, j)| m.max(x[(i, j)].abs()));
+        assert!(err <= 1e-12 * norm * x_max, "(C + δI)·solve(Q) off by {err:.2e}");
+    }
+}
+
 #[test]
 fn partial_eigh_matches_full_eigh_on_the_tiny_reference_covariances() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/init/reference.json");
