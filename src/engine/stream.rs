@@ -168,43 +168,11 @@ impl LoadedModel {
                 let Some(p) = pending.pop_front_if(|_| due) else {
                     break;
                 };
-                let mut eighs = EighCache::default();
-                let mut null_energy = BTreeMap::new();
-                if let Some(jobs) = p.jobs {
-                    eighs.receive(jobs).await?;
-                    for (&site, trace) in null_sites.iter().zip(&p.traces) {
-                        let e = eighs
-                            .cached(p.layer, site)
-                            .ok_or(CalibError::MissingStats(p.layer, site))?;
-                        // The rows of A span the null basis P, so the energy A reads is
-                        // tr(PᵀCP)/tr(C) (eigenvalues at rounding level can come out a hair
-                        // below zero: they are 0).
-                        null_energy.insert(site, e.values.iter().map(|v| v.max(0.0)).sum::<f64>() / trace);
-                    }
-                }
-                let modules: Vec<(usize, Target)> = config.targets.iter().map(|&t| (p.layer, t)).collect();
-                let this_layer = self
-                    .init_modules(
-                        &modules,
-                        &config,
-                        Some(&p.covs),
-                        &mut eighs,
-                        exec,
-                        &mut rng,
-                        &mut |_, _| {},
-                    )
-                    .await?;
-                if null {
-                    for &target in &config.targets {
-                        energy.insert((p.layer, target), null_energy[&target.site()]);
-                    }
-                } else {
-                    energy.extend(input_energy(&this_layer, &|l, t: Target| {
-                        p.covs.sites.get(&(l, t.site())).map(|s| s.covariance.clone())
-                    }));
-                }
+                let layer = p.layer;
+                let (this_layer, layer_energy) = self.init_pending(p, &config, &null_sites, exec, &mut rng).await?;
+                energy.extend(layer_energy);
                 record.factors.extend(this_layer.factors);
-                progress(p.layer + 1, layers);
+                progress(layer + 1, layers);
             }
         }
         self.adapter = Some(AdapterState { config, init: record });
@@ -215,6 +183,48 @@ impl LoadedModel {
             note: drawn.note,
             input_energy: energy,
         })
+    }
+
+    /// Initialises the adapters of a calibrated layer, once its null-basis jobs (if any) are
+    /// in; returns their factors and the share of the layer's activation energy each reads.
+    async fn init_pending(
+        &mut self,
+        p: PendingLayer<'_>,
+        config: &LoraConfig,
+        null_sites: &[Site],
+        exec: &dyn Executor,
+        rng: &mut crate::linalg::Rng,
+    ) -> Result<(InitRecord, BTreeMap<(usize, Target), f64>), EngineError> {
+        let mut eighs = EighCache::default();
+        let mut null_energy = BTreeMap::new();
+        let null = p.jobs.is_some();
+        if let Some(jobs) = p.jobs {
+            eighs.receive(jobs).await?;
+            for (&site, trace) in null_sites.iter().zip(&p.traces) {
+                let e = eighs
+                    .cached(p.layer, site)
+                    .ok_or(CalibError::MissingStats(p.layer, site))?;
+                // The rows of A span the null basis P, so the energy A reads is tr(PᵀCP)/tr(C)
+                // (eigenvalues at rounding level can come out a hair below zero: they are 0).
+                null_energy.insert(site, e.values.iter().map(|v| v.max(0.0)).sum::<f64>() / trace);
+            }
+        }
+        let modules: Vec<(usize, Target)> = config.targets.iter().map(|&t| (p.layer, t)).collect();
+        let this_layer = self
+            .init_modules(&modules, config, Some(&p.covs), &mut eighs, exec, rng, &mut |_, _| {})
+            .await?;
+        let energy = if null {
+            config
+                .targets
+                .iter()
+                .map(|&target| ((p.layer, target), null_energy[&target.site()]))
+                .collect()
+        } else {
+            input_energy(&this_layer, &|l, t: Target| {
+                p.covs.sites.get(&(l, t.site())).map(|s| s.covariance.clone())
+            })
+        };
+        Ok((this_layer, energy))
     }
 
     /// [`LoadedModel::fine_tune`] with the statistics collected block by block while the
