@@ -239,22 +239,31 @@ impl<'a> Factored<'a> {
     fn times(&self, q: MatRef<'_, f64>) -> Mat<f64> {
         let par = faer::get_global_parallelism();
         let c = self.a.rb();
-        let mut out = Mat::from_fn(q.nrows(), q.ncols(), |i, j| self.diag[i] * q[(i, j)]);
-        for (lhs, structure) in [
-            (c, BlockStructure::StrictTriangularUpper),
-            (c.transpose(), BlockStructure::StrictTriangularLower),
-        ] {
-            triangular_matmul(
-                out.as_mut(),
-                BlockStructure::Rectangular,
-                Accum::Add,
-                lhs,
-                structure,
-                q,
-                BlockStructure::Rectangular,
-                1.0,
-                par,
-            );
+        let (d, k) = (q.nrows(), q.ncols());
+        let mut out = Mat::from_fn(d, k, |i, j| self.diag[i] * q[(i, j)]);
+        // faer sizes this product's parallelism by d²·columns in usize: on wasm32 that
+        // overflows past d ≈ 9400 at 48 columns, so the columns go a few at a time there.
+        let step = (usize::MAX / 4 / (d * d).max(1)).clamp(1, k.max(1));
+        let mut j = 0;
+        while j < k {
+            let w = step.min(k - j);
+            for (lhs, structure) in [
+                (c, BlockStructure::StrictTriangularUpper),
+                (c.transpose(), BlockStructure::StrictTriangularLower),
+            ] {
+                triangular_matmul(
+                    out.as_mut().subcols_mut(j, w),
+                    BlockStructure::Rectangular,
+                    Accum::Add,
+                    lhs,
+                    structure,
+                    q.subcols(j, w),
+                    BlockStructure::Rectangular,
+                    1.0,
+                    par,
+                );
+            }
+            j += w;
         }
         out
     }
@@ -279,6 +288,8 @@ fn full_fallback(c: &Matrix, r: usize, norm: f64) -> Result<PartialEigh, Decompo
 
 /// Columns per step of [`factor_lower`].
 const BLOCK: usize = 128;
+/// Columns per product of [`factor_lower`]'s trailing update.
+const STRIP: usize = 512;
 
 /// Overwrites the lower triangle (with the diagonal) of the symmetric `a` with its Cholesky
 /// factor, reading and writing nothing above the diagonal (faer's own in-place factorisation
@@ -305,17 +316,37 @@ fn factor_lower(mut a: MatMut<'_, f64>, par: faer::Par) -> bool {
         // A₂₁ ← A₂₁ L₁₁⁻ᵀ, then A₂₂ ← A₂₂ − A₂₁ A₂₁ᵀ on its lower triangle.
         solve_lower_triangular_in_place(l11, panel.rb_mut().transpose_mut(), par);
         let panel = panel.rb();
-        triangular_matmul(
-            trailing,
-            BlockStructure::TriangularLower,
-            Accum::Add,
-            panel,
-            BlockStructure::Rectangular,
-            panel.transpose(),
-            BlockStructure::Rectangular,
-            -1.0,
-            par,
-        );
+        // In column strips: faer sizes a triangular product's parallelism by n²k in usize,
+        // which overflows wasm32's past n ≈ 5800 at k = 128 (an 8192-wide covariance).
+        let mut trailing = trailing;
+        let n = trailing.nrows();
+        let mut j = 0;
+        while j < n {
+            let w = STRIP.min(n - j);
+            let (_, _, _, rest) = trailing.rb_mut().split_at_mut(j, j);
+            let (diagonal, _, below, _) = rest.split_at_mut(w, w);
+            let strip = panel.subrows(j, w);
+            triangular_matmul(
+                diagonal,
+                BlockStructure::TriangularLower,
+                Accum::Add,
+                strip,
+                BlockStructure::Rectangular,
+                strip.transpose(),
+                BlockStructure::Rectangular,
+                -1.0,
+                par,
+            );
+            faer::linalg::matmul::matmul(
+                below,
+                Accum::Add,
+                panel.subrows(j + w, n - j - w),
+                strip.transpose(),
+                -1.0,
+                par,
+            );
+            j += w;
+        }
         k += nb;
     }
     true

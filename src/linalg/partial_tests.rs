@@ -178,7 +178,8 @@ fn partial_eigh_stops_at_the_precision_of_an_f32_covariance_with_fewer_tokens_th
 /// first shifts fail, and each retry rebuilds the lower triangle from the upper).
 #[test]
 fn the_factor_shares_the_covariances_memory_and_keeps_c_for_its_products() {
-    let n = 120;
+    // Wider than a block (128) plus a strip (512): every part of `factor_lower` runs.
+    let n = 700;
     let mut spectrum = clustered_spectrum(n, 8);
     let scale = spectrum.iter().map(|l| l * l).sum::<f64>().sqrt();
     for (d_rel, grows) in [(0.0, false), (-1e-9, true)] {
