@@ -339,9 +339,7 @@ fn put_dims(out: &mut Vec<u8>, m: &Matrix) {
 fn take_matrix(c: &mut Cursor<'_>, data: &mut std::vec::IntoIter<Vec<f64>>) -> Option<Matrix> {
     let rows = usize::try_from(c.u64()?).ok()?;
     let cols = usize::try_from(c.u64()?).ok()?;
-    let values = data.next()?;
-    (rows.checked_mul(cols)? == values.len()).then_some(())?;
-    Matrix::from_vec(rows, cols, values)
+    Matrix::from_vec(rows, cols, data.next()?)
 }
 
 impl Job {
@@ -547,5 +545,11 @@ mod tests {
             let round = JobOutput::decode(&out.encode()).expect("output decodes");
             assert_eq!(round.encode(), out.encode());
         }
+        // Dimensions whose product overflows are refused, not multiplied.
+        let mut huge = Vec::new();
+        for v in [0, u64::MAX / 2, 4] {
+            put_u64(&mut huge, v);
+        }
+        assert!(Job::from_parts(&huge, vec![Vec::new()]).is_none());
     }
 }

@@ -35,7 +35,7 @@ impl Matrix {
 
     /// From row-major f64 values; `None` if the length does not match.
     pub fn from_vec(rows: usize, cols: usize, data: Vec<f64>) -> Option<Self> {
-        (data.len() == rows * cols).then_some(Self { rows, cols, data })
+        (rows.checked_mul(cols) == Some(data.len())).then_some(Self { rows, cols, data })
     }
 
     /// From row-major f32 values; `None` if the length does not match.

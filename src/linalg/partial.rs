@@ -295,7 +295,7 @@ const STRIP: usize = 512;
 /// factor, reading and writing nothing above the diagonal (faer's own in-place factorisation
 /// uses part of the upper triangle as room); false if `a` is not positive definite. Blocked,
 /// right-looking: each diagonal block factored (in a copy), the panel below it solved against
-/// it, and the trailing lower triangle updated by one product.
+/// it, and the trailing lower triangle updated strip by strip of columns.
 fn factor_lower(mut a: MatMut<'_, f64>, par: faer::Par) -> bool {
     let d = a.nrows();
     let mut k = 0;

@@ -273,6 +273,23 @@ fn factors(m: &LoadedModel) -> Vec<f32> {
         .collect()
 }
 
+/// Calibrates on the prose and initialises `method` (rank 4, alpha 8) block by block through
+/// `exec`.
+fn init_by_block(
+    m: &mut LoadedModel,
+    method: lora_null::lora::InitMethod,
+    exec: &dyn lora_null::engine::Executor,
+) -> lora_null::engine::StreamedCalibration {
+    pollster::block_on(m.init_adapters_streaming(
+        crate::adapters::config(method, 4, 8.0),
+        &prose(),
+        &calib_options(),
+        exec,
+        &mut |_, _| {},
+    ))
+    .unwrap()
+}
+
 /// Block by block, the calibration and initialisation give the factors of the one-pass run:
 /// the same windows through the same unadapted blocks, the same seeds in the same order.
 #[test]
@@ -282,14 +299,7 @@ fn block_by_block_calibration_gives_the_one_pass_factors() {
     for method in [InitMethod::NullV2, InitMethod::CordaKpm] {
         let one_pass = crate::adapters::init(method, 8.0);
         let mut m = crate::adapters::tiny();
-        let streamed = pollster::block_on(m.init_adapters_streaming(
-            crate::adapters::config(method, 4, 8.0),
-            &prose(),
-            &calib_options(),
-            &Inline,
-            &mut |_, _| {},
-        ))
-        .unwrap();
+        let streamed = init_by_block(&mut m, method, &Inline);
         assert_eq!(streamed.windows, 6);
         let (want, got) = (factors(&one_pass), factors(&m));
         let d = max_abs_diff(&got, &want);
@@ -340,14 +350,7 @@ fn block_by_block_null_bases_overlap_the_next_layer_and_give_the_one_pass_factor
     let mut m = crate::adapters::tiny();
     let layers = m.model.num_layers();
     let exec = Deferred(Default::default());
-    pollster::block_on(m.init_adapters_streaming(
-        crate::adapters::config(InitMethod::NullV2, 4, 8.0),
-        &prose(),
-        &calib_options(),
-        &exec,
-        &mut |_, _| {},
-    ))
-    .unwrap();
+    init_by_block(&mut m, InitMethod::NullV2, &exec);
     let d = max_abs_diff(&factors(&m), &factors(&one_pass));
     assert!(d == 0.0, "factors differ by {d}");
     let sent = exec.0.into_inner();
@@ -376,14 +379,7 @@ fn null_v2_on_a_packed_base_keeps_it_packed_and_the_logits_unchanged() {
     let mut per_storage = Vec::new();
     for storage in [BaseStorage::F32, BaseStorage::Packed] {
         let mut m = load_as(rel, storage);
-        pollster::block_on(m.init_adapters_streaming(
-            crate::adapters::config(InitMethod::NullV2, 4, 8.0),
-            &prose(),
-            &calib_options(),
-            &Inline,
-            &mut |_, _| {},
-        ))
-        .unwrap();
+        init_by_block(&mut m, InitMethod::NullV2, &Inline);
         assert_eq!(m.model.has_packed_weights(), storage == BaseStorage::Packed);
         let logits = logits_rows(&m, &ids).concat();
         let d = max_abs_diff(&logits, &base) / scale;
