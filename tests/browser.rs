@@ -287,7 +287,7 @@ async fn the_gpu_training_kernels_on_webgpu_are_their_tensor_twins_and_are_timed
 /// A packed base on the browser's WebGPU (the tiny llama as Q4_0 GGUF): its matrices, the
 /// embedding included, live on the GPU in their stored precision and are dequantised there when
 /// they run, training goes block by block, and both give what the same file decoded to f32
-/// gives.
+/// gives; so does the fused dequantising product (`model::dequant_kernel`, WGSL here).
 #[wasm_bindgen_test]
 async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
     use lora_null::engine::BaseStorage;
@@ -301,7 +301,13 @@ async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
     let records = parse_dataset("train.jsonl", include_bytes!("fixtures/e2e/train.jsonl")).unwrap();
     let ids: Vec<u32> = (0..24).map(|i| 3 + (i * 37) % 300).collect();
     let mut results = Vec::new();
-    for base in [BaseStorage::F32, BaseStorage::Packed] {
+    // The packed base twice: dequantised for burn's product, then inside the fused product.
+    for (base, fused) in [
+        (BaseStorage::F32, false),
+        (BaseStorage::Packed, false),
+        (BaseStorage::Packed, true),
+    ] {
+        lora_null::model::dequant::use_fused_product(fused);
         let mut m = LoadedModel::load_with_progress(&files, &choice, base, &mut |_| {})
             .await
             .unwrap();
@@ -319,27 +325,30 @@ async fn a_packed_base_on_webgpu_computes_and_trains_as_the_f32_base() {
         let steps = tune(&mut m, &records, lora, &cfg, None).await;
         results.push((logits, steps[0].loss, steps[0].grad_norm));
     }
-    let (dense, packed) = (&results[0], &results[1]);
-    let worst = dense
-        .0
-        .iter()
-        .zip(&packed.0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(worst < WEBGPU_LOGIT_TOL, "packed logits differ by {worst}");
-    // The same step in another order of f32 sums (block by block, the loss in pieces).
-    assert!(
-        (packed.1 - dense.1).abs() <= 1e-4 * dense.1,
-        "loss {} vs {}",
-        packed.1,
-        dense.1
-    );
-    assert!(
-        (packed.2 - dense.2).abs() <= 1e-3 * dense.2,
-        "gradient norm {} vs {}",
-        packed.2,
-        dense.2
-    );
+    lora_null::model::dequant::use_fused_product(false);
+    let dense = &results[0];
+    for (packed, way) in [(&results[1], "dequantised"), (&results[2], "fused product")] {
+        let worst = dense
+            .0
+            .iter()
+            .zip(&packed.0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < WEBGPU_LOGIT_TOL, "packed logits ({way}) differ by {worst}");
+        // The same step in another order of f32 sums (block by block, the loss in pieces).
+        assert!(
+            (packed.1 - dense.1).abs() <= 1e-4 * dense.1,
+            "{way}: loss {} vs {}",
+            packed.1,
+            dense.1
+        );
+        assert!(
+            (packed.2 - dense.2).abs() <= 1e-3 * dense.2,
+            "{way}: gradient norm {} vs {}",
+            packed.2,
+            dense.2
+        );
+    }
 }
 
 /// The host maths in wasm, with the SIMD128 kernels the engine's workers switch on: the partial

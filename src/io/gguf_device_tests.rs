@@ -132,3 +132,92 @@ fn every_block_type_dequantises_on_a_gpu_by_one_kernel_as_on_the_host() {
         assert_matches_host_on(m, &device);
     }
 }
+
+/// An f16 and a bf16 matrix, 70 × 96, of normal values (products of them stay finite).
+#[cfg(not(target_arch = "wasm32"))]
+fn normal_half_matrices() -> Vec<PackedMatrix> {
+    let (rows, cols) = (70, 96);
+    let mut rng = crate::linalg::Rng::new(11);
+    let values: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
+    let f16: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
+    vec![
+        matrix(GgmlType::F16, f16, rows, cols),
+        matrix(GgmlType::Bf16, bf16, rows, cols),
+    ]
+}
+
+/// `x · Wᵀ`, or `x · W` when `transpose`, in f64 from the host decoder's values of rows
+/// `rows` of `m`, with the sums of `|x|·|W|` (each result's rounding scale).
+#[cfg(not(target_arch = "wasm32"))]
+fn host_product(m: &PackedMatrix, rows: std::ops::Range<usize>, x: &[f32], transpose: bool) -> (Vec<f64>, Vec<f64>) {
+    let cols = m.dims().1;
+    let w = m.decode_range(rows.clone());
+    let (inner, outer) = if transpose {
+        (rows.len(), cols)
+    } else {
+        (cols, rows.len())
+    };
+    let at = |o: usize, q: usize| f64::from(if transpose { w[q * cols + o] } else { w[o * cols + q] });
+    let t = x.len() / inner;
+    let (mut value, mut scale) = (vec![0.0; t * outer], vec![0.0; t * outer]);
+    for i in 0..t {
+        for o in 0..outer {
+            for q in 0..inner {
+                let p = f64::from(x[i * inner + q]) * at(o, q);
+                value[i * outer + o] += p;
+                scale[i * outer + o] += p.abs();
+            }
+        }
+    }
+    (value, scale)
+}
+
+/// On a GPU a packed matrix multiplies without being decoded first (`model::dequant_kernel`'s
+/// dequantising product): `x · Wᵀ` and `x · W` for every block type and both 16-bit floats,
+/// whole and narrowed, with 37 rows of x (a tile and a ragged one), equal the host decoder's
+/// values multiplied in f64 within f32's rounding of each sum.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn every_block_type_multiplies_on_a_gpu_dequantised_inside_the_product() {
+    use burn::tensor::{Tensor, TensorData};
+    let device = gpu();
+    let mut rng = crate::linalg::Rng::new(5);
+    for m in block_matrices().iter().chain(&normal_half_matrices()) {
+        let rows = m.dims().0;
+        let whole = DeviceMatrix::upload(m, &device).expect("uploads");
+        for (d, range) in [(whole.clone(), 0..rows), (whole.narrow(1..rows), 1..rows)] {
+            let (n, cols) = d.dims();
+            for transpose in [false, true] {
+                let inner = if transpose { n } else { cols };
+                let t = 37;
+                let x: Vec<f32> = (0..t * inner).map(|_| rng.normal() as f32).collect();
+                let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [t, inner]), &device);
+                let got = d
+                    .fused_product(xt, transpose)
+                    .expect("the fused product runs on wgpu")
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32");
+                let (want, scale) = host_product(m, range.clone(), &x, transpose);
+                assert_eq!(got.len(), want.len(), "{}: output size", m.encoding());
+                let worst = got
+                    .iter()
+                    .zip(want.iter().zip(&scale))
+                    .map(|(&g, (&w, &s))| (f64::from(g) - w).abs() / (s + f64::MIN_POSITIVE))
+                    .fold(0.0, f64::max);
+                assert!(
+                    worst < 1e-5,
+                    "{} ({range:?}, transpose {transpose}): off by {worst:e} of the sum of |x|·|W|",
+                    m.encoding()
+                );
+            }
+        }
+    }
+}

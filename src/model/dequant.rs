@@ -256,27 +256,57 @@ impl DeviceMatrix {
     /// kernel ([`super::dequant_kernel`]), else by tensor operations
     /// ([`DeviceMatrix::dequantize_by_tensors`]); the same values.
     pub fn dequantize(&self) -> Tensor<2> {
-        match self.kernel_layout() {
-            Some(layout) if super::dequant_kernel::applies(&self.device) => {
-                let flat = |t: &Tensor<2>| t.clone().reshape([t.dims()[0] * t.dims()[1]]);
-                let (a, b, c) = match &self.values {
-                    Values::Codes {
-                        codebook,
-                        scales,
-                        offsets,
-                        ..
-                    } => {
-                        let a = flat(scales);
-                        let b = offsets.as_ref().map(flat).unwrap_or_else(|| a.clone());
-                        let c = codebook.clone().unwrap_or_else(|| a.clone());
-                        (a, b, c)
-                    }
-                    Values::Half { pow2, implicit, .. } => (pow2.clone(), implicit.clone(), pow2.clone()),
-                };
-                super::dequant_kernel::dequantize(self.words.clone(), a, b, c, layout)
-            }
-            _ => self.dequantize_by_tensors(),
+        match self.kernel_inputs() {
+            Some((layout, a, b, c)) => super::dequant_kernel::dequantize(self.words.clone(), a, b, c, layout),
+            None => self.dequantize_by_tensors(),
         }
+    }
+
+    /// `x · Wᵀ` (`[m, cols]` → `[m, rows]`), or `x · W` when `transpose` (`[m, rows]` →
+    /// `[m, cols]`), with `W` dequantised inside the product by one GPU kernel
+    /// ([`super::dequant_kernel::dequantize_product`]): no f32 copy of the matrix is made. `None`
+    /// where that kernel does not run (the CPU backend, a layout beyond the kernel, or x's width
+    /// not the product's inner dimension). Whether a layer takes it: [`use_fused_product`].
+    pub fn fused_product(&self, x: Tensor<2>, transpose: bool) -> Option<Tensor<2>> {
+        let inner = if transpose { self.rows } else { self.cols };
+        if x.dims()[1] != inner {
+            return None;
+        }
+        let (layout, a, b, c) = self.kernel_inputs()?;
+        Some(super::dequant_kernel::dequantize_product(
+            x,
+            self.words.clone(),
+            a,
+            b,
+            c,
+            layout,
+            transpose,
+        ))
+    }
+
+    /// The GPU kernels' layout and inputs (scales, offsets and codebook, or a 16-bit float's
+    /// tables; an unused input repeats another), where they run for this matrix.
+    fn kernel_inputs(&self) -> Option<(super::dequant_kernel::Layout, Tensor<1>, Tensor<1>, Tensor<1>)> {
+        let layout = self.kernel_layout()?;
+        if !super::dequant_kernel::applies(&self.device) {
+            return None;
+        }
+        let flat = |t: &Tensor<2>| t.clone().reshape([t.dims()[0] * t.dims()[1]]);
+        let (a, b, c) = match &self.values {
+            Values::Codes {
+                codebook,
+                scales,
+                offsets,
+                ..
+            } => {
+                let a = flat(scales);
+                let b = offsets.as_ref().map(flat).unwrap_or_else(|| a.clone());
+                let c = codebook.clone().unwrap_or_else(|| a.clone());
+                (a, b, c)
+            }
+            Values::Half { pow2, implicit, .. } => (pow2.clone(), implicit.clone(), pow2.clone()),
+        };
+        Some((layout, a, b, c))
     }
 
     /// What the kernel needs to know of the layout; `None` beyond its three planes.
@@ -367,6 +397,20 @@ impl DeviceMatrix {
     }
 }
 
+/// Whether a packed matrix's products on a GPU dequantise inside the product (off by default);
+/// see [`use_fused_product`].
+static FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches the fused dequantising product on or off for the whole process. Off (the default),
+/// a packed matrix on a GPU is dequantised by its own kernel into an f32 matrix, multiplied by
+/// burn's product and dropped; on, [`DeviceMatrix::fused_product`] multiplies it without that
+/// copy. On both software GPUs here (lavapipe, SwiftShader) burn's tuned product makes the first
+/// 3–4x faster (`lora-null bench dequant-device`, BENCHMARKS.md); the fused one reads 0.6–2
+/// bytes per weight instead of writing and reading 4, which on a real GPU is unmeasured yet.
+pub fn use_fused_product(on: bool) {
+    FUSED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `x · Wᵀ + b` for a device matrix `W` (`[out, in]`), dequantised for the product and dropped
 /// after it. On a GPU a tracked `x` records its own backward, which dequantises `W` again for
 /// `∂x = g·W`: the graph keeps the stored matrix, not an f32 copy, so a training step holds one
@@ -377,11 +421,17 @@ impl DeviceMatrix {
 /// # Shapes
 /// - x: `[..., in]` → `[..., out]`
 pub fn linear<const D: usize>(x: Tensor<D>, w: &DeviceMatrix, bias: Option<Tensor<1>>) -> Tensor<D> {
+    linear_by(x, w, bias, FUSED.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// [`linear`], on a GPU through the fused dequantising product when `fused` (whatever
+/// [`use_fused_product`] says), else through the dequantised matrix.
+pub fn linear_by<const D: usize>(x: Tensor<D>, w: &DeviceMatrix, bias: Option<Tensor<1>>, fused: bool) -> Tensor<D> {
     let (out, k) = w.dims();
     let dims = x.dims();
     let m: usize = dims[..D - 1].iter().product();
     let tracked = (x.is_autodiff() && m * k * out > 0 && dims[D - 1] == k)
-        .then(|| tracked::product(x.clone().reshape([1, m, k]), w))
+        .then(|| tracked::product(x.clone().reshape([1, m, k]), w, fused))
         .flatten();
     let y = match tracked {
         Some(y) => {
@@ -389,7 +439,15 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: &DeviceMatrix, bias: Option<Tenso
             shape[D - 1] = out;
             y.reshape(shape)
         }
-        None => super::cpu_linear::linear(x, w.dequantize().transpose(), None),
+        None => {
+            let mut shape = dims;
+            shape[D - 1] = out;
+            let flat = (fused && !x.is_autodiff() && m > 0).then(|| x.clone().reshape([m, dims[D - 1]]));
+            match flat.and_then(|x| w.fused_product(x, false)) {
+                Some(y) => y.reshape(shape),
+                None => super::cpu_linear::linear(x, w.dequantize().transpose(), None),
+            }
+        }
     };
     match bias {
         Some(b) => y + b.unsqueeze::<D>(),
@@ -414,25 +472,26 @@ mod tracked {
 
     /// `x · Wᵀ` (`[1, m, in]` → `[1, m, out]`) for an `x` under autodiff on a GPU; `None`
     /// elsewhere, or when `W` itself lives under autodiff.
-    pub(super) fn product(x: Tensor<3>, w: &DeviceMatrix) -> Option<Tensor<3>> {
+    pub(super) fn product(x: Tensor<3>, w: &DeviceMatrix, fused: bool) -> Option<Tensor<3>> {
         if w.is_autodiff() {
             return None;
         }
         let x = x.try_into_primitive::<Tracked>().ok()?;
-        Some(Tensor::from_primitive::<Tracked>(record(x, w.clone())))
+        Some(Tensor::from_primitive::<Tracked>(record(x, w.clone(), fused)))
     }
 
-    fn record(x: FloatTensor<Tracked>, w: DeviceMatrix) -> FloatTensor<Tracked> {
-        /// Keeps the stored matrix; the input's gradient dequantises it again.
+    fn record(x: FloatTensor<Tracked>, w: DeviceMatrix, fused: bool) -> FloatTensor<Tracked> {
+        /// Keeps the stored matrix; the input's gradient dequantises it again (inside the fused
+        /// product when `fused`).
         #[derive(Debug)]
         struct DequantBackward;
 
         impl Backward<Cube, 1> for DequantBackward {
-            type State = DeviceMatrix;
+            type State = (DeviceMatrix, bool);
 
             fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let w = ops.state;
-                unary::<Cube, _>(ops.parents, ops.node, grads, |g| plain(g, &w, true));
+                let (w, fused) = ops.state;
+                unary::<Cube, _>(ops.parents, ops.node, grads, |g| plain(g, &w, true, fused));
             }
         }
 
@@ -442,20 +501,31 @@ mod tracked {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = plain(x.into_primitive(), &w, false);
-                prep.finish(w, y)
+                let y = plain(x.into_primitive(), &w, false, fused);
+                prep.finish((w, fused), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(plain(x.into_primitive(), &w, false)),
+            OpsKind::UnTracked(prep) => prep.finish(plain(x.into_primitive(), &w, false, fused)),
         }
     }
 
     /// `x · Wᵀ` (or `x · W` when `transpose`) on the plain GPU backend, `W` dequantised for the
-    /// call.
-    fn plain(x: FloatTensor<Cube>, w: &DeviceMatrix, transpose: bool) -> FloatTensor<Cube> {
+    /// call: inside the product when `fused`, else into an f32 matrix dropped after it.
+    fn plain(x: FloatTensor<Cube>, w: &DeviceMatrix, transpose: bool, fused: bool) -> FloatTensor<Cube> {
+        let x = Tensor::<3>::from_primitive::<Cube>(x);
+        let [_, m, k] = x.dims();
+        let y = fused
+            .then(|| w.fused_product(x.clone().reshape([m, k]), transpose))
+            .flatten();
+        if let Some(y) = y {
+            let n = y.dims()[1];
+            return y
+                .reshape([1, m, n])
+                .try_into_primitive::<Cube>()
+                .expect("invariant: the fused product of a plain GPU tensor is a plain GPU tensor");
+        }
         let w = w.dequantize();
         let w = if transpose { w } else { w.transpose() };
-        Tensor::<3>::from_primitive::<Cube>(x)
-            .matmul(w.unsqueeze::<3>())
+        x.matmul(w.unsqueeze::<3>())
             .try_into_primitive::<Cube>()
             .expect("invariant: a plain GPU tensor times a plain matrix on its device is a plain GPU tensor")
     }

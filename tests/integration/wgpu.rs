@@ -78,8 +78,8 @@ fn a_packed_base_lives_on_the_gpu_and_matches_the_f32_base() {
     }
 }
 
-/// The packed linear under autodiff on the GPU: its value and input gradient are the dense
-/// product's, and a chain of such layers, run forward, holds their stored matrices only, not an
+/// The packed linear under autodiff on the GPU, through the dequantised matrix and through the
+/// fused dequantising product: its value and input gradient are the dense product's, and a chain of such layers, run forward, holds their stored matrices only, not an
 /// f32 copy of each waiting for the backward (burn's product would keep one per layer: here
 /// 8 × 1 MiB against 8 × 0.5 MiB of 16-bit words). Memory is read from burn's pool on lavapipe.
 #[test]
@@ -130,30 +130,47 @@ fn a_packed_gpu_layer_under_autodiff_keeps_no_f32_copy_for_its_backward() {
         .expect("f32");
     drop(dense);
 
-    let before = in_use();
-    let x = x0.autodiff().require_grad();
-    let y = weights.iter().fold(x.clone(), |h, w| dequant::linear(h, w, None));
-    let got_y = y.clone().into_data().try_to_vec::<f32>().expect("f32");
-    let held = in_use() - before;
-    let got_grad = x
-        .grad(&y.sum().backward())
-        .expect("tracked")
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32");
-
     let rel = |a: &[f32], b: &[f32]| {
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
         max_abs_diff(a, b) / scale
     };
-    let (dy, dg) = (rel(&got_y, &want_y), rel(&got_grad, &want_grad));
-    eprintln!("packed GPU linear: value {dy:.1e}, gradient {dg:.1e} relative; graph holds {held:.0} bytes");
-    assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, gradient {dg}");
-    let one_f32_copy = (n * n * 4) as f64;
-    assert!(
-        held < 2.0 * one_f32_copy,
-        "the forward of {layers} layers holds {held} bytes: f32 copies of the weights wait for the backward"
-    );
+    // Dequantised for burn's product, then inside the fused product (`model::dequant_kernel`).
+    for fused in [false, true] {
+        let before = in_use();
+        let x = x0.clone().autodiff().require_grad();
+        let y = weights
+            .iter()
+            .fold(x.clone(), |h, w| dequant::linear_by(h, w, None, fused));
+        let got_y = y.clone().into_data().try_to_vec::<f32>().expect("f32");
+        let held = in_use() - before;
+        let got_grad = x
+            .grad(&y.sum().backward())
+            .expect("tracked")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        // Untracked (inference, calibration): the same values.
+        let plain = weights
+            .iter()
+            .fold(x0.clone(), |h, w| dequant::linear_by(h, w, None, fused))
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+
+        let (dy, dg, dp) = (rel(&got_y, &want_y), rel(&got_grad, &want_grad), rel(&plain, &want_y));
+        eprintln!(
+            "packed GPU linear (fused {fused}): value {dy:.1e}, gradient {dg:.1e}, untracked {dp:.1e} relative; graph holds {held:.0} bytes"
+        );
+        assert!(
+            dy < 1e-5 && dg < 1e-5 && dp < 1e-5,
+            "fused {fused}: value {dy}, gradient {dg}, untracked {dp}"
+        );
+        let one_f32_copy = (n * n * 4) as f64;
+        assert!(
+            held < 2.0 * one_f32_copy,
+            "the forward of {layers} layers holds {held} bytes: f32 copies of the weights wait for the backward"
+        );
+    }
 }
 
 /// A training step with a packed base on the GPU (the tiny llama as Q4_0 GGUF): the base's

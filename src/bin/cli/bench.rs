@@ -53,6 +53,10 @@ pub struct BenchDequantDeviceArgs {
     /// Timed passes over every packed matrix, per way (the best is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Rows of the activations multiplied by every matrix in the product comparison (the fused
+    /// dequantising product against the kernel's f32 matrix times burn's product); 0 skips it.
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
 }
 
 /// `bench dequant` options.
@@ -94,6 +98,11 @@ pub struct BenchForwardArgs {
     /// Timed repetitions after one warm-up pass.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// On a GPU with a packed base (`--base packed`), multiply the packed matrices by the fused
+    /// dequantising product (`model::dequant_kernel`) instead of dequantising each into an f32
+    /// matrix for burn's product (the default), to compare the two.
+    #[arg(long)]
+    fused_product: bool,
 }
 
 /// `bench train` options.
@@ -120,6 +129,11 @@ pub struct BenchTrainArgs {
     /// (`model::gpu_ops`), to compare the two.
     #[arg(long)]
     tensor_ops: bool,
+    /// On a GPU with a packed base (`--base packed`), multiply the packed matrices by the fused
+    /// dequantising product (`model::dequant_kernel`) instead of dequantising each into an f32
+    /// matrix for burn's product (the default), to compare the two.
+    #[arg(long)]
+    fused_product: bool,
 }
 
 /// `bench analysis` options.
@@ -171,6 +185,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn forward(a: BenchForwardArgs) -> anyhow::Result<()> {
+    lora_null::model::dequant::use_fused_product(a.fused_product);
     let text = read_text(&a.text)?;
     let (m, choice) = load(&a.model)?;
     let mut ids = m.tokenizer.encode(&text)?;
@@ -219,6 +234,7 @@ impl TrainHooks for StepTimes {
 
 fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
     lora_null::model::gpu_ops::use_kernels(!a.tensor_ops);
+    lora_null::model::dequant::use_fused_product(a.fused_product);
     let text = read_text(&a.text)?;
     let (mut m, choice) = load(&a.model)?;
     let need = a.batch * a.tokens;
@@ -234,7 +250,7 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "bench": "train", "device": choice.description, "rank": a.rank, "batch": a.batch, "tokens": a.tokens, "gpu_kernels": !a.tensor_ops,
+            "bench": "train", "device": choice.description, "rank": a.rank, "batch": a.batch, "tokens": a.tokens, "gpu_kernels": !a.tensor_ops, "fused_product": a.fused_product,
             "warmup_seconds": warmup, "seconds": times, "median_seconds": med,
             "tokens_per_second": need as f64 / med, "peak_rss_bytes": peak_rss(),
         })
@@ -418,5 +434,53 @@ fn dequant_device(a: BenchDequantDeviceArgs) -> anyhow::Result<()> {
             "values": values, "kernel_seconds": kernel, "tensor_ops_seconds": tensors,
             "kernel_vs_tensor_ops": tensors / kernel})
     );
+    if a.tokens == 0 {
+        return Ok(());
+    }
+    // The products of a forward pass (x · Wᵀ) and of its input gradient (g · W), for `tokens`
+    // rows, every matrix once: fused against dequantised-then-multiplied, alternating.
+    let rows_of = |width: usize| {
+        burn::tensor::Tensor::<2>::random([a.tokens, width], burn::tensor::Distribution::Default, &device)
+    };
+    let inputs: Vec<(burn::tensor::Tensor<2>, burn::tensor::Tensor<2>)> = matrices
+        .iter()
+        .map(|d| (rows_of(d.dims().1), rows_of(d.dims().0)))
+        .collect();
+    let products = |fused: bool, transpose: bool| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        for (d, (x, g)) in matrices.iter().zip(&inputs) {
+            let x = if transpose { g } else { x };
+            let y = if fused {
+                d.fused_product(x.clone(), transpose)
+                    .ok_or_else(|| anyhow::anyhow!("the fused product does not run on this device"))?
+            } else {
+                let w = d.dequantize();
+                x.clone().matmul(if transpose { w } else { w.transpose() })
+            };
+            drop(y);
+        }
+        <burn::backend::Dispatch as burn::backend::Backend>::sync(device.as_dispatch())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    for transpose in [false, true] {
+        let (mut fused, mut split) = (f64::INFINITY, f64::INFINITY);
+        products(true, transpose)?;
+        products(false, transpose)?;
+        for _ in 0..a.repeats.max(1) {
+            fused = fused.min(products(true, transpose)?);
+            split = split.min(products(false, transpose)?);
+        }
+        let flops = 2.0 * (a.tokens * values) as f64;
+        println!(
+            "{}",
+            serde_json::json!({"bench": "dequant-product", "device": choice.description,
+                "product": if transpose { "g · W (input gradient)" } else { "x · Wᵀ (forward)" },
+                "tokens": a.tokens, "matrices": matrices.len(), "values": values,
+                "fused_seconds": fused, "dequantise_then_matmul_seconds": split,
+                "fused_gflops": flops / fused / 1e9, "split_gflops": flops / split / 1e9,
+                "fused_vs_split": split / fused})
+        );
+    }
     Ok(())
 }
