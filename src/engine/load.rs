@@ -244,7 +244,17 @@ impl LoadedModel {
             vocab_chunk: self.model.vocab_chunk,
             per_rank: self.widths_per_rank(targets)?,
             keeps_decoded: self.keeps_decoded(),
+            keeps_scores: self.keeps_scores(),
         })
+    }
+
+    /// Whether training keeps attention's score matrices for the backward (see
+    /// [`RunShape::keeps_scores`]): everywhere but on a GPU with its kernels on, and there for
+    /// Gemma 2's soft-capped scores.
+    pub fn keeps_scores(&self) -> bool {
+        self.model.device() == Device::flex()
+            || !crate::model::gpu_ops::kernels_on()
+            || self.config.attn_logit_softcapping.is_some()
     }
 
     /// Whether a tracked packed layer keeps its decoded matrix until the backward (see
@@ -285,6 +295,7 @@ impl LoadedModel {
             packed,
             vocab_chunk: self.model.vocab_chunk,
             keeps_decoded: self.keeps_decoded(),
+            keeps_scores: self.keeps_scores(),
         };
         let weight_bytes = self.weight_bytes();
         ModelSummary {

@@ -153,30 +153,57 @@ impl<L: Projection> Attention<L> {
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let s = k.dims()[2];
-        let group = nh / nkv;
-        let repeat = |y: Tensor<4>| {
-            if group == 1 {
-                y
-            } else {
-                y.unsqueeze_dim::<5>(2)
-                    .expand([b, nkv, group, s, hd])
-                    .reshape([b, nh, s, hd])
-            }
+        // In training on a GPU, one operation that keeps no score matrix (Gemma 2's soft-cap
+        // aside); else burn's formulation.
+        let fused = match self.softcap {
+            None => super::attention_kernel::attention(q.clone(), k.clone(), v.clone(), ctx.mask, self.scaling),
+            Some(_) => None,
         };
-        let (k, v) = (repeat(k), repeat(v));
-        let scores = super::cpu_linear::batched_matmul(q, k, true);
-        let probs = match self.softcap {
-            Some(c) => {
-                let capped = scores.mul_scalar(self.scaling).div_scalar(c).tanh().mul_scalar(c);
-                softmax(capped + ctx.mask.clone().unsqueeze::<4>(), 3)
-            }
-            None => super::cpu_ops::masked_softmax(scores, ctx.mask.clone(), self.scaling),
+        let heads_out = match fused {
+            Some(y) => y,
+            None => attend_by_tensors(q, k, v, ctx.mask, self.scaling, self.softcap),
         };
-        let context = super::cpu_linear::batched_matmul(probs, v, false)
-            .swap_dims(1, 2)
-            .reshape([b, t, nh * hd]);
+        let context = heads_out.swap_dims(1, 2).reshape([b, t, nh * hd]);
         observer.observe(layer, Site::AttnOutput, &context);
         self.o_proj.forward(context)
     }
+}
+
+/// `softmax(scaling·q·kᵀ + mask)·v` by tensor operations, the keys and values repeated for
+/// every query head of their group (soft-capped first with `softcap`): the reference twin of
+/// `model::attention_kernel`, and the path everywhere but GPU training.
+///
+/// # Shapes
+/// - q: `[B, H, T, D]`, k and v: `[B, kv_heads, S, D]`, mask: `[T, S]` → `[B, H, T, D]`
+pub fn attend_by_tensors(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: &Tensor<2>,
+    scaling: f64,
+    softcap: Option<f64>,
+) -> Tensor<4> {
+    let [b, nh, _, hd] = q.dims();
+    let nkv = k.dims()[1];
+    let s = k.dims()[2];
+    let group = nh / nkv;
+    let repeat = |y: Tensor<4>| {
+        if group == 1 {
+            y
+        } else {
+            y.unsqueeze_dim::<5>(2)
+                .expand([b, nkv, group, s, hd])
+                .reshape([b, nh, s, hd])
+        }
+    };
+    let (k, v) = (repeat(k), repeat(v));
+    let scores = super::cpu_linear::batched_matmul(q, k, true);
+    let probs = match softcap {
+        Some(c) => {
+            let capped = scores.mul_scalar(scaling).div_scalar(c).tanh().mul_scalar(c);
+            softmax(capped + mask.clone().unsqueeze::<4>(), 3)
+        }
+        None => super::cpu_ops::masked_softmax(scores, mask.clone(), scaling),
+    };
+    super::cpu_linear::batched_matmul(probs, v, false)
 }

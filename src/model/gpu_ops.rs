@@ -419,17 +419,20 @@ pub fn rotate(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Option<Tensor<4
 /// Whether the kernels run (on by default); see [`use_kernels`].
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Switches the kernels here on or off for the whole process: off, the GPU backends run the
-/// tensor formulations instead (for benchmarks and tests that compare the two in one run).
+/// Switches the kernels here and attention's (`model::attention_kernel`) on or off for the whole
+/// process: off, the GPU backends run the tensor formulations instead (for benchmarks and tests that compare the two in one run).
 pub fn use_kernels(on: bool) {
     ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the kernels here take `t`: an f32 tensor on one of burn's GPU backends, kernels on.
-fn takes<const D: usize>(t: &Tensor<D>) -> bool {
+/// Whether the kernels are on (see [`use_kernels`]).
+pub fn kernels_on() -> bool {
     ENABLED.load(std::sync::atomic::Ordering::Relaxed)
-        && t.dtype() == DType::F32
-        && super::dequant_kernel::applies(&t.device())
+}
+
+/// Whether the kernels here take `t`: an f32 tensor on one of burn's GPU backends, kernels on.
+pub(super) fn takes<const D: usize>(t: &Tensor<D>) -> bool {
+    kernels_on() && t.dtype() == DType::F32 && super::dequant_kernel::applies(&t.device())
 }
 
 /// `silu(gate)·up` through the kernels on a GPU backend under autodiff (one recorded operation

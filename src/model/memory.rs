@@ -40,6 +40,12 @@ pub struct RunShape {
     /// at a time, not one per block.
     #[serde(default = "yes")]
     pub keeps_decoded: bool,
+    /// Whether training keeps each block's `[T, T]` attention scores and probabilities per head
+    /// for the backward (burn's formulation, and the CPU backend's fused softmax). The GPU
+    /// backends' attention kernel (`model::attention_kernel`) keeps a log-sum-exp per row
+    /// instead. Evaluation's peak counts the scores either way.
+    #[serde(default = "yes")]
+    pub keeps_scores: bool,
 }
 
 /// `true`, the cautious default of [`RunShape::keeps_decoded`] and [`PlanBasis::keeps_decoded`].
@@ -73,8 +79,14 @@ impl MemoryPlan {
         let layers = c.num_hidden_layers as u64;
         let vocab = c.vocab_size as u64;
         // Per token of one block: norms, residuals and projections' outputs, q/k/v before and
-        // after RoPE, the attention scores and their softmax, the MLP's four I-wide tensors.
-        let block_per_row = 6 * h + 3 * (q + 2 * kv) + 4 * i + 2 * heads * t;
+        // after RoPE, the attention scores and their softmax (in training without them, a
+        // log-sum-exp per head), the MLP's four I-wide tensors.
+        let scores = if training && !shape.keeps_scores {
+            heads
+        } else {
+            2 * heads * t
+        };
+        let block_per_row = 6 * h + 3 * (q + 2 * kv) + 4 * i + scores;
         let block = rows * block_per_row * F32;
         // One block's weights decoded to f32 (and their transposed working copy).
         let block_weights = if shape.packed {
@@ -155,6 +167,9 @@ pub struct PlanBasis {
     /// See [`RunShape::keeps_decoded`].
     #[serde(default = "yes")]
     pub keeps_decoded: bool,
+    /// See [`RunShape::keeps_scores`].
+    #[serde(default = "yes")]
+    pub keeps_scores: bool,
 }
 
 /// The training settings a plan is made for.
@@ -240,6 +255,7 @@ impl PlanBasis {
             packed: self.packed,
             vocab_chunk: self.vocab_chunk,
             keeps_decoded: self.keeps_decoded,
+            keeps_scores: self.keeps_scores,
         };
         MemoryPlan::new(&self.config, self.weights, &shape, true)
     }
@@ -318,6 +334,7 @@ mod tests {
             packed,
             vocab_chunk: 8192,
             keeps_decoded: true,
+            keeps_scores: true,
         }
     }
 
@@ -374,6 +391,7 @@ mod tests {
             vocab_chunk: 8192,
             per_rank: (16 * 23_552, 16 * 20_480),
             keeps_decoded: true,
+            keeps_scores: true,
         }
     }
 
@@ -475,6 +493,26 @@ mod tests {
             .activations,
             MemoryPlan::new(&c, 5 << 30, &f32_base, true).activations,
             "an f32 base decodes nothing"
+        );
+    }
+
+    #[test]
+    fn training_without_the_score_matrices_plans_for_a_log_sum_exp_per_head() {
+        let c = llama_1b();
+        let whole = |keeps_scores: bool, training: bool| {
+            let s = RunShape {
+                tokens: 512,
+                keeps_scores,
+                ..shape(false, false)
+            };
+            MemoryPlan::new(&c, 5 << 30, &s, training).activations
+        };
+        // 16 blocks × 512 rows × 32 heads × (2 × 512 − 1) f32.
+        assert_eq!(whole(true, true) - whole(false, true), 16 * 512 * 32 * 1023 * 4);
+        assert_eq!(
+            whole(true, false),
+            whole(false, false),
+            "evaluation computes the scores either way"
         );
     }
 }

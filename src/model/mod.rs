@@ -16,6 +16,8 @@ pub mod variant;
 #[cfg(feature = "engine")]
 pub mod attention;
 #[cfg(feature = "engine")]
+pub mod attention_kernel;
+#[cfg(feature = "engine")]
 pub mod cpu_linear;
 #[cfg(feature = "engine")]
 pub mod cpu_low_rank;

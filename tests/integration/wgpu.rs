@@ -383,3 +383,96 @@ fn the_gpu_kernels_are_the_tensor_formulations_with_their_gradients() {
     let (g1, g2) = (ours.sum().backward(), want.sum().backward());
     assert!(max_diff(x.grad(&g1).expect("∂x"), x.grad(&g2).expect("∂x")) < 1e-4);
 }
+
+/// Attention without the score matrix (`model::attention_kernel`) against its reference twin,
+/// burn's formulation (`attention::attend_by_tensors`), both under autodiff on lavapipe: grouped
+/// heads (8 query heads on 2 key/value heads), a causal mask and a sliding window, 37 and 70
+/// tokens (ragged against the kernels' 32 rows per cube): the output and the queries', keys'
+/// and values' gradients agree within f32 rounding. Then the memory a forward pass leaves for
+/// the backward, read from burn's pool: the kernel keeps no `[B, H, T, T]` scores.
+#[test]
+fn attention_without_the_score_matrix_is_the_formulation_with_its_gradients() {
+    use burn::backend::{Backend, Dispatch};
+    use burn::tensor::Distribution;
+    use lora_null::model::attention::attend_by_tensors;
+    use lora_null::model::attention_kernel::attention;
+    use lora_null::model::llama::causal_mask;
+
+    let choice = pollster::block_on(select_device(DevicePreference::Wgpu));
+    assert!(choice.adapter.is_some(), "no wgpu adapter: {:?}", choice.warning);
+    let device = choice.device.clone();
+    let (b, h, kvh, d) = (2, 8, 2, 32);
+    let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+    let rel = |a: &[f32], b: &[f32]| max_abs_diff(a, b) / b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (t, window) in [(37, None), (70, Some(16))] {
+        let mask = causal_mask(0, t, window, &device);
+        let q0 = Tensor::<4>::random([b, h, t, d], Distribution::Normal(0.0, 1.0), &device);
+        let k0 = Tensor::<4>::random([b, kvh, t, d], Distribution::Normal(0.0, 1.0), &device);
+        let v0 = Tensor::<4>::random([b, kvh, t, d], Distribution::Normal(0.0, 1.0), &device);
+        // A weighted sum, so every output element has its own gradient.
+        let w = Tensor::<4>::random([b, h, t, d], Distribution::Normal(0.0, 1.0), &device);
+        let scale = (d as f64).powf(-0.5);
+        let run = |kernel: bool| {
+            let (q, k, v) = (
+                q0.clone().autodiff().require_grad(),
+                k0.clone().autodiff().require_grad(),
+                v0.clone().autodiff().require_grad(),
+            );
+            let y = if kernel {
+                attention(q.clone(), k.clone(), v.clone(), &mask, scale).expect("the kernel takes it on wgpu")
+            } else {
+                attend_by_tensors(q.clone(), k.clone(), v.clone(), &mask, scale, None)
+            };
+            let grads = (y.clone() * w.clone().autodiff()).sum().backward();
+            let grad = |x: &Tensor<4>| values(x.grad(&grads).expect("tracked"));
+            [values(y), grad(&q), grad(&k), grad(&v)]
+        };
+        let (got, want) = (run(true), run(false));
+        for (name, (g, w)) in ["output", "∂q", "∂k", "∂v"].iter().zip(got.iter().zip(&want)) {
+            let r = rel(g, w);
+            eprintln!("attention kernel, {t} tokens, window {window:?}: {name} {r:.1e} relative");
+            assert!(
+                r < 1e-5,
+                "{t} tokens, window {window:?}: {name} differs by {r} of its largest value"
+            );
+        }
+    }
+
+    // Memory held after the forward, for the backward.
+    let (t, h, kvh, d) = (256, 16, 4, 64);
+    let mask = causal_mask(0, t, None, &device);
+    let q0 = Tensor::<4>::random([1, h, t, d], Distribution::Normal(0.0, 1.0), &device);
+    let k0 = Tensor::<4>::random([1, kvh, t, d], Distribution::Normal(0.0, 1.0), &device);
+    let v0 = Tensor::<4>::random([1, kvh, t, d], Distribution::Normal(0.0, 1.0), &device);
+    let in_use = || {
+        let usage = Dispatch::memory_pool_usage(device.as_dispatch()).expect("the GPU backend reports its pool");
+        usage.bytes_in_use as f64
+    };
+    let held = |kernel: bool| {
+        let (q, k, v) = (
+            q0.clone().autodiff().require_grad(),
+            k0.clone().autodiff().require_grad(),
+            v0.clone().autodiff().require_grad(),
+        );
+        <Dispatch as Backend>::sync(device.as_dispatch()).expect("sync");
+        let before = in_use();
+        let y = if kernel {
+            attention(q, k, v, &mask, 0.125).expect("the kernel takes it on wgpu")
+        } else {
+            attend_by_tensors(q, k, v, &mask, 0.125, None)
+        };
+        <Dispatch as Backend>::sync(device.as_dispatch()).expect("sync");
+        let bytes = in_use() - before;
+        drop(y);
+        bytes
+    };
+    let (kernel, formulation) = (held(true), held(false));
+    let scores = (h * t * t * 4) as f64;
+    eprintln!(
+        "attention's forward holds {kernel:.0} bytes with the kernel, {formulation:.0} by tensor operations (one score matrix: {scores:.0})"
+    );
+    assert!(
+        kernel < scores && formulation > scores,
+        "the kernel holds {kernel} bytes, the formulation {formulation}: one [H, T, T] matrix is {scores}"
+    );
+}

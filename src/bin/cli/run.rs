@@ -215,6 +215,7 @@ pub fn info(a: ModelArgs) -> anyhow::Result<()> {
         packed,
         vocab_chunk: m.model.vocab_chunk,
         keeps_decoded: m.keeps_decoded(),
+        keeps_scores: m.keeps_scores(),
     };
     v["memory_plan"] = serde_json::json!({
         "eval_1x512": m.memory_plan(&shape(1, 512, 0), false),
