@@ -404,9 +404,10 @@ static FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// Switches the fused dequantising product on or off for the whole process. Off (the default),
 /// a packed matrix on a GPU is dequantised by its own kernel into an f32 matrix, multiplied by
 /// burn's product and dropped; on, [`DeviceMatrix::fused_product`] multiplies it without that
-/// copy. On both software GPUs here (lavapipe, SwiftShader) burn's tuned product makes the first
-/// 3–4x faster (`lora-null bench dequant-device`, BENCHMARKS.md); the fused one reads 0.6–2
-/// bytes per weight instead of writing and reading 4, which on a real GPU is unmeasured yet.
+/// copy. On lavapipe the first is 3–4x faster, burn's product being tuned where the fused one
+/// is a plain tiled loop (`lora-null bench dequant-device`, BENCHMARKS.md; SwiftShader untimed);
+/// the fused one reads 0.6–2 bytes per weight instead of writing and reading 4, which on a real
+/// GPU is unmeasured yet.
 pub fn use_fused_product(on: bool) {
     FUSED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
