@@ -27,6 +27,8 @@ mod train;
 pub use adapt::AdapterState;
 pub use analyze::{CalibOptions, Calibration};
 pub use export::ExportFiles;
+#[cfg(not(target_arch = "wasm32"))]
+pub use jobs::Threads;
 pub use jobs::{EighCache, Executor, Inline, JobError};
 pub use load::{BaseStorage, LoadProgress};
 pub use stream::{STREAM_ABOVE_BYTES, StreamedCalibration};

@@ -488,8 +488,8 @@ impl lora_null::engine::jobs::Executor for Deferred {
     }
 }
 
-/// The spectra computed with several decompositions in flight (the page's maths workers) are
-/// those computed one at a time, and no more than twice the workers' count are in flight.
+/// The spectra computed with several decompositions in flight (the page's maths workers, and
+/// natively rayon's threads) are those computed one at a time, and no more than twice the workers' count are in flight.
 #[test]
 fn spectra_from_decompositions_in_flight_side_by_side_are_the_spectra_one_at_a_time() {
     let m = tiny();
@@ -517,6 +517,10 @@ fn spectra_from_decompositions_in_flight_side_by_side_are_the_spectra_one_at_a_t
     };
     let (side_by_side, pooled_steps) = analyze(&pool);
     assert_eq!(side_by_side, one_at_a_time, "the same report");
+    // On rayon's threads (the CLI's `analyze`), really side by side: the same report.
+    let (threaded, threaded_steps) = analyze(&lora_null::engine::Threads::new());
+    assert_eq!(threaded, one_at_a_time, "the same report on threads");
+    assert_eq!(threaded_steps, 11 * m.model.num_layers());
     let layers = m.model.num_layers();
     // Four sites' eigendecompositions and seven weights' singular values per layer.
     assert_eq!((steps, pooled_steps), (11 * layers, 11 * layers));

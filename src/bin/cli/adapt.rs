@@ -8,7 +8,7 @@ use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use indicatif::{ProgressBar, ProgressStyle};
 use lora_null::calib::{Normalization, SpectraReport};
-use lora_null::engine::{CalibOptions, Calibration, EighCache, Inline, LoadedModel, STREAM_ABOVE_BYTES};
+use lora_null::engine::{CalibOptions, Calibration, EighCache, Inline, LoadedModel, STREAM_ABOVE_BYTES, Threads};
 use lora_null::io::safetensors::SaveDtype;
 use lora_null::lora::{InitMethod, LoraConfig, METHODS};
 use lora_null::model::{Site, Target};
@@ -181,10 +181,14 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<()> {
     let calib = calibrate(&m, &a.calib, &a.targets)?.expect("invariant: --calib checked above");
     let pb = bar("spectra");
     let mut eighs = EighCache::default();
-    let report = pollster::block_on(m.analyze(&calib, &mut eighs, &a.targets, a.rank, &Inline, &mut |d, t| {
-        pb.set_length(t as u64);
-        pb.set_position(d as u64);
-    }))?;
+    // The decompositions side by side, one per core.
+    let threads = Threads::new();
+    let report = pollster::block_on(
+        m.analyze(&calib, &mut eighs, &a.targets, a.rank, &threads, &mut |d, t| {
+            pb.set_length(t as u64);
+            pb.set_position(d as u64);
+        }),
+    )?;
     pb.finish_and_clear();
     let mut files = vec![("spectra.json".to_string(), serde_json::to_vec(&report)?)];
     files.extend(plots(&report));

@@ -283,11 +283,35 @@ fn analysis(a: BenchAnalysisArgs) -> anyhow::Result<()> {
         *e = (e.0 + 1, e.1 + t.elapsed().as_secs_f64());
     }
     let eigh_seconds = t1.elapsed().as_secs_f64();
+    // The same decompositions side by side, one per thread (`Threads`, what `analyze` runs),
+    // widest first; their eigenvalues must be the one-at-a-time run's.
+    let keys: Vec<_> = covs.sites.keys().copied().collect();
+    let threads = lora_null::engine::Threads::new();
+    let t2 = Instant::now();
+    let mut side_by_side = EighCache::default();
+    pollster::block_on(side_by_side.fill(&covs, &keys, &threads, &mut |_, _| {}))?;
+    let side_by_side_seconds = t2.elapsed().as_secs_f64();
+    let worst = keys
+        .iter()
+        .filter_map(|&(layer, site)| Some((eighs.cached(layer, site)?, side_by_side.cached(layer, site)?)))
+        .flat_map(|(a, b)| {
+            a.values
+                .iter()
+                .zip(&b.values)
+                .map(|(x, y)| (x - y).abs() / a.values[0].abs().max(f64::MIN_POSITIVE))
+        })
+        .fold(0.0, f64::max);
+    anyhow::ensure!(
+        worst < 1e-9,
+        "the side-by-side decompositions differ from the one-at-a-time ones by {worst:e} of the largest eigenvalue"
+    );
     println!(
         "{}",
         serde_json::json!({
             "bench": "analysis", "device": choice.description, "windows": windows.windows.len(), "seq_len": a.seq_len,
             "covariance_seconds": covariance_seconds, "eigh_seconds": eigh_seconds,
+            "eigh_side_by_side_seconds": side_by_side_seconds, "side_by_side_threads": lora_null::engine::Executor::parallelism(&threads),
+            "side_by_side_vs_one_at_a_time": eigh_seconds / side_by_side_seconds,
             "eigh_by_dim": by_dim.iter().map(|(d, (n, s))| serde_json::json!({"dim": d, "count": n, "seconds": s})).collect::<Vec<_>>(),
             "peak_rss_bytes": peak_rss(),
         })
