@@ -8,12 +8,15 @@
 #   scripts/bench.sh browser   tiny model forward + train step: browser WebGPU (SwiftShader) vs native cpu and wgpu
 #   scripts/bench.sh dequant   GGUF block dequantisation MB/s per type: ours vs gguf-py (numpy)
 # Needs the reference venv (scripts/requirements-reference.txt) at $VENV (default
-# ~/.cache/lora-null/venv). Prints JSON lines, then a markdown table with ratios.
+# ~/.cache/lora-null/venv, as scripts/make_reference.py sets it up, else ~/.cache/lora-null/refvenv,
+# scripts/make-big-models.sh's). Prints JSON lines, then a markdown table with ratios.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lora-null/target}"
-py="${VENV:-$HOME/.cache/lora-null/venv}/bin/python"
+venv="${VENV:-$HOME/.cache/lora-null/venv}"
+[ -n "${VENV:-}" ] || [ -x "$venv/bin/python" ] || venv="$HOME/.cache/lora-null/refvenv"
+py="$venv/bin/python"
 model=assets/models/SmolLM2-135M-Instruct.Q4_1.gguf
 scripts/fetch-model.sh >/dev/null
 scripts/fetch-data.sh >/dev/null

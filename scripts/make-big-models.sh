@@ -25,7 +25,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LORA_NULL_CACHE:-$HOME/.cache/lora-null}
+# The reference venv: PY, else refvenv, else venv (scripts/make_reference.py's).
 py=${PY:-$cache/refvenv/bin/python}
+[ -n "${PY:-}" ] || [ -x "$py" ] || py=$cache/venv/bin/python
+[ -x "$py" ] || { echo "make-big-models.sh: no reference venv at $py: set PY (see scripts/make_reference.py)" >&2; exit 2; }
 helper="$root/scripts/make_big_models.py"
 out="$cache/big-models"
 # assets/models is git-ignored: a worktree finds the GGUF in the main checkout (first in `git worktree list`)
