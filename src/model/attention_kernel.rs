@@ -585,26 +585,16 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &Tensor<2>, sca
 
 /// The operation recorded for autodiff on the GPU backends (burn's `Cube`).
 mod tracked {
+    use burn::backend::Cube;
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Autodiff, Cube};
     use burn::tensor::Tensor;
 
-    /// The GPU backend under autodiff (the default checkpointing strategy).
-    type Tracked = Autodiff<Cube>;
-
-    fn plain<const D: usize>(t: FloatTensor<Cube>) -> Tensor<D> {
-        Tensor::from_primitive::<Cube>(t)
-    }
-
-    fn primitive<const D: usize>(t: Tensor<D>) -> FloatTensor<Cube> {
-        t.try_into_primitive::<Cube>()
-            .expect("invariant: the kernels' outputs are plain GPU tensors on their inputs' device")
-    }
+    use crate::model::gpu_ops::tracked::{Tracked, plain, primitive};
 
     pub(super) fn attention(
         q: Tensor<4>,

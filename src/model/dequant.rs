@@ -458,18 +458,16 @@ pub fn linear_by<const D: usize>(x: Tensor<D>, w: &DeviceMatrix, bias: Option<Te
 
 /// The dequantising product recorded for autodiff on the GPU backends (burn's `Cube`).
 mod tracked {
+    use burn::backend::Cube;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Autodiff, Cube};
     use burn::tensor::Tensor;
 
     use super::DeviceMatrix;
-
-    /// The GPU backend under autodiff (the default checkpointing strategy).
-    type Tracked = Autodiff<Cube>;
+    use crate::model::gpu_ops::tracked::Tracked;
 
     /// `x · Wᵀ` (`[1, m, in]` → `[1, m, out]`) for an `x` under autodiff on a GPU; `None`
     /// elsewhere, or when `W` itself lives under autodiff.

@@ -436,73 +436,49 @@ mod kernel {
                     xv = x[((m0 + r) * k + k0 + q) as usize];
                 }
                 xs[q as usize * stride + r as usize] = xv;
-                // W's block, output index n0 + r, inner index k0 + q, read along the stored rows.
-                let mut wv = 0f32;
+                // W's block, output index n0 + r, inner index k0 + q, read along the stored rows:
+                // W [n, k] is stored row n0 + r, column k0 + q; when `transpose`, W [k, n] is
+                // stored row k0 + q, column n0 + r, neighbouring units taking neighbouring columns.
+                let mut q = (idx % depth) as u32;
+                let mut r = (idx / depth) as u32;
+                let mut row = n0 + r;
+                let mut col = k0 + q;
                 if transpose {
-                    // W [k, n]: stored row k0 + q, column n0 + r.
-                    let q = (idx / tile) as u32;
-                    let r = (idx % tile) as u32;
-                    if k0 + q < k && n0 + r < n {
-                        wv = value(
-                            words,
-                            a,
-                            b,
-                            c,
-                            (k0 + q) as usize,
-                            n0 + r,
-                            cols,
-                            row_words,
-                            planes,
-                            w0,
-                            w1,
-                            w2,
-                            s0,
-                            s1,
-                            s2,
-                            p0,
-                            p1,
-                            p2,
-                            group,
-                            zero,
-                            mantissa,
-                            half,
-                            book,
-                            offsets,
-                        );
-                    }
-                    ws[q as usize * stride + r as usize] = wv;
-                } else {
-                    // W [n, k]: stored row n0 + r, column k0 + q.
-                    if n0 + r < n && k0 + q < k {
-                        wv = value(
-                            words,
-                            a,
-                            b,
-                            c,
-                            (n0 + r) as usize,
-                            k0 + q,
-                            cols,
-                            row_words,
-                            planes,
-                            w0,
-                            w1,
-                            w2,
-                            s0,
-                            s1,
-                            s2,
-                            p0,
-                            p1,
-                            p2,
-                            group,
-                            zero,
-                            mantissa,
-                            half,
-                            book,
-                            offsets,
-                        );
-                    }
-                    ws[q as usize * stride + r as usize] = wv;
+                    q = (idx / tile) as u32;
+                    r = (idx % tile) as u32;
+                    row = k0 + q;
+                    col = n0 + r;
                 }
+                let mut wv = 0f32;
+                if n0 + r < n && k0 + q < k {
+                    wv = value(
+                        words,
+                        a,
+                        b,
+                        c,
+                        row as usize,
+                        col,
+                        cols,
+                        row_words,
+                        planes,
+                        w0,
+                        w1,
+                        w2,
+                        s0,
+                        s1,
+                        s2,
+                        p0,
+                        p1,
+                        p2,
+                        group,
+                        zero,
+                        mantissa,
+                        half,
+                        book,
+                        offsets,
+                    );
+                }
+                ws[q as usize * stride + r as usize] = wv;
             }
             sync_cube();
             #[unroll]

@@ -473,8 +473,10 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f32, offset: f3
     Some(y.reshape(dims))
 }
 
-/// The operation recorded for autodiff on the GPU backends (burn's `Cube`).
-mod tracked {
+/// The operation recorded for autodiff on the GPU backends (burn's `Cube`), and the
+/// conversions the other kernels' recorded operations share (`model::attention_kernel`,
+/// `model::dequant`).
+pub(super) mod tracked {
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -485,13 +487,15 @@ mod tracked {
     use burn::tensor::Tensor;
 
     /// The GPU backend under autodiff (the default checkpointing strategy).
-    type Tracked = Autodiff<Cube>;
+    pub(in crate::model) type Tracked = Autodiff<Cube>;
 
-    fn plain<const D: usize>(t: FloatTensor<Cube>) -> Tensor<D> {
+    /// A plain GPU primitive as a tensor.
+    pub(in crate::model) fn plain<const D: usize>(t: FloatTensor<Cube>) -> Tensor<D> {
         Tensor::from_primitive::<Cube>(t)
     }
 
-    fn primitive<const D: usize>(t: Tensor<D>) -> FloatTensor<Cube> {
+    /// A kernel's output back as a plain GPU primitive.
+    pub(in crate::model) fn primitive<const D: usize>(t: Tensor<D>) -> FloatTensor<Cube> {
         t.try_into_primitive::<Cube>()
             .expect("invariant: the kernels' outputs are plain GPU tensors on their inputs' device")
     }
