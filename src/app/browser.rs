@@ -140,6 +140,18 @@ pub fn wasm_memory_bytes() -> Option<f64> {
     Some(buffer.byte_length() as f64)
 }
 
+/// What the engine holds, for a status line: this instance's memory and, on a GPU, what burn's
+/// pools hold there ("the engine's memory: 0.76 GiB; the GPU's pools: 0.41 GiB in use, 0.93
+/// GiB reserved"). `None` when neither can be read.
+pub fn memory_note(gpu: Option<crate::train::metrics::GpuMemory>) -> Option<String> {
+    let wasm = wasm_memory_bytes().map(|b| format!("the engine's memory: {:.2} GiB", b / (1u64 << 30) as f64));
+    let gpu = gpu.map(|g| format!("the GPU's pools: {}", g.describe()));
+    match (wasm, gpu) {
+        (Some(w), Some(g)) => Some(format!("{w}; {g}")),
+        (w, g) => w.or(g),
+    }
+}
+
 /// Offers bytes as a file download (page only).
 pub fn download(name: &str, bytes: &js_sys::Uint8Array, mime: &str) -> Result<(), String> {
     let parts = js_sys::Array::of1(bytes);

@@ -139,6 +139,9 @@ impl LoadedModel {
                 crate::device::yield_now().await;
             }
             let mut covs = acc.finish().await.map_err(CalibError::Device)?;
+            // The block's transients are gone: their pages go back before this layer's adapters,
+            // which live on, are made (`release_free_gpu_memory` says why).
+            crate::device::release_free_gpu_memory(&device);
             (windows, tokens) = (covs.windows, covs.tokens);
             let (jobs, traces) = if null {
                 let traces: Vec<f64> = null_sites

@@ -71,6 +71,9 @@ pub fn blockwise_backward<L: Projection>(
     for (i, layer) in frozen.model.layers.iter().enumerate() {
         inputs.push(x.clone());
         x = layer.forward(x, &contexts.layer(i), None, i, &mut NoObserver);
+        // Each block's transients (a packed base's dequantised weights) go back before the
+        // next block's input, which lives until the backward, is made (in the browser's pools).
+        crate::device::release_free_gpu_memory(&device);
     }
     // The final norm with autodiff, the loss and its gradient directly.
     let top = x.autodiff().require_grad();
@@ -87,6 +90,9 @@ pub fn blockwise_backward<L: Projection>(
         };
         let y = model.model.layers[i].forward(x.clone(), &contexts.layer(i), None, i, &mut NoObserver);
         let grads = (y * g.autodiff()).sum().backward();
+        // The block's graph is gone: its pages go back before the collected gradients, which
+        // live until the update, are copied onto pages of their own (in the browser's pools).
+        crate::device::release_free_gpu_memory(&device);
         collect(&grads);
         if i > 0 {
             d_out = x.grad(&grads);

@@ -26,4 +26,40 @@ pub struct StepMetrics {
     pub eta_seconds: f64,
     /// Validation loss, when this step validated.
     pub val_loss: Option<f64>,
+    /// What the GPU's memory pools held after the step (`None` on the CPU backend).
+    #[serde(default)]
+    pub gpu_memory: Option<GpuMemory>,
+}
+
+/// What burn's memory pools held on a GPU device, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuMemory {
+    /// Bytes in live tensors and buffers.
+    pub in_use: u64,
+    /// Bytes taken from the device: the live ones, the pages' unused ends, and pages kept for
+    /// reuse.
+    pub reserved: u64,
+}
+
+impl GpuMemory {
+    /// What the memory pools of `device` hold now; `None` on the CPU backend.
+    #[cfg(feature = "engine")]
+    pub fn of(device: &burn::tensor::Device) -> Option<Self> {
+        use burn::backend::{Backend, Dispatch};
+        let usage = Dispatch::memory_pool_usage(device.as_dispatch())?;
+        Some(Self {
+            in_use: usage.bytes_in_use,
+            reserved: usage.bytes_reserved,
+        })
+    }
+
+    /// "0.73 GiB in use, 1.17 GiB reserved".
+    pub fn describe(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        format!(
+            "{:.2} GiB in use, {:.2} GiB reserved",
+            gib(self.in_use),
+            gib(self.reserved)
+        )
+    }
 }

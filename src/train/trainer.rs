@@ -188,6 +188,9 @@ impl<L: Projection> Trainer<L> {
                 grad_norm,
             });
         }
+        // The backward's transients are gone now: their pages go back before the adapter's new
+        // values and moments, which live on, are made (`release_free_gpu_memory` says why).
+        crate::device::release_free_gpu_memory(&device);
         let clip = clip_factor(grad_norm, self.cfg.max_grad_norm);
         let warmup = (self.cfg.warmup_ratio * self.total_steps as f64).ceil() as usize;
         let lr = cosine_with_warmup(self.cfg.lr, self.step, warmup, self.total_steps);
@@ -222,6 +225,7 @@ impl<L: Projection> Trainer<L> {
             elapsed_seconds: elapsed,
             eta_seconds: per_step * (self.total_steps - self.step.min(self.total_steps)) as f64,
             val_loss: None,
+            gpu_memory: super::metrics::GpuMemory::of(&device),
         })
     }
 
@@ -349,6 +353,8 @@ impl ModuleVisitor for Collector<'_> {
         let key = self.path.join(".");
         let sum = match self.out.remove(&key) {
             Some(prev) if self.grads.is_some() => prev + t,
+            // A gradient lives until the update: off the page the backward left it on.
+            _ if self.grads.is_some() => crate::device::on_own_page(t),
             _ => t,
         };
         self.out.insert(key, sum);

@@ -21,14 +21,25 @@ const { server, url } = await serve(dist);
 const t0 = Date.now();
 const step = (msg) => console.log(`big: ${msg} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 
-// Peak of the summed RSS of all chromium processes.
+// Peak of the summed RSS of all chromium processes, and each kind of process's own peak (the
+// renderer runs the page and its workers; the GPU process holds SwiftShader's device memory).
 let peakKb = 0;
+const peakByType = {};
 const sample = () => {
   try {
-    const out = execFileSync('ps', ['-C', 'chromium', '-o', 'rss='], { encoding: 'utf8' });
-    peakKb = Math.max(peakKb, out.split('\n').map(Number).filter(Boolean).reduce((a, b) => a + b, 0));
+    const out = execFileSync('ps', ['-C', 'chromium', '-o', 'rss=,args='], { encoding: 'utf8' });
+    const now = {};
+    for (const line of out.split('\n')) {
+      const m = /^\s*(\d+)\s+(.*)$/.exec(line);
+      if (!m) continue;
+      const type = (/--type=([\w-]+)/.exec(m[2]) || [, 'browser'])[1];
+      now[type] = (now[type] || 0) + Number(m[1]);
+    }
+    peakKb = Math.max(peakKb, Object.values(now).reduce((a, b) => a + b, 0));
+    for (const [type, kb] of Object.entries(now)) peakByType[type] = Math.max(peakByType[type] || 0, kb);
   } catch { /* no chromium process at this instant */ }
 };
+const byType = () => Object.entries(peakByType).map(([t, kb]) => `${t} ${(kb / 1048576).toFixed(2)}`).join(', ');
 const sampler = setInterval(sample, 1000);
 
 const browser = await launch();
@@ -110,10 +121,10 @@ try {
     step(`exported: ${names.join(', ')}`);
   }
   sample();
-  console.log(`big: passed; browser peak RSS ${(peakKb / 1048576).toFixed(2)} GiB (all chromium processes)`);
+  console.log(`big: passed; browser peak RSS ${(peakKb / 1048576).toFixed(2)} GiB (all chromium processes; each kind's own peak, GiB: ${byType()})`);
 } catch (e) {
   sample();
-  console.error(`big: FAILED: ${e.message}; browser peak RSS so far ${(peakKb / 1048576).toFixed(2)} GiB`);
+  console.error(`big: FAILED: ${e.message}; browser peak RSS so far ${(peakKb / 1048576).toFixed(2)} GiB (${byType()})`);
   process.exitCode = 1;
 } finally {
   clearInterval(sampler);

@@ -476,3 +476,65 @@ fn attention_without_the_score_matrix_is_the_formulation_with_its_gradients() {
         "the kernel holds {kernel} bytes, the formulation {formulation}: one [H, T, T] matrix is {scores}"
     );
 }
+
+/// In the browser cubecl keeps one exclusive page per allocation, in size classes, and a new
+/// allocation takes a free page of any larger class when its own has none: a small tensor made
+/// just after a large transient was freed pins the large page, and the next large transient
+/// takes a new one. `release_free_gpu_memory` (what training calls before the adapter's new
+/// values and moments are made) gives the small tensor a page of its own size. On lavapipe with
+/// the browser's pools.
+#[test]
+fn freed_pages_go_back_before_long_lived_tensors_are_made() {
+    use burn::backend::{Backend, Dispatch};
+    use lora_null::device::{release_free_gpu_memory, wgpu_with_browser_pools};
+    use lora_null::train::metrics::GpuMemory;
+    // Another kind than `select_device` names lavapipe with, so this device has pools of its own.
+    let device = wgpu_with_browser_pools(burn::tensor::DeviceKind::DefaultDevice)
+        .expect("a wgpu device with the browser's pools");
+    let sync = || Dispatch::sync(device.as_dispatch()).expect("the device finishes its work");
+    let (big, small) = (16usize << 20, 64usize << 10);
+    // A tensor computed on the device, so that it has a page (not a staging buffer) of its own.
+    let made = |n: usize| {
+        let t = Tensor::<1>::random([n], burn::tensor::Distribution::Default, &device).mul_scalar(2.0);
+        sync();
+        t
+    };
+    let reserved_after = |release: bool| {
+        release_free_gpu_memory(&device);
+        drop(made(big));
+        sync();
+        if release {
+            release_free_gpu_memory(&device);
+        }
+        let kept = made(small);
+        let again = made(big);
+        let usage = GpuMemory::of(&device).expect("a GPU device reports its pools");
+        drop((kept, again));
+        sync();
+        usage
+    };
+    let without = reserved_after(false);
+    let with = reserved_after(true);
+    // A tensor that took the large page is moved onto a page of its own by `on_own_page`.
+    release_free_gpu_memory(&device);
+    drop(made(big));
+    sync();
+    let kept = lora_null::device::on_own_page(made(small));
+    release_free_gpu_memory(&device);
+    let moved = GpuMemory::of(&device).expect("a GPU device reports its pools");
+    drop(kept);
+    let big_bytes = (big * 4) as f64;
+    eprintln!("big transient {big_bytes} B: without the release {without:?}, with it {with:?}, moved {moved:?}");
+    assert!(
+        with.in_use as f64 >= big_bytes && (with.reserved as f64) < 1.7 * big_bytes,
+        "with the release the small tensor should have its own small page: {with:?} for a {big_bytes} B transient"
+    );
+    assert!(
+        (moved.reserved as f64) < 0.1 * big_bytes,
+        "the copy should hold a small page and the large one go back: {moved:?}"
+    );
+    assert!(
+        without.reserved as f64 > 1.9 * big_bytes,
+        "without the release the small tensor was expected to pin the freed large page (cubecl's exclusive pools): {without:?}"
+    );
+}

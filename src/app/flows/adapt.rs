@@ -1,7 +1,7 @@
 //! Statistics and spectra; initialisation and training (both through the engine).
 
 use super::load::build_model;
-use crate::app::browser::wasm_memory_bytes;
+use crate::app::browser::memory_note;
 use crate::app::engine_worker::{Cancellable, cancelled, emit, paused, progress, status};
 use crate::app::protocol::{CalibrateOptions, Event, TrainOptions};
 use crate::app::session::{self, executor, put_worker, take_worker};
@@ -237,9 +237,10 @@ pub async fn train(opts: TrainOptions) -> Result<(), String> {
             } else {
                 "training finished"
             };
-            // The instance's memory only grows: its size now is the run's peak.
-            status(match wasm_memory_bytes() {
-                Some(b) => format!("{ended} (the engine's memory: {:.2} GiB)", b / (1u64 << 30) as f64),
+            // The instance's memory only grows: its size now is the run's peak. The GPU's pools
+            // are read after the last step.
+            status(match memory_note(report.last.as_ref().and_then(|m| m.gpu_memory)) {
+                Some(note) => format!("{ended} ({note})"),
                 None => ended.to_string(),
             });
             Ok(())

@@ -1,7 +1,7 @@
 //! Starting the device, loading the model and the datasets.
 
 use super::{DEFAULT_CALIB, DEFAULT_MODEL, DEFAULT_TRAIN};
-use crate::app::browser::{BlobReader, fetch_blob, fetch_bytes, read_file, wasm_memory_bytes};
+use crate::app::browser::{BlobReader, fetch_blob, fetch_bytes, memory_note, read_file};
 use crate::app::engine_worker::{emit, progress, status};
 use crate::app::protocol::Event;
 use crate::app::session;
@@ -61,6 +61,7 @@ pub(super) async fn build_model(files: &ModelFiles) -> Result<LoadedModel, Strin
 async fn load_model(files: ModelFiles) -> Result<(), String> {
     let loaded = build_model(&files).await?;
     emit(&Event::Summary(loaded.summary()));
+    let gpu = crate::train::metrics::GpuMemory::of(&loaded.model.device());
     session::with(|s| {
         s.model = Some(loaded);
         s.files = Some(files);
@@ -69,13 +70,10 @@ async fn load_model(files: ModelFiles) -> Result<(), String> {
         s.eighs = EighCache::default();
     });
     emit(&Event::Spectra(None));
-    match wasm_memory_bytes() {
-        Some(b) => status(format!(
-            "model loaded (the engine's memory: {:.2} GiB)",
-            b / (1u64 << 30) as f64
-        )),
-        None => status("model loaded"),
-    }
+    status(match memory_note(gpu) {
+        Some(note) => format!("model loaded ({note})"),
+        None => "model loaded".to_string(),
+    });
     Ok(())
 }
 

@@ -134,6 +134,10 @@ pub struct BenchTrainArgs {
     /// matrix for burn's product (the default), to compare the two.
     #[arg(long)]
     fused_product: bool,
+    /// On a GPU, keep its memory as the browser does (one exclusive page per allocation), to
+    /// measure the page's GPU memory natively.
+    #[arg(long)]
+    browser_pools: bool,
 }
 
 /// `bench analysis` options.
@@ -235,8 +239,11 @@ impl TrainHooks for StepTimes {
 fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
     lora_null::model::gpu_ops::use_kernels(!a.tensor_ops);
     lora_null::model::dequant::use_fused_product(a.fused_product);
+    lora_null::device::use_browser_pools(a.browser_pools);
     let text = read_text(&a.text)?;
     let (mut m, choice) = load(&a.model)?;
+    let loaded = lora_null::train::metrics::GpuMemory::of(&choice.device);
+    let peak = PoolPeak::watch(&choice.device);
     let need = a.batch * a.tokens;
     let have = m.tokenizer.encode(&text)?.len();
     if have < need {
@@ -246,6 +253,7 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
         );
     }
     let (warmup, times) = time_train(&mut m, &text, (a.rank, a.batch, a.tokens), a.steps, None)?;
+    let (peak_in_use, peak_reserved) = peak.stop();
     let med = median(times.clone());
     println!(
         "{}",
@@ -253,9 +261,49 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
             "bench": "train", "device": choice.description, "rank": a.rank, "batch": a.batch, "tokens": a.tokens, "gpu_kernels": !a.tensor_ops, "fused_product": a.fused_product,
             "warmup_seconds": warmup, "seconds": times, "median_seconds": med,
             "tokens_per_second": need as f64 / med, "peak_rss_bytes": peak_rss(),
+            "browser_pools": a.browser_pools, "gpu_memory_loaded": loaded,
+            "gpu_memory_after_steps": lora_null::train::metrics::GpuMemory::of(&choice.device),
+            "gpu_peak_in_use_bytes": peak_in_use, "gpu_peak_reserved_bytes": peak_reserved,
         })
     );
     Ok(())
+}
+
+/// The most a GPU device's pools held while it was watched, read every 50 ms from a thread of
+/// its own (a peak between two readings is missed). Nothing on the CPU backend.
+struct PoolPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl PoolPeak {
+    fn watch(device: &burn::tensor::Device) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = lora_null::train::metrics::GpuMemory::of(device).map(|_| {
+            let (device, stop) = (device.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut in_use, mut reserved) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(g) = lora_null::train::metrics::GpuMemory::of(&device) {
+                        in_use = g.in_use.max(in_use);
+                        reserved = g.reserved.max(reserved);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                (in_use, reserved)
+            })
+        });
+        Self { stop, thread }
+    }
+
+    /// The peaks in use and reserved, bytes (`None`s on the CPU backend).
+    fn stop(self) -> (Option<u64>, Option<u64>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.thread.map(|t| t.join()) {
+            Some(Ok((in_use, reserved))) => (Some(in_use), Some(reserved)),
+            _ => (None, None),
+        }
+    }
 }
 
 fn analysis(a: BenchAnalysisArgs) -> anyhow::Result<()> {

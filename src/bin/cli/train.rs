@@ -305,6 +305,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         "steps": last.map(|x| x.step),
         "loss": last.map(|x| x.loss),
         "val_loss": last.and_then(|x| x.val_loss),
+        "gpu_memory_after_last_step": last.and_then(|x| x.gpu_memory),
         "adapter_rank": if doubled { 2 * lora_cfg.rank } else { lora_cfg.rank },
         "seconds": start.elapsed().as_secs_f64(),
     });
