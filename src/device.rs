@@ -290,8 +290,8 @@ pub async fn yield_now() {
 }
 
 /// Gives the pages of `device`'s memory pools that hold no live tensor back to the device,
-/// where those pools keep one exclusive page per allocation: in the browser (wgpu on WebGPU
-/// cannot share a page between allocations), and natively on a device made with
+/// where those pools keep one exclusive page per allocation: in the browser (cubecl's only pools
+/// in a wasm build), and natively on a device made with
 /// [`wgpu_with_browser_pools`]. Elsewhere (the CPU backend; cubecl's shared pages natively,
 /// which it relocates by itself) a no-op.
 ///
